@@ -1,0 +1,1 @@
+//! Transports and their semantics (virtio-serial, unix-listen) and the agent's life.

@@ -1,0 +1,17 @@
+//! qga-harness: a test harness for QEMU guest agent (qemu-ga) host clients.
+//!
+//! # Layout
+//!
+//! - [`wire`]: QEMU's JSON framing and qemu-ga's exact output bytes.
+//! - [`agent`]: dispatch, checks and error texts of qemu-ga.
+//! - [`guest`]: the simulated guest (profiles, files, processes, fsfreeze, time).
+//! - [`channel`]: virtio-serial and unix-listen socket semantics, the agent's life.
+//! - [`client`]: the reference host client.
+//! - [`cli`]: the `qga-harness` command line.
+
+pub mod agent;
+pub mod channel;
+pub mod cli;
+pub mod client;
+pub mod guest;
+pub mod wire;
