@@ -8,10 +8,12 @@
 //! - [`channel`]: virtio-serial and unix-listen socket semantics, the agent's life.
 //! - [`client`]: the reference host client.
 //! - [`cli`]: the `qga-harness` command line.
+//! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
 
 pub mod agent;
 pub mod channel;
 pub mod cli;
 pub mod client;
 pub mod guest;
+pub mod real_agent;
 pub mod wire;

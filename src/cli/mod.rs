@@ -1,18 +1,35 @@
 //! The command line: one subcommand per module, each a thin layer over the library.
+//!
+//! Exit codes: 0 success; 1 a verdict or a call failed; 2 bad usage, a bad file or an
+//! environment problem, with a message that names the file or path and what to do.
 
 use clap::{Parser, Subcommand};
 
+mod call;
+mod capture;
+mod mock;
+mod session;
+
 #[derive(Debug, Parser)]
-#[command(name = "qga-harness", version, about = "A test harness for QEMU guest agent host clients")]
+#[command(
+    name = "qga-harness",
+    version,
+    about = "A test harness for QEMU guest agent host clients"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    Mock(mock::MockArgs),
+    Call(call::CallArgs),
+    Capture(capture::CaptureArgs),
+    Session(session::SessionArgs),
+}
 
-/// Runs the command line and returns the process exit code (0, 1 or 2; see the README).
+/// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -21,5 +38,10 @@ pub fn main() -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    match cli.command {}
+    match cli.command {
+        Command::Mock(args) => mock::run(args),
+        Command::Call(args) => call::run(args),
+        Command::Capture(args) => capture::run(args),
+        Command::Session(args) => session::run(args),
+    }
 }
