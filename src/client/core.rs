@@ -167,6 +167,8 @@ struct Connection {
     echoes_ids: bool,
     /// A sync has completed on this connection, so `echoes_ids` is known.
     handshaken: bool,
+    /// Bytes of the current call have been written.
+    wrote: bool,
 }
 
 /// Which reply answers a request.
@@ -177,6 +179,59 @@ pub(crate) enum Expect {
     Id(Value),
     /// The first reply after the sync: for requests that cannot carry an id.
     NextReply,
+}
+
+/// What a call does once it has a connection.
+#[derive(Clone, Copy, Debug)]
+enum Job<'a> {
+    /// A handshake with a parser reset.
+    Sync,
+    /// A command, after a handshake if the connection needs one.
+    Command {
+        request: &'a [u8],
+        expect: &'a Expect,
+        no_reply: bool,
+    },
+}
+
+impl Job<'_> {
+    async fn run_on(
+        self,
+        conn: &mut Connection,
+        state: &mut State,
+        config: &ClientBuilder,
+        stage: &Cell<Stage>,
+        deadline: Instant,
+    ) -> Result<Value> {
+        let (request, expect, no_reply) = match self {
+            Job::Sync => {
+                stage.set(Stage::Sync);
+                return sync(conn, state, true).await.map(|()| Value::Null);
+            }
+            Job::Command {
+                request,
+                expect,
+                no_reply,
+            } => (request, expect, no_reply),
+        };
+        // An echoing agent on a synced connection needs no handshake: ids match replies.
+        // Otherwise the command must be the next thing the agent answers after a sync.
+        let needs_sync =
+            !conn.synced || !conn.echoes_ids || no_reply || matches!(expect, Expect::NextReply);
+        if needs_sync {
+            stage.set(Stage::Sync);
+            let reset = !conn.synced;
+            sync(conn, state, reset).await?;
+        }
+        stage.set(Stage::Reply);
+        if no_reply {
+            let grace_end = (Instant::now() + config.no_reply_grace).min(deadline);
+            send_no_reply(conn, state, request, expect, grace_end).await
+        } else {
+            write(conn, request, Stage::Reply).await?;
+            await_reply(conn, state, expect, None).await
+        }
+    }
 }
 
 impl Client {
@@ -290,30 +345,8 @@ impl Client {
     /// Forces a `guest-sync-delimited` handshake (with the parser reset) now, connecting
     /// first if needed.
     pub async fn sync(&mut self) -> Result<()> {
-        if let Some(conn) = self.conn.as_mut() {
-            conn.synced = false;
-        }
         let timeout = self.config.timeout;
-        let deadline = Instant::now() + timeout;
-        let stage = Cell::new(Stage::Connect);
-        let Client {
-            config,
-            conn,
-            state,
-        } = self;
-        let outcome = tokio::time::timeout_at(deadline, async {
-            let conn = ready_connection(config, conn, state).await?;
-            stage.set(Stage::Sync);
-            sync(conn, state, true).await
-        })
-        .await;
-        self.settle(
-            outcome.map(|r| r.map(|()| Value::Null)),
-            &stage,
-            false,
-            timeout,
-        )
-        .map(drop)
+        self.run(Job::Sync, timeout).await.map(drop)
     }
 
     /// Sends `request` and waits for the reply `expect` names, all within `timeout`.
@@ -324,29 +357,40 @@ impl Client {
         no_reply: bool,
         timeout: Duration,
     ) -> Result<Value> {
+        let job = Job::Command {
+            request,
+            expect,
+            no_reply,
+        };
+        self.run(job, timeout).await
+    }
+
+    /// Runs one job under one total deadline.
+    async fn run(&mut self, job: Job<'_>, timeout: Duration) -> Result<Value> {
         let deadline = Instant::now() + timeout;
         let stage = Cell::new(Stage::Connect);
+        let no_reply = matches!(job, Job::Command { no_reply: true, .. });
         let Client {
             config,
             conn,
             state,
         } = self;
         let outcome = tokio::time::timeout_at(deadline, async {
-            let conn = ready_connection(config, conn, state).await?;
-            let needs_sync =
-                !conn.synced || !conn.echoes_ids || no_reply || matches!(expect, Expect::NextReply);
-            if needs_sync {
-                stage.set(Stage::Sync);
-                let reset = !conn.synced;
-                sync(conn, state, reset).await?;
-            }
-            stage.set(Stage::Reply);
-            if no_reply {
-                let grace_end = (Instant::now() + config.no_reply_grace).min(deadline);
-                send_no_reply(conn, state, request, expect, grace_end).await
-            } else {
-                write(conn, request, Stage::Reply).await?;
-                await_reply(conn, state, expect, None).await
+            let mut retried = false;
+            loop {
+                stage.set(Stage::Connect);
+                let (open, reused) = ready_connection(config, conn, state).await?;
+                open.wrote = false;
+                let result = job.run_on(open, state, config, &stage, deadline).await;
+                match result {
+                    Err(Error::Disconnected { .. }) if reused && !open.wrote && !retried => {
+                        // The agent closed the connection between calls and no byte of
+                        // this call reached it: a new connection repeats nothing.
+                        *conn = None;
+                        retried = true;
+                    }
+                    other => return other,
+                }
             }
         })
         .await;
@@ -389,13 +433,14 @@ fn empty_object() -> Value {
     Value::Object(serde_json::Map::new())
 }
 
-/// The open connection, or a new one when there is none or the agent closed it. Only
-/// used before anything of the call was written, so reconnecting repeats nothing.
+/// The open connection (and true), or a new one when there is none or the agent closed
+/// it. Only used before anything of the call was written, so reconnecting repeats
+/// nothing.
 async fn ready_connection<'a>(
     config: &ClientBuilder,
     slot: &'a mut Option<Connection>,
     state: &mut State,
-) -> Result<&'a mut Connection> {
+) -> Result<(&'a mut Connection, bool)> {
     let reusable = match slot.take() {
         Some(mut conn) => match conn.reader.poll_open(&conn.stream) {
             Ok(true) => Some(conn),
@@ -403,6 +448,7 @@ async fn ready_connection<'a>(
         },
         None => None,
     };
+    let reused = reusable.is_some();
     let conn = match reusable {
         Some(conn) => conn,
         None => {
@@ -419,17 +465,29 @@ async fn ready_connection<'a>(
                 synced: false,
                 echoes_ids: false,
                 handshaken: false,
+                wrote: false,
             }
         }
     };
-    Ok(slot.insert(conn))
+    Ok((slot.insert(conn), reused))
 }
 
-async fn write(conn: &mut Connection, bytes: &[u8], stage: Stage) -> Result<()> {
-    conn.stream
-        .write_all(bytes)
-        .await
-        .map_err(|e| Error::disconnected(stage, Some(e)))
+/// Writes all of `bytes`, noting in `conn.wrote` whether any reached the socket.
+async fn write(conn: &mut Connection, mut bytes: &[u8], stage: Stage) -> Result<()> {
+    while !bytes.is_empty() {
+        match conn.stream.write(bytes).await {
+            Ok(0) => {
+                let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                return Err(Error::disconnected(stage, Some(e)));
+            }
+            Ok(n) => {
+                conn.wrote = true;
+                bytes = bytes.get(n..).unwrap_or_default();
+            }
+            Err(e) => return Err(Error::disconnected(stage, Some(e))),
+        }
+    }
+    Ok(())
 }
 
 /// The handshake: [0xFF] `guest-sync-delimited` with a fresh id, then drop everything up

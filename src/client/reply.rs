@@ -64,12 +64,13 @@ impl Reply {
     }
 }
 
-/// Compares ids as the agent echoes them: QEMU re-prints numbers (`1.0` comes back as
-/// `1`), so numbers compare by value.
+/// Compares ids as the agent echoes them: QEMU re-prints an integral float as an
+/// integer (`1.0` comes back as `1`), so a float compares by value. Integers compare
+/// exactly: as floats, 63-bit ids a few apart would look equal.
 fn same_id(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            x == y || matches!((x.as_f64(), y.as_f64()), (Some(p), Some(q)) if p == q)
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            matches!((x.as_f64(), y.as_f64()), (Some(p), Some(q)) if p == q)
         }
         _ => a == b,
     }
@@ -225,6 +226,10 @@ mod tests {
     fn ids_compare_as_the_agent_reprints_them() {
         assert!(parse(r#"{"return": {}, "id": 1}"#).has_id(&json!(1.0)));
         assert!(!parse(r#"{"return": {}, "id": "1"}"#).has_id(&json!(1)));
+        let id = (1u64 << 62) + 2;
+        assert!(!parse(&format!(r#"{{"return": {{}}, "id": {}}}"#, id + 1)).has_id(&json!(id)));
+        assert!(!parse(&format!(r#"{{"return": {{}}, "id": {}}}"#, id ^ 1)).has_id(&json!(id)));
+        assert!(parse(&format!(r#"{{"return": {{}}, "id": {id}}}"#)).has_id(&json!(id)));
         assert!(!parse(r#"{"return": {}}"#).has_id(&json!(1)));
     }
 
