@@ -518,6 +518,30 @@ async fn an_agent_that_hangs_on_the_command_times_out_and_the_next_call_works() 
 }
 
 #[tokio::test]
+async fn a_call_abandoned_by_its_caller_leaves_the_next_call_in_step() {
+    let h = Hostile::start(|_, mut peer| async move {
+        let Some(first) = peer.next_command().await else {
+            return;
+        };
+        // Answer the abandoned command only after the client's next handshake arrived.
+        let Some(sync) = peer.expect_sync().await else {
+            return;
+        };
+        peer.answer(&first, json!({"host-name": "abandoned"})).await;
+        peer.answer(&sync, sync["arguments"]["id"].clone()).await;
+        peer.serve().await;
+    });
+    let mut c = client(&h);
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(100),
+        c.execute("guest-get-host-name", None),
+    )
+    .await;
+    assert!(gave_up.is_err());
+    next_call_works(&mut c).await;
+}
+
+#[tokio::test]
 async fn a_drip_cannot_extend_the_deadline() {
     let h = Hostile::start(|_, mut peer| async move {
         let Some(req) = peer.next_command().await else {

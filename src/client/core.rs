@@ -169,6 +169,9 @@ struct Connection {
     handshaken: bool,
     /// Bytes of the current call have been written.
     wrote: bool,
+    /// A no-reply command ended without its marker sync being answered: replies may
+    /// still be in flight.
+    reply_pending: bool,
 }
 
 /// Which reply answers a request.
@@ -224,13 +227,21 @@ impl Job<'_> {
             sync(conn, state, reset).await?;
         }
         stage.set(Stage::Reply);
-        if no_reply {
+        // Out of step until the answer is in: if this future is dropped half-way (a
+        // caller's own timeout or select), the next call resyncs.
+        conn.synced = false;
+        let result = if no_reply {
             let grace_end = (Instant::now() + config.no_reply_grace).min(deadline);
             send_no_reply(conn, state, request, expect, grace_end).await
         } else {
             write(conn, request, Stage::Reply).await?;
             await_reply(conn, state, expect, None).await
-        }
+        };
+        conn.synced = match &result {
+            Ok(_) => !conn.reply_pending,
+            Err(e) => e.agent_error().is_some(),
+        };
+        result
     }
 }
 
@@ -381,6 +392,7 @@ impl Client {
                 stage.set(Stage::Connect);
                 let (open, reused) = ready_connection(config, conn, state).await?;
                 open.wrote = false;
+                open.reply_pending = false;
                 let result = job.run_on(open, state, config, &stage, deadline).await;
                 match result {
                     Err(Error::Disconnected { .. }) if reused && !open.wrote && !retried => {
@@ -452,12 +464,7 @@ async fn ready_connection<'a>(
     let conn = match reusable {
         Some(conn) => conn,
         None => {
-            let stream = UnixStream::connect(&config.socket)
-                .await
-                .map_err(|source| Error::Connect {
-                    path: config.socket.clone(),
-                    source,
-                })?;
+            let stream = connect(&config.socket).await?;
             state.stats.connects += 1;
             Connection {
                 stream,
@@ -466,10 +473,36 @@ async fn ready_connection<'a>(
                 echoes_ids: false,
                 handshaken: false,
                 wrote: false,
+                reply_pending: false,
             }
         }
     };
     Ok((slot.insert(conn), reused))
+}
+
+/// The longest pause between connect attempts to a busy agent.
+const CONNECT_RETRY_MAX: Duration = Duration::from_millis(50);
+
+/// Connects, waiting while the agent's listen backlog is full: a non-blocking connect
+/// then fails at once with EAGAIN where a blocking one would wait (qemu-ga listens with
+/// a backlog of 1 and serves one client at a time). The call's deadline bounds the wait.
+async fn connect(socket: &Path) -> Result<UnixStream> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match UnixStream::connect(socket).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(CONNECT_RETRY_MAX);
+            }
+            Err(source) => {
+                return Err(Error::Connect {
+                    path: socket.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
 }
 
 /// Writes all of `bytes`, noting in `conn.wrote` whether any reached the socket.
@@ -546,7 +579,7 @@ async fn sync(conn: &mut Connection, state: &mut State, reset: bool) -> Result<(
 }
 
 /// Reads until the reply that answers `expect`, dropping stale and spurious replies.
-/// Anything unreadable fails the call and marks the connection for a resync. With
+/// Anything unreadable fails the call (and the caller resyncs on the next one). With
 /// `marker`, the reply to that pipelined sync also ends the wait, as a success.
 async fn await_reply(
     conn: &mut Connection,
@@ -565,14 +598,12 @@ async fn await_reply(
             Frame::Line { range, .. } => range,
             Frame::Eof { .. } => return Err(Error::disconnected(Stage::Reply, None)),
             Frame::Oversize => {
-                conn.synced = false;
                 return Err(ProtocolError::TooLarge {
                     limit: conn.reader.max_line(),
                 }
                 .into());
             }
             Frame::Fragment(range) => {
-                conn.synced = false;
                 return Err(ProtocolError::CutOff {
                     preview: preview(conn.reader.bytes(range)),
                 }
@@ -588,14 +619,12 @@ async fn await_reply(
                 continue;
             }
             Ok(Err(NotAnObject)) => {
-                conn.synced = false;
                 return Err(ProtocolError::NotAnObject {
                     preview: preview(line),
                 }
                 .into());
             }
             Err(e) => {
-                conn.synced = false;
                 return Err(e.into());
             }
         };
@@ -613,11 +642,7 @@ async fn await_reply(
             state.stats.discarded_replies += 1;
             continue;
         }
-        let result = reply.into_result(line);
-        if matches!(result, Err(Error::Protocol(_))) {
-            conn.synced = false;
-        }
-        return result;
+        return reply.into_result(line);
     }
 }
 
@@ -648,7 +673,7 @@ async fn send_no_reply(
         // id or by the next sync, like any stale reply.
         Ok(result) => result,
         Err(_elapsed) => {
-            conn.synced = false;
+            conn.reply_pending = true;
             Ok(empty_object())
         }
     }
