@@ -11,6 +11,8 @@
 
 mod enablement;
 mod hash_order;
+#[cfg(test)]
+mod real_agent_tests;
 mod schema;
 #[cfg(test)]
 mod test_json;

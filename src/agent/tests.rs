@@ -15,7 +15,7 @@ const MEASURED_GUEST_INFO: &str = r#"{"return": {"version": "7.2.22", "supported
 
 /// A guest that records calls, answers from a table and freezes and thaws as told.
 #[derive(Default)]
-struct FakeGuest {
+pub(super) struct FakeGuest {
     frozen: bool,
     calls: Vec<(String, Object)>,
     answers: HashMap<&'static str, Result<Value, GuestError>>,
