@@ -4,6 +4,7 @@
 //!
 //! - [`wire`]: QEMU's JSON framing and qemu-ga's exact output bytes.
 //! - [`agent`]: dispatch, checks and error texts of qemu-ga.
+//! - [`fault`]: fault rules, the `--fault` syntax and the seeded engine.
 //! - [`guest`]: the simulated guest (profiles, files, processes, fsfreeze, time).
 //! - [`channel`]: virtio-serial and unix-listen socket semantics, the agent's life.
 //! - [`client`]: the reference host client.
@@ -14,6 +15,7 @@ pub mod agent;
 pub mod channel;
 pub mod cli;
 pub mod client;
+pub mod fault;
 pub mod guest;
 pub mod real_agent;
 pub mod wire;
