@@ -8,6 +8,7 @@
 //! - [`guest`]: the simulated guest (profiles, files, processes, fsfreeze, time).
 //! - [`channel`]: virtio-serial and unix-listen socket semantics, the agent's life.
 //! - [`client`]: the reference host client.
+//! - [`scenario`]: scenario files, their strict loader and JSON Schema.
 //! - [`cli`]: the `qga-harness` command line.
 //! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
 
@@ -18,4 +19,5 @@ pub mod client;
 pub mod fault;
 pub mod guest;
 pub mod real_agent;
+pub mod scenario;
 pub mod wire;

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// One fault rule.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// When the rule fires. An empty trigger matches every request.
@@ -20,7 +20,9 @@ pub struct Rule {
 }
 
 /// The agent-side event a trigger listens to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum EventKind {
     /// The agent is about to handle a request it parsed (the default).
@@ -33,7 +35,9 @@ pub enum EventKind {
 }
 
 /// Where a time condition counts from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Since {
     /// The mock's start.
@@ -45,7 +49,7 @@ pub enum Since {
 
 /// When a rule fires. Every condition given must hold; counts (`nth`, `every`, `from`)
 /// count the events that match `event` and `command`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
     #[serde(default)]
@@ -86,7 +90,9 @@ pub struct Trigger {
 }
 
 /// How a delay's random part is drawn.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Distribution {
     /// Uniform in `[0, jitter_ms]`.
@@ -97,7 +103,7 @@ pub enum Distribution {
 }
 
 /// How long the agent stays down after it dies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Restart {
     /// Stays dead (until started over the control socket).
@@ -108,7 +114,7 @@ pub enum Restart {
 }
 
 /// Which unsolicited reply a `spurious` action writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SpuriousKind {
     /// A guest-sync reply with an id the client used earlier (or a made-up old one).
@@ -124,7 +130,9 @@ pub enum SpuriousKind {
 }
 
 /// Before or after the real reply.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Position {
     #[default]
@@ -133,7 +141,7 @@ pub enum Position {
 }
 
 /// How a sync reply's id is wrong.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum WrongId {
     /// Another number.
@@ -149,7 +157,7 @@ pub enum WrongId {
 }
 
 /// What garbage replaces (or, for `crlf` and `ff-prefix`, deforms) the reply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Garbage {
     /// A line of text that is not JSON.
@@ -169,7 +177,7 @@ pub enum Garbage {
 }
 
 /// What a fired rule does. Reply actions act on the reply to the request that fired them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", tag = "action")]
 pub enum Action {
     // --- timing ---
@@ -263,7 +271,9 @@ pub enum Action {
 }
 
 /// Where raw bytes go.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum RawPosition {
     /// Instead of the reply.

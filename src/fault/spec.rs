@@ -703,7 +703,10 @@ pub fn suggest(word: &str, known: &[&str]) -> String {
     known
         .iter()
         .map(|k| (edit_distance(word, k), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .filter(|(d, k)| {
+            let shares_a_stem = word.get(..3).is_some_and(|stem| k.starts_with(stem));
+            *d <= 2.max(k.len() / 3) || (shares_a_stem && *d <= k.len() / 2)
+        })
         .min()
         .map(|(_, k)| format!(" (did you mean '{k}'?)"))
         .unwrap_or_default()
