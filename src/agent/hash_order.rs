@@ -1,6 +1,6 @@
 //! The two hash orders qemu-ga's checks walk in.
 //!
-//! - QDict iteration order (QEMU qobject/qdict.c): `tdb_hash(key) % 512` buckets in
+//! - QDict iteration order (QEMU qobject/qdict.c, bucket from [`qdict_bucket`]): buckets in
 //!   ascending order, newest-inserted key first within a bucket. The top-level member check
 //!   of a request walks the object in this order, and so does the argument visitor when it
 //!   fills its table of unvisited keys.
@@ -10,10 +10,10 @@
 //!   size, the probe sequence, the tombstones the visited keys leave and the resizes their
 //!   removal triggers, so all of that is modelled here.
 //!
-//! Both hashes run over the bytes of QEMU's C string for the key: UTF-8, except that U+0000
+//! `g_str_hash` runs over the bytes of QEMU's C string for the key: UTF-8, except that U+0000
 //! is held as the overlong pair C0 80 (QEMU's JSON parser never puts a NUL byte in a string).
 
-use crate::wire::{Object, Value};
+use crate::wire::{qdict_bucket, Object, Value};
 
 /// The bytes QEMU holds for `s` (see the module comment).
 fn c_bytes(s: &str) -> impl Iterator<Item = u8> + '_ {
@@ -24,26 +24,13 @@ fn c_bytes(s: &str) -> impl Iterator<Item = u8> + '_ {
     })
 }
 
-/// QDict's bucket hash (QEMU qobject/qdict.c `tdb_hash`), 32-bit unsigned arithmetic.
-fn tdb_hash(key: &str) -> u32 {
-    let len = c_bytes(key).count() as u32;
-    let mut value = 0x238F_13AFu32.wrapping_mul(len);
-    for (i, b) in c_bytes(key).enumerate() {
-        let shift = ((i as u64 * 5) % 24) as u32;
-        value = value.wrapping_add(u32::from(b) << shift);
-    }
-    1_103_515_243u32.wrapping_mul(value).wrapping_add(12345)
-}
-
-const QDICT_BUCKETS: u32 = 512;
-
 /// The members of `object` in QDict iteration order, given that they were inserted in the
 /// object's order (which is what QEMU's parser does).
 pub(crate) fn qdict_order(object: &Object) -> Vec<(&str, &Value)> {
     let mut members: Vec<(u32, usize, &str, &Value)> = object
         .iter()
         .enumerate()
-        .map(|(i, (k, v))| (tdb_hash(k) % QDICT_BUCKETS, i, k, v))
+        .map(|(i, (k, v))| (qdict_bucket(k), i, k, v))
         .collect();
     members.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
     members.into_iter().map(|(_, _, k, v)| (k, v)).collect()
@@ -270,7 +257,7 @@ mod tests {
     #[case::aa("aa", 110)]
     #[case::aq("aq", 110)]
     fn tdb_buckets_match_the_measured_ones(#[case] key: &str, #[case] bucket: u32) {
-        assert_eq!(tdb_hash(key) % QDICT_BUCKETS, bucket);
+        assert_eq!(qdict_bucket(key), bucket);
     }
 
     #[rstest]
@@ -301,7 +288,7 @@ mod tests {
             c_bytes("a\0b").collect::<Vec<u8>>(),
             vec![b'a', 0xC0, 0x80, b'b']
         );
-        assert_ne!(tdb_hash("a\0"), tdb_hash("a"));
+        assert_ne!(g_str_hash("a\0"), g_str_hash("a"));
     }
 
     /// The leftover the argument visitor reports: keys inserted in QDict order, the visited

@@ -964,3 +964,70 @@ fn the_command_name_is_reported_for_transcripts() {
 fn config_validation(#[case] config: AgentConfig, #[case] expected: Result<(), ConfigError>) {
     assert_eq!(config.validate(), expected);
 }
+
+fn reply_bytes(config: AgentConfig, request: &str) -> Option<Vec<u8>> {
+    let mut dispatcher = Dispatcher::new(config);
+    let (answer, _) = dispatcher.answer(Parsed::Value(parse(request)), &mut FakeGuest::default());
+    answer.encode()
+}
+
+/// qga-wire.md §0.3, §2, §3: the reply lines, with the id where QDict order puts it.
+#[rstest]
+#[case::ping(r#"{"execute":"guest-ping"}"#, b"{\"return\": {}}\n".as_slice())]
+#[case::ping_id(r#"{"execute":"guest-ping","id":7}"#, b"{\"return\": {}, \"id\": 7}\n".as_slice())]
+#[case::error_id(
+    r#"{"execute":"guest-nope","id":7}"#,
+    b"{\"id\": 7, \"error\": {\"class\": \"CommandNotFound\", \"desc\": \"The command guest-nope has not been found\"}}\n".as_slice()
+)]
+#[case::error(
+    r#"{"execute":"guest-sync"}"#,
+    b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"Parameter 'id' is missing\"}}\n".as_slice()
+)]
+#[case::delimited(
+    r#"{"execute":"guest-sync-delimited","arguments":{"id":5}}"#,
+    b"\xff{\"return\": 5}\n".as_slice()
+)]
+#[case::delimited_id(
+    r#"{"execute":"guest-sync-delimited","arguments":{"id":5},"id":"x"}"#,
+    b"\xff{\"return\": 5, \"id\": \"x\"}\n".as_slice()
+)]
+#[case::delimited_error_unmarked(
+    r#"{"execute":"guest-sync-delimited","arguments":{"id":"a"}}"#,
+    b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"Invalid parameter type for 'id', expected: integer\"}}\n".as_slice()
+)]
+#[case::sync_negative_zero(
+    r#"{"execute":"guest-sync","arguments":{"id":-0}}"#,
+    b"{\"return\": 0}\n".as_slice()
+)]
+#[case::reordered_id(
+    r#"{"execute":"guest-ping","id":{"b":1,"a":2,"c":{"z":0,"y":[]}}}"#,
+    b"{\"return\": {}, \"id\": {\"a\": 2, \"b\": 1, \"c\": {\"y\": [], \"z\": 0}}}\n".as_slice()
+)]
+#[case::colliding_id(
+    r#"{"execute":"guest-ping","id":{"aa":1,"aq":2}}"#,
+    b"{\"return\": {}, \"id\": {\"aq\": 2, \"aa\": 1}}\n".as_slice()
+)]
+fn reply_lines(#[case] request: &str, #[case] expected: &[u8]) {
+    assert_eq!(
+        reply_bytes(safe_config(), request).as_deref(),
+        Some(expected)
+    );
+}
+
+#[test]
+fn guest_info_bytes_are_the_measured_ones() {
+    let reply = reply_bytes(safe_config(), r#"{"execute":"guest-info"}"#);
+    let mut expected = MEASURED_GUEST_INFO.as_bytes().to_vec();
+    expected.push(b'\n');
+    assert_eq!(expected.len(), 3237);
+    assert_eq!(reply, Some(expected));
+}
+
+#[test]
+fn silent_commands_write_nothing_even_with_an_id() {
+    let reply = reply_bytes(
+        config("7.2.22", &[]),
+        r#"{"execute":"guest-shutdown","id":1}"#,
+    );
+    assert_eq!(reply, None);
+}
