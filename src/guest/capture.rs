@@ -137,7 +137,12 @@ impl<'a> Connection<'a> {
                 self.pending.extend_from_slice(&buf[..n]);
                 Ok(())
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Err(self.timeout_error(command))
             }
             Err(e) => Err(self.io(e)),
@@ -212,7 +217,13 @@ impl<'a> Connection<'a> {
         let error = reply
             .get("error")
             .ok_or_else(|| self.garbage(command, "neither `return` nor `error`"))?;
-        let field = |name: &str| error.get(name).and_then(Json::as_str).unwrap_or("").to_owned();
+        let field = |name: &str| {
+            error
+                .get(name)
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
         Ok(Err((field("class"), field("desc"))))
     }
 }
@@ -248,10 +259,13 @@ pub fn capture(socket: &Path, options: &CaptureOptions) -> Result<Profile, Captu
         .get("version")
         .and_then(Json::as_str)
         .ok_or_else(|| conn.garbage("guest-info", "no version string"))?;
-    profile.agent.version = version_prefix(version_text).parse().map_err(|e| CaptureError::Unfit {
-        command: "guest-info".into(),
-        detail: format!("{e}"),
-    })?;
+    profile.agent.version =
+        version_prefix(version_text)
+            .parse()
+            .map_err(|e| CaptureError::Unfit {
+                command: "guest-info".into(),
+                detail: format!("{e}"),
+            })?;
     let commands = info
         .get("supported_commands")
         .and_then(Json::as_array)
@@ -297,7 +311,8 @@ pub fn capture(socket: &Path, options: &CaptureOptions) -> Result<Profile, Captu
             }
         };
     }
-    read_only!("guest-get-osinfo", |v| profile.osinfo = fit("guest-get-osinfo", v)?);
+    read_only!("guest-get-osinfo", |v| profile.osinfo =
+        fit("guest-get-osinfo", v)?);
     read_only!("guest-get-host-name", |v| {
         profile.host_name = v
             .get("host-name")
@@ -305,9 +320,12 @@ pub fn capture(socket: &Path, options: &CaptureOptions) -> Result<Profile, Captu
             .ok_or_else(|| conn.garbage("guest-get-host-name", "no host-name"))?
             .to_owned()
     });
-    read_only!("guest-get-timezone", |v| profile.timezone = fit("guest-get-timezone", v)?);
-    read_only!("guest-get-users", |v| profile.users = fit("guest-get-users", v)?);
-    read_only!("guest-get-vcpus", |v| profile.vcpus = fit("guest-get-vcpus", v)?);
+    read_only!("guest-get-timezone", |v| profile.timezone =
+        fit("guest-get-timezone", v)?);
+    read_only!("guest-get-users", |v| profile.users =
+        fit("guest-get-users", v)?);
+    read_only!("guest-get-vcpus", |v| profile.vcpus =
+        fit("guest-get-vcpus", v)?);
     read_only!("guest-get-memory-blocks", |v| {
         profile.memory_blocks = fit("guest-get-memory-blocks", v)?
     });
@@ -321,13 +339,17 @@ pub fn capture(socket: &Path, options: &CaptureOptions) -> Result<Profile, Captu
     read_only!("guest-network-get-route", |v| {
         profile.network_routes = fit("guest-network-get-route", v)?
     });
-    read_only!("guest-get-load", |v| profile.load = fit("guest-get-load", v)?);
-    read_only!("guest-get-fsinfo", |v| profile.fsinfo = fit("guest-get-fsinfo", v)?);
-    read_only!("guest-get-disks", |v| profile.disks = fit("guest-get-disks", v)?);
+    read_only!("guest-get-load", |v| profile.load =
+        fit("guest-get-load", v)?);
+    read_only!("guest-get-fsinfo", |v| profile.fsinfo =
+        fit("guest-get-fsinfo", v)?);
+    read_only!("guest-get-disks", |v| profile.disks =
+        fit("guest-get-disks", v)?);
     read_only!("guest-get-diskstats", |v| {
         profile.diskstats = fit("guest-get-diskstats", v)?
     });
-    read_only!("guest-get-cpustats", |v| profile.cpustats = fit("guest-get-cpustats", v)?);
+    read_only!("guest-get-cpustats", |v| profile.cpustats =
+        fit("guest-get-cpustats", v)?);
     read_only!("guest-fsfreeze-status", |v| {
         profile.fsfreeze.frozen = v.as_str() == Some("frozen")
     });
@@ -384,7 +406,12 @@ fn account_from_reply(user: &str, reply: Reply) -> Option<Account> {
             let keys: Vec<String> = value
                 .get("keys")
                 .and_then(Json::as_array)
-                .map(|k| k.iter().filter_map(Json::as_str).map(str::to_owned).collect())
+                .map(|k| {
+                    k.iter()
+                        .filter_map(Json::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default();
             // qemu-ga lists the file's keys last first; store them in file order.
             Some(Account {
@@ -399,7 +426,13 @@ fn account_from_reply(user: &str, reply: Reply) -> Option<Account> {
             let home = desc
                 .strip_prefix("failed to read '")
                 .and_then(|rest| rest.split_once(SUFFIX))
-                .map(|(home, _)| if home.is_empty() { "/".to_owned() } else { home.to_owned() })
+                .map(|(home, _)| {
+                    if home.is_empty() {
+                        "/".to_owned()
+                    } else {
+                        home.to_owned()
+                    }
+                })
                 .unwrap_or_else(default_home);
             Some(Account {
                 name: user.to_owned(),

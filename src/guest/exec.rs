@@ -112,7 +112,16 @@ impl Context<'_> {
     /// Directories searched for bare program names.
     fn search_path(&self) -> Vec<String> {
         match self.env.get("PATH") {
-            Some(path) => path.split(':').map(|d| if d.is_empty() { ".".to_owned() } else { d.to_owned() }).collect(),
+            Some(path) => path
+                .split(':')
+                .map(|d| {
+                    if d.is_empty() {
+                        ".".to_owned()
+                    } else {
+                        d.to_owned()
+                    }
+                })
+                .collect(),
             None => self.profile.search_path.clone(),
         }
     }
@@ -129,7 +138,11 @@ const BUILTINS: &[&str] = &["echo", "true", "false", "sleep", "cat", "sh"];
 
 /// Finds a program as glib's spawn with `G_SPAWN_SEARCH_PATH` would; the error is the
 /// errno execve would give.
-pub(crate) fn find_program(ctx: &Context<'_>, path: &str, args: &[String]) -> Result<Program, Errno> {
+pub(crate) fn find_program(
+    ctx: &Context<'_>,
+    path: &str,
+    args: &[String],
+) -> Result<Program, Errno> {
     let scripted = |candidate: &str| {
         ctx.profile.processes.iter().find(|p| {
             (p.path == candidate || p.path == path)
@@ -158,9 +171,12 @@ pub(crate) fn find_program(ctx: &Context<'_>, path: &str, args: &[String]) -> Re
         let resolved = ctx.fs.resolve(path)?;
         return at(&resolved.path);
     }
-    if let Some(p) = ctx.profile.processes.iter().find(|p| {
-        p.path == path && p.args.as_ref().is_none_or(|a| a.as_slice() == args)
-    }) {
+    if let Some(p) = ctx
+        .profile
+        .processes
+        .iter()
+        .find(|p| p.path == path && p.args.as_ref().is_none_or(|a| a.as_slice() == args))
+    {
         return Ok(Program::Scripted(p.clone()));
     }
     let mut denied = false;
@@ -179,7 +195,12 @@ pub(crate) fn find_program(ctx: &Context<'_>, path: &str, args: &[String]) -> Re
 }
 
 /// Runs a found program to its end, appending its output to `ctx.out`.
-pub(crate) fn run_program(ctx: &mut Context<'_>, program: &Program, argv0: &str, args: &[String]) -> Ending {
+pub(crate) fn run_program(
+    ctx: &mut Context<'_>,
+    program: &Program,
+    argv0: &str,
+    args: &[String],
+) -> Ending {
     match program {
         Program::Scripted(p) => run_scripted(ctx, p),
         Program::Builtin(name) => run_builtin(ctx, name, argv0, args),
@@ -247,8 +268,13 @@ pub(crate) fn echo(args: &[String], dash: bool) -> Vec<u8> {
     while let Some(first) = rest.first() {
         let flags = first.strip_prefix('-').filter(|f| !f.is_empty());
         let valid = flags.is_some_and(|f| {
-            f.chars()
-                .all(|c| if dash { c == 'n' } else { matches!(c, 'n' | 'e' | 'E') })
+            f.chars().all(|c| {
+                if dash {
+                    c == 'n'
+                } else {
+                    matches!(c, 'n' | 'e' | 'E')
+                }
+            })
         });
         if !valid {
             break;
@@ -403,14 +429,17 @@ pub(crate) fn cat(ctx: &mut Context<'_>, name: &str, args: &[String]) -> Ending 
             ctx.out.write(1, &input);
             continue;
         }
-        let result = ctx.fs.resolve(arg).and_then(|r| match ctx.fs.node(&r.path) {
-            Some(Node::Dir) => Err(Errno::IsDir),
-            Some(Node::Device(super::fs::Device::Null)) => Ok(None),
-            // An endless source: cat copies it until killed.
-            Some(Node::Device(_)) => Ok(Some(Vec::new())),
-            Some(Node::File(data)) => Ok(Some(data.clone())),
-            None => Err(Errno::NoEnt),
-        });
+        let result = ctx
+            .fs
+            .resolve(arg)
+            .and_then(|r| match ctx.fs.node(&r.path) {
+                Some(Node::Dir) => Err(Errno::IsDir),
+                Some(Node::Device(super::fs::Device::Null)) => Ok(None),
+                // An endless source: cat copies it until killed.
+                Some(Node::Device(_)) => Ok(Some(Vec::new())),
+                Some(Node::File(data)) => Ok(Some(data.clone())),
+                None => Err(Errno::NoEnt),
+            });
         match result {
             Ok(None) => {}
             Ok(Some(data)) if data.is_empty() && is_endless(ctx.fs, arg) => return Ending::Never,
@@ -474,7 +503,11 @@ impl Processes {
     fn allocate_pid(&mut self) -> i64 {
         loop {
             let pid = self.next_pid;
-            self.next_pid = if pid + 1 >= PID_MAX { PID_WRAP } else { pid + 1 };
+            self.next_pid = if pid + 1 >= PID_MAX {
+                PID_WRAP
+            } else {
+                pid + 1
+            };
             if !self.records.iter().any(|r| r.pid == pid) {
                 return pid;
             }

@@ -196,7 +196,8 @@ impl FileSystem {
 
     /// Opens `path` with an fopen mode, as qemu-ga's `safe_open_or_create` does.
     pub(crate) fn open(&mut self, path: &str, mode: &str) -> Result<OpenFile, String> {
-        let flags = OpenFlags::parse(mode).ok_or_else(|| format!("invalid file open mode '{mode}'"))?;
+        let flags =
+            OpenFlags::parse(mode).ok_or_else(|| format!("invalid file open mode '{mode}'"))?;
         let fail = |e: Errno| {
             format!(
                 "failed to open file '{path}' (mode: '{mode}'): {}",
@@ -403,7 +404,9 @@ impl OpenFile {
                 buf
             }
             Some(Node::File(content)) => {
-                let start = usize::try_from(self.pos).unwrap_or(usize::MAX).min(content.len());
+                let start = usize::try_from(self.pos)
+                    .unwrap_or(usize::MAX)
+                    .min(content.len());
                 let end = start.saturating_add(count).min(content.len());
                 content[start..end].to_vec()
             }
@@ -488,7 +491,12 @@ impl OpenFile {
     }
 
     /// guest-file-seek's stream part: fseek then ftell.
-    pub(crate) fn seek(&mut self, fs: &mut FileSystem, offset: i64, whence: i32) -> Result<i64, String> {
+    pub(crate) fn seek(
+        &mut self,
+        fs: &mut FileSystem,
+        offset: i64,
+        whence: i32,
+    ) -> Result<i64, String> {
         self.flush_buffer(fs);
         self.buffer_room = false;
         self.state = RwState::New;

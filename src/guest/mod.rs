@@ -23,15 +23,14 @@ mod shell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use profile::{
-    Account, AgentProfile, ClockProfile, ExecProfile, FileContent, FsfreezeHook,
-    FsfreezeProfile, Hwclock, PowerProfile, ProcessOutput, Profile, ProfileError,
-    ScriptedProcess, Termination,
+    Account, AgentProfile, ClockProfile, ExecProfile, FileContent, FsfreezeHook, FsfreezeProfile,
+    Hwclock, PowerProfile, ProcessOutput, Profile, ProfileError, ScriptedProcess, Termination,
 };
 pub use qapi::{
-    CcwAddress, CpuStats, DiskAddress, DiskBusType, DiskInfo, DiskSmart, DiskStats,
-    DiskStatsInfo, FilesystemInfo, InterfaceStats, IpAddress, IpAddressType, LinuxCpuStats,
-    LoadAverage, MemoryBlock, MemoryBlockInfo, NetworkInterface, NetworkRoute, NvmeSmart,
-    OsInfo, PciAddress, Timezone, TrimOutcome, User, Vcpu,
+    CcwAddress, CpuStats, DiskAddress, DiskBusType, DiskInfo, DiskSmart, DiskStats, DiskStatsInfo,
+    FilesystemInfo, InterfaceStats, IpAddress, IpAddressType, LinuxCpuStats, LoadAverage,
+    MemoryBlock, MemoryBlockInfo, NetworkInterface, NetworkRoute, NvmeSmart, OsInfo, PciAddress,
+    Timezone, TrimOutcome, User, Vcpu,
 };
 
 use crate::agent::AgentVersion;
@@ -104,7 +103,10 @@ impl Guest {
         }
         for account in &profile.accounts {
             if let Some(lines) = &account.authorized_keys {
-                fs.add_file(&authorized_keys_path(&account.home), lines.join("\n").into_bytes());
+                fs.add_file(
+                    &authorized_keys_path(&account.home),
+                    lines.join("\n").into_bytes(),
+                );
             }
         }
         let clock_offset_us = profile.clock.offset_ns / 1000;
@@ -183,7 +185,12 @@ impl Guest {
             "guest-get-disks" => p.disks.to_qapi(),
             "guest-get-fsinfo" => {
                 let privileged = self.version.at_least(9, 1);
-                Value::Array(p.fsinfo.iter().map(|f| f.to_qapi_versioned(privileged)).collect())
+                Value::Array(
+                    p.fsinfo
+                        .iter()
+                        .map(|f| f.to_qapi_versioned(privileged))
+                        .collect(),
+                )
             }
             "guest-set-user-password" => self.set_user_password(args)?,
             "guest-get-memory-blocks" => self.memory_blocks.to_qapi(),
@@ -269,7 +276,9 @@ impl Guest {
                 return Err(GuestError("Invalid time: Success".into()));
             }
             if usec < 0 {
-                return Err(GuestError("Failed to set time to guest: Invalid argument".into()));
+                return Err(GuestError(
+                    "Failed to set time to guest: Invalid argument".into(),
+                ));
             }
             self.clock_offset_us = (sec * 1_000_000 + usec) - host_now_us();
         }
@@ -462,7 +471,9 @@ impl Guest {
                     Some(minimum),
                     None,
                 ),
-                TrimOutcome::Error(e) => qapi::trim_result(&fs.mountpoint, None, None, Some(e.clone())),
+                TrimOutcome::Error(e) => {
+                    qapi::trim_result(&fs.mountpoint, None, None, Some(e.clone()))
+                }
             })
             .collect();
         qapi::trim_response(paths)
@@ -518,9 +529,15 @@ impl Guest {
             let result = if no_sysfs {
                 qapi::memory_block_response(index, "operation-not-supported", Some(ENOENT))
             } else {
-                match self.memory_blocks.iter_mut().find(|b| b.phys_index == index) {
+                match self
+                    .memory_blocks
+                    .iter_mut()
+                    .find(|b| b.phys_index == index)
+                {
                     None => qapi::memory_block_response(index, "not-found", Some(ENOENT)),
-                    Some(b) if b.online == online => qapi::memory_block_response(index, "success", None),
+                    Some(b) if b.online == online => {
+                        qapi::memory_block_response(index, "success", None)
+                    }
                     Some(b) if !online && b.can_offline == Some(false) => {
                         qapi::memory_block_response(index, "operation-failed", Some(EBUSY))
                     }
@@ -564,12 +581,13 @@ impl Guest {
             None => CaptureMode::None,
             Some(Value::Bool(true)) => CaptureMode::Separated,
             Some(Value::Bool(false)) => CaptureMode::None,
-            Some(Value::String(mode)) if self.version.at_least(8, 1) => CaptureMode::from_name(mode)
-                .ok_or_else(|| {
+            Some(Value::String(mode)) if self.version.at_least(8, 1) => {
+                CaptureMode::from_name(mode).ok_or_else(|| {
                     GuestError(format!(
                         "Parameter 'capture-output' does not accept value '{mode}'"
                     ))
-                })?,
+                })?
+            }
             Some(_) => return Err(type_error("capture-output", "boolean")),
         };
         let input = match opt_str(args, "input-data")? {
@@ -609,9 +627,10 @@ impl Guest {
 
     /// glib's g_file_get_contents, with its error text.
     fn read_authkeys(&self, path: &str) -> Result<Vec<String>, String> {
-        let resolved = self.fs.resolve(path).map_err(|e| {
-            format!("Failed to open file \u{201C}{path}\u{201D}: {}", e.text())
-        })?;
+        let resolved = self
+            .fs
+            .resolve(path)
+            .map_err(|e| format!("Failed to open file \u{201C}{path}\u{201D}: {}", e.text()))?;
         match self.fs.read_file(&resolved.path) {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(bytes);
@@ -649,7 +668,12 @@ impl Guest {
         Ok(qapi::authorized_keys(keys))
     }
 
-    fn ssh_add(&mut self, username: &str, keys: &[String], reset: bool) -> Result<Value, GuestError> {
+    fn ssh_add(
+        &mut self,
+        username: &str,
+        keys: &[String],
+        reset: bool,
+    ) -> Result<Value, GuestError> {
         check_keys(keys)?;
         let home = self.lookup_user(username)?;
         let ssh_dir = format!("{}/.ssh", home.trim_end_matches('/'));
@@ -778,7 +802,10 @@ fn missing(name: &str) -> GuestError {
 fn opt_int(args: &Object, name: &str) -> Result<Option<i64>, GuestError> {
     match args.get(name) {
         None => Ok(None),
-        Some(v) => v.as_i64().map(Some).ok_or_else(|| type_error(name, "integer")),
+        Some(v) => v
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| type_error(name, "integer")),
     }
 }
 
@@ -789,7 +816,10 @@ fn int(args: &Object, name: &str) -> Result<i64, GuestError> {
 fn opt_bool(args: &Object, name: &str) -> Result<Option<bool>, GuestError> {
     match args.get(name) {
         None => Ok(None),
-        Some(v) => v.as_bool().map(Some).ok_or_else(|| type_error(name, "boolean")),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| type_error(name, "boolean")),
     }
 }
 

@@ -16,8 +16,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::qapi::{
-    CpuStats, DiskInfo, DiskStatsInfo, FilesystemInfo, LoadAverage, MemoryBlock,
-    NetworkInterface, NetworkRoute, OsInfo, Timezone, User, Vcpu,
+    CpuStats, DiskInfo, DiskStatsInfo, FilesystemInfo, LoadAverage, MemoryBlock, NetworkInterface,
+    NetworkRoute, OsInfo, Timezone, User, Vcpu,
 };
 use crate::agent::AgentVersion;
 
@@ -360,7 +360,7 @@ pub enum ProfileError {
 }
 
 fn at_path(path: &str) -> String {
-    if path.is_empty() || path == "." {
+    if path.is_empty() || path == "." || path == "?" {
         String::new()
     } else {
         format!(" (at {path})")
@@ -416,11 +416,13 @@ impl Profile {
         deserializer
             .end()
             .map_err(|e| parse_error(origin, String::new(), &e))?;
-        profile.validate().map_err(|(path, message)| ProfileError::Invalid {
-            origin: origin.to_owned(),
-            path,
-            message,
-        })?;
+        profile
+            .validate()
+            .map_err(|(path, message)| ProfileError::Invalid {
+                origin: origin.to_owned(),
+                path,
+                message,
+            })?;
         Ok(profile)
     }
 

@@ -48,7 +48,10 @@ pub(crate) fn run_sh(ctx: &mut Context<'_>, argv0: &str, args: &[String]) -> End
         Some("-c") => match args.get(1) {
             Some(script) => (script.clone(), args[2..].to_vec()),
             None => {
-                ctx.out.write(2, format!("{argv0}: 0: -c requires an argument\n").as_bytes());
+                ctx.out.write(
+                    2,
+                    format!("{argv0}: 0: -c requires an argument\n").as_bytes(),
+                );
                 return Ending::Exited(2);
             }
         },
@@ -71,7 +74,10 @@ pub(crate) fn run_sh(ctx: &mut Context<'_>, argv0: &str, args: &[String]) -> End
         }
         None => {
             let input = std::mem::take(&mut ctx.stdin);
-            (String::from_utf8_lossy(&input).into_owned(), vec![argv0.to_owned()])
+            (
+                String::from_utf8_lossy(&input).into_owned(),
+                vec![argv0.to_owned()],
+            )
         }
     };
     let lines = match tokenize(&script) {
@@ -79,7 +85,10 @@ pub(crate) fn run_sh(ctx: &mut Context<'_>, argv0: &str, args: &[String]) -> End
         Err(Unsupported(what)) => return unsupported(ctx, &what),
     };
     let mut shell = Shell {
-        name: positional.first().cloned().unwrap_or_else(|| argv0.to_owned()),
+        name: positional
+            .first()
+            .cloned()
+            .unwrap_or_else(|| argv0.to_owned()),
         args: positional.iter().skip(1).cloned().collect(),
         vars: BTreeMap::new(),
         status: 0,
@@ -152,7 +161,10 @@ fn tokenize(script: &str) -> Result<Vec<(Token, usize)>, Unsupported> {
                             i += 1;
                         }
                         let start = i;
-                        while chars.get(i).is_some_and(|c| !c.is_whitespace() && !";&|".contains(*c)) {
+                        while chars
+                            .get(i)
+                            .is_some_and(|c| !c.is_whitespace() && !";&|".contains(*c))
+                        {
                             i += 1;
                         }
                         let target: String = chars[start..i].iter().collect();
@@ -298,7 +310,10 @@ fn parameter(chars: &[char], i: usize) -> Result<(Option<String>, usize), Unsupp
         Some('{') => {
             j += 1;
             let start = j;
-            while chars.get(j).is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_') {
+            while chars
+                .get(j)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_')
+            {
                 j += 1;
             }
             if chars.get(j) != Some(&'}') || j == start {
@@ -309,7 +324,10 @@ fn parameter(chars: &[char], i: usize) -> Result<(Option<String>, usize), Unsupp
         Some(&c) if "$?#@*".contains(c) || c.is_ascii_digit() => Ok((Some(c.to_string()), j + 1)),
         Some(&c) if c.is_ascii_alphabetic() || c == '_' => {
             let start = j;
-            while chars.get(j).is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_') {
+            while chars
+                .get(j)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_')
+            {
                 j += 1;
             }
             Ok((Some(chars[start..j].iter().collect()), j))
@@ -324,9 +342,9 @@ const RESERVED: &[&str] = &[
 ];
 
 const UNSUPPORTED_BUILTINS: &[&str] = &[
-    "test", "[", "printf", "cd", "export", "read", "set", "shift", "eval", "exec", "trap",
-    "wait", "unset", "local", "return", "type", "command", "pwd", ".", "source", "alias",
-    "umask", "ulimit", "getopts", "readonly", "times", "hash", "break", "continue",
+    "test", "[", "printf", "cd", "export", "read", "set", "shift", "eval", "exec", "trap", "wait",
+    "unset", "local", "return", "type", "command", "pwd", ".", "source", "alias", "umask",
+    "ulimit", "getopts", "readonly", "times", "hash", "break", "continue",
 ];
 
 struct Shell {
@@ -354,7 +372,11 @@ impl Shell {
             "@" | "*" => self.args.clone(),
             n if n.bytes().all(|b| b.is_ascii_digit()) => {
                 let idx: usize = n.parse().unwrap_or(0);
-                vec![self.args.get(idx.wrapping_sub(1)).cloned().unwrap_or_default()]
+                vec![self
+                    .args
+                    .get(idx.wrapping_sub(1))
+                    .cloned()
+                    .unwrap_or_default()]
             }
             n => vec![self
                 .vars
@@ -400,7 +422,11 @@ impl Shell {
         fields
     }
 
-    fn run(&mut self, ctx: &mut Context<'_>, tokens: &[(Token, usize)]) -> Result<Ending, Unsupported> {
+    fn run(
+        &mut self,
+        ctx: &mut Context<'_>,
+        tokens: &[(Token, usize)],
+    ) -> Result<Ending, Unsupported> {
         // Parse into and-or lists of simple commands.
         let mut lists: Vec<Vec<(Option<Token>, Simple)>> = vec![Vec::new()];
         let mut current = Simple::default();
@@ -469,7 +495,11 @@ impl Shell {
     }
 
     /// Runs one command; returns the script's end when it ends the script.
-    fn run_simple(&mut self, ctx: &mut Context<'_>, simple: &Simple) -> Result<Option<Ending>, Unsupported> {
+    fn run_simple(
+        &mut self,
+        ctx: &mut Context<'_>,
+        simple: &Simple,
+    ) -> Result<Option<Ending>, Unsupported> {
         let mut words: Vec<String> = Vec::new();
         for w in &simple.words {
             words.extend(self.expand(ctx, w));
@@ -533,7 +563,13 @@ impl Shell {
         Ok(ending)
     }
 
-    fn dispatch(&mut self, ctx: &mut Context<'_>, name: &str, args: &[String], line: usize) -> Result<Option<Ending>, Unsupported> {
+    fn dispatch(
+        &mut self,
+        ctx: &mut Context<'_>,
+        name: &str,
+        args: &[String],
+        line: usize,
+    ) -> Result<Option<Ending>, Unsupported> {
         match name {
             "exit" => {
                 let code = match args.first() {
@@ -568,7 +604,11 @@ impl Shell {
         }
     }
 
-    fn kill(&mut self, ctx: &mut Context<'_>, args: &[String]) -> Result<Option<Ending>, Unsupported> {
+    fn kill(
+        &mut self,
+        ctx: &mut Context<'_>,
+        args: &[String],
+    ) -> Result<Option<Ending>, Unsupported> {
         let (signal, targets) = match args {
             [s, rest @ ..] if s == "-s" => match rest {
                 [name, targets @ ..] => (signal_number(name), targets),
@@ -581,7 +621,9 @@ impl Shell {
             return Err(Unsupported("this kill signal".into()));
         };
         if targets.len() != 1 || targets[0] != ctx.pid.to_string() {
-            return Err(Unsupported("kill of another process than the shell itself".into()));
+            return Err(Unsupported(
+                "kill of another process than the shell itself".into(),
+            ));
         }
         if signal == 0 {
             self.status = 0;
@@ -590,7 +632,13 @@ impl Shell {
         Ok(Some(Ending::Signaled(signal)))
     }
 
-    fn external(&mut self, ctx: &mut Context<'_>, name: &str, args: &[String], line: usize) -> Result<Option<Ending>, Unsupported> {
+    fn external(
+        &mut self,
+        ctx: &mut Context<'_>,
+        name: &str,
+        args: &[String],
+        line: usize,
+    ) -> Result<Option<Ending>, Unsupported> {
         match exec::find_program(ctx, name, args) {
             Ok(program) => {
                 let ending = exec::run_program(ctx, &program, name, args);
