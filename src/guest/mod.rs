@@ -410,7 +410,7 @@ impl Guest {
         let mut count = 0;
         for fs in &self.profile.fsinfo {
             if let Some(list) = &mountpoints {
-                if !list.iter().any(|m| *m == fs.mountpoint) {
+                if !list.contains(&fs.mountpoint) {
                     continue;
                 }
             }

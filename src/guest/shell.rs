@@ -533,18 +533,13 @@ impl Shell {
         let saved = std::mem::take(&mut ctx.out);
         let result = self.dispatch(ctx, &name, args, simple.line);
         let produced = std::mem::replace(&mut ctx.out, saved);
-        let route = |fd: u8| -> Option<u8> {
-            let mut to = Some(fd);
-            for (from, target) in &simple.redirects {
-                if *from == fd {
-                    to = match target {
-                        Some(t) => Some(*t),
-                        None => None,
-                    };
-                }
-            }
-            to
-        };
+        // Redirections apply left to right: `>/dev/null 2>&1` silences both.
+        let mut table: [Option<u8>; 3] = [None, Some(1), Some(2)];
+        for (from, target) in &simple.redirects {
+            let to = target.and_then(|t| table[usize::from(t)]);
+            table[usize::from(*from)] = to;
+        }
+        let route = |fd: u8| table[usize::from(fd)];
         // `merged` holds the writes in order, so route each chunk by its stream. The
         // chunks are not kept apart, so replay stdout then stderr unless routing
         // collapses them onto one fd, in which case the merged order is exact.

@@ -752,6 +752,61 @@ async fn the_simulated_shell(#[case] arg: Json, #[case] want: Json) {
     assert_eq!(status(&mut g, pid), want);
 }
 
+#[rstest::rstest]
+#[case::both_to_null(">/dev/null 2>&1", "")]
+#[case::dup_before_null("2>&1 >/dev/null", "err\n")]
+#[case::stderr_to_stdout("2>&1", "out\nerr\n")]
+#[tokio::test(start_paused = true)]
+async fn shell_redirections_apply_left_to_right(#[case] redirect: &str, #[case] stdout: &str) {
+    let mut g = guest_with(|p| {
+        p.exec.processes.push(ScriptedProcess {
+            path: "/usr/bin/both".into(),
+            args: None,
+            stdout: Some(ProcessOutput {
+                text: Some("out\n".into()),
+                base64: None,
+                repeat: 1,
+            }),
+            stderr: Some(ProcessOutput {
+                text: Some("err\n".into()),
+                base64: None,
+                repeat: 1,
+            }),
+            exit: Termination::Code(0),
+            duration_ms: 0,
+            runs_forever: false,
+        })
+    });
+    let script = format!("both {redirect}");
+    let pid = exec(
+        &mut g,
+        json!({"path": "sh", "arg": ["-c", script], "capture-output": true}),
+    );
+    let st = status(&mut g, pid);
+    let out = st["out-data"]
+        .as_str()
+        .map(|d| b64::decode_strict(d).unwrap_or_default());
+    assert_eq!(out.unwrap_or_default(), stdout.as_bytes());
+}
+
+#[tokio::test(start_paused = true)]
+async fn sh_reads_its_script_from_stdin_and_programs_follow_path() {
+    let mut g = guest();
+    let pid = exec(
+        &mut g,
+        json!({"path": "sh", "input-data": b64("A=1\necho \"$A $0\"\nexit 5\n"), "capture-output": true}),
+    );
+    assert_eq!(
+        status(&mut g, pid),
+        json!({"exited": true, "exitcode": 5, "out-data": b64("1 sh\n"), "out-truncated": false})
+    );
+    // With PATH set by the caller, bare names are searched there only.
+    assert_eq!(
+        err(&mut g, "guest-exec", json!({"path": "echo", "env": ["PATH=/opt"]})),
+        "Guest agent command failed, error was 'Failed to execute child process \u{201C}echo\u{201D} (No such file or directory)'"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn cat_reads_stdin_and_simulated_files() {
     let mut g = guest();
