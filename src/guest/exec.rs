@@ -106,6 +106,8 @@ pub(crate) struct Context<'a> {
     pub out: Output,
     /// Simulated run time so far.
     pub elapsed: Duration,
+    /// How many shells deep the run is.
+    pub depth: u32,
 }
 
 impl Context<'_> {
@@ -213,7 +215,9 @@ fn run_scripted(ctx: &mut Context<'_>, p: &ScriptedProcess) -> Ending {
     if p.runs_forever {
         return Ending::Never;
     }
-    ctx.elapsed += Duration::from_millis(p.duration_ms);
+    ctx.elapsed = ctx
+        .elapsed
+        .saturating_add(Duration::from_millis(p.duration_ms));
     match p.exit {
         Termination::Code(c) => Ending::Exited(c),
         Termination::Signal(s) => Ending::Signaled(s),
@@ -383,7 +387,7 @@ pub(crate) fn sleep(ctx: &mut Context<'_>, name: &str, args: &[String]) -> Endin
     if !total.is_finite() || total > 3.2e9 {
         return Ending::Never;
     }
-    ctx.elapsed += Duration::from_secs_f64(total);
+    ctx.elapsed = ctx.elapsed.saturating_add(Duration::from_secs_f64(total));
     Ending::Exited(0)
 }
 
@@ -479,6 +483,12 @@ pub(crate) struct Processes {
     records: Vec<Record>,
 }
 
+/// The simulation refuses to spawn (as a guest out of processes or memory would) beyond
+/// this many unreaped processes or this much unreaped captured output, so a client that
+/// never asks for the status cannot grow the mock's memory without end.
+const MAX_RECORDS: usize = 4096;
+const MAX_RETAINED_OUTPUT: usize = 256 * 1024 * 1024;
+
 /// Linux's default `pid_max`, and the first pid after a wrap (`RESERVED_PIDS`).
 const PID_MAX: i64 = 4_194_304;
 const PID_WRAP: i64 = 300;
@@ -534,6 +544,7 @@ impl Processes {
             stdin: req.input.unwrap_or_default(),
             out: Output::default(),
             elapsed: Duration::ZERO,
+            depth: 0,
         };
         let program = find_program(&ctx, req.path, &req.args).map_err(|e| {
             format!(
@@ -542,12 +553,23 @@ impl Processes {
                 e.text()
             )
         })?;
+        let retained: usize = self
+            .records
+            .iter()
+            .flat_map(|r| [&r.out, &r.err])
+            .flatten()
+            .map(|s| s.data.len())
+            .sum();
+        if self.records.len() >= MAX_RECORDS || retained >= MAX_RETAINED_OUTPUT {
+            return Err("Guest agent command failed, error was 'Failed to fork (Resource temporarily unavailable)'".to_owned());
+        }
         let pid = self.allocate_pid();
         ctx.pid = pid;
         let ending = run_program(&mut ctx, &program, req.path, &req.args);
         let exits_at = match ending {
             Ending::Never => None,
-            _ => Some(Instant::now() + ctx.elapsed),
+            // Past the end of representable time means never.
+            _ => Instant::now().checked_add(ctx.elapsed),
         };
         let output = ctx.out;
         let (out, err) = match req.capture {

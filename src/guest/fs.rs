@@ -531,12 +531,21 @@ pub(crate) struct Handles {
 /// qemu-ga's first handle (`QGA_PSTATE_DEFAULT_FD_COUNTER`).
 const FIRST_HANDLE: i64 = 1000;
 
+/// Open streams the agent can hold: a soft RLIMIT_NOFILE of 1024 less the descriptors
+/// qemu-ga itself uses (stdio, the channel, its log and state files).
+pub(crate) const MAX_OPEN: usize = 1018;
+
 impl Handles {
     pub(crate) fn new() -> Self {
         Handles {
             next: FIRST_HANDLE,
             open: BTreeMap::new(),
         }
+    }
+
+    /// True when one more stream would exceed the descriptor limit (EMFILE).
+    pub(crate) fn full(&self) -> bool {
+        self.open.len() >= MAX_OPEN
     }
 
     /// Registers an open stream and returns its handle (never reused).

@@ -331,6 +331,11 @@ impl Guest {
     fn file_open(&mut self, args: &Object) -> Result<Value, GuestError> {
         let path = string(args, "path")?;
         let mode = opt_str(args, "mode")?.unwrap_or_else(|| "r".to_owned());
+        if self.handles.full() {
+            return Err(GuestError(format!(
+                "failed to open file '{path}' (mode: '{mode}'): Too many open files"
+            )));
+        }
         let file = self.fs.open(&path, &mode)?;
         Ok(Value::Int(self.handles.add(file)))
     }

@@ -42,8 +42,22 @@ enum Token {
     Redirect(u8, Option<u8>),
 }
 
+/// Shells nested deeper than this (a script that runs itself) are taken to run forever,
+/// rather than recursing without end.
+const MAX_DEPTH: u32 = 32;
+
 /// Runs `sh` with its arguments.
 pub(crate) fn run_sh(ctx: &mut Context<'_>, argv0: &str, args: &[String]) -> Ending {
+    if ctx.depth >= MAX_DEPTH {
+        return Ending::Never;
+    }
+    ctx.depth += 1;
+    let ending = run_sh_inner(ctx, argv0, args);
+    ctx.depth -= 1;
+    ending
+}
+
+fn run_sh_inner(ctx: &mut Context<'_>, argv0: &str, args: &[String]) -> Ending {
     let (script, positional) = match args.first().map(String::as_str) {
         Some("-c") => match args.get(1) {
             Some(script) => (script.clone(), args[2..].to_vec()),

@@ -398,6 +398,34 @@ fn handles_count_up_from_1000_and_survive_a_restart_but_open_files_do_not() {
 }
 
 #[test]
+fn open_handles_are_limited_like_file_descriptors() {
+    let mut g = guest();
+    for _ in 0..fs::MAX_OPEN {
+        ok(&mut g, "guest-file-open", json!({"path": "/etc/hostname"}));
+    }
+    assert_eq!(
+        err(&mut g, "guest-file-open", json!({"path": "/etc/hostname"})),
+        "failed to open file '/etc/hostname' (mode: 'r'): Too many open files"
+    );
+    ok(&mut g, "guest-file-close", json!({"handle": 1000}));
+    ok(&mut g, "guest-file-open", json!({"path": "/etc/hostname"}));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unreaped_processes_are_bounded() {
+    let mut g = guest();
+    for _ in 0..4096 {
+        exec(&mut g, json!({"path": "true"}));
+    }
+    assert_eq!(
+        err(&mut g, "guest-exec", json!({"path": "true"})),
+        "Guest agent command failed, error was 'Failed to fork (Resource temporarily unavailable)'"
+    );
+    status(&mut g, 1200);
+    exec(&mut g, json!({"path": "true"}));
+}
+
+#[test]
 fn file_argument_errors_come_after_the_handle_lookup() {
     let mut g = guest();
     assert_eq!(
@@ -787,6 +815,22 @@ async fn shell_redirections_apply_left_to_right(#[case] redirect: &str, #[case] 
         .as_str()
         .map(|d| b64::decode_strict(d).unwrap_or_default());
     assert_eq!(out.unwrap_or_default(), stdout.as_bytes());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_script_that_runs_itself_never_ends_and_huge_sleeps_do_not_overflow() {
+    let mut g = guest_with(|p| {
+        p.files.insert(
+            "/tmp/loop.sh".into(),
+            FileContent::Text("sh /tmp/loop.sh\n".into()),
+        );
+    });
+    let pid = exec(&mut g, json!({"path": "sh", "arg": ["/tmp/loop.sh"]}));
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert_eq!(status(&mut g, pid), json!({"exited": false}));
+    let script = "sleep 3000000000; ".repeat(200);
+    let pid = exec(&mut g, json!({"path": "sh", "arg": ["-c", script]}));
+    assert_eq!(status(&mut g, pid), json!({"exited": false}));
 }
 
 #[tokio::test(start_paused = true)]
@@ -1544,4 +1588,146 @@ fn the_json_schema_describes_the_profile() {
     }
     assert_eq!(schema["additionalProperties"], json!(false));
     assert!(props["host-name"]["description"].as_str().is_some());
+}
+
+// ---------------------------------------------------------------- robustness
+
+const COMMANDS: &[&str] = &[
+    "guest-sync-delimited",
+    "guest-sync",
+    "guest-ping",
+    "guest-get-time",
+    "guest-set-time",
+    "guest-info",
+    "guest-shutdown",
+    "guest-file-open",
+    "guest-file-close",
+    "guest-file-read",
+    "guest-file-write",
+    "guest-file-seek",
+    "guest-file-flush",
+    "guest-fsfreeze-status",
+    "guest-fsfreeze-freeze",
+    "guest-fsfreeze-freeze-list",
+    "guest-fsfreeze-thaw",
+    "guest-fstrim",
+    "guest-suspend-disk",
+    "guest-suspend-ram",
+    "guest-suspend-hybrid",
+    "guest-network-get-interfaces",
+    "guest-get-vcpus",
+    "guest-set-vcpus",
+    "guest-get-disks",
+    "guest-get-fsinfo",
+    "guest-set-user-password",
+    "guest-get-memory-blocks",
+    "guest-set-memory-blocks",
+    "guest-get-memory-block-info",
+    "guest-exec-status",
+    "guest-exec",
+    "guest-get-host-name",
+    "guest-get-users",
+    "guest-get-timezone",
+    "guest-get-osinfo",
+    "guest-get-devices",
+    "guest-ssh-get-authorized-keys",
+    "guest-ssh-add-authorized-keys",
+    "guest-ssh-remove-authorized-keys",
+    "guest-get-diskstats",
+    "guest-get-cpustats",
+    "guest-network-get-route",
+    "guest-get-load",
+    "no-such-command",
+];
+
+const PARAMS: &[&str] = &[
+    "id",
+    "time",
+    "mode",
+    "path",
+    "handle",
+    "count",
+    "buf-b64",
+    "offset",
+    "whence",
+    "mountpoints",
+    "minimum",
+    "vcpus",
+    "username",
+    "password",
+    "crypted",
+    "mem-blks",
+    "pid",
+    "arg",
+    "env",
+    "input-data",
+    "capture-output",
+    "keys",
+    "reset",
+];
+
+fn candidates() -> Vec<Json> {
+    vec![
+        json!(null),
+        json!(true),
+        json!(false),
+        json!(0),
+        json!(-1),
+        json!(1000),
+        json!(1001),
+        json!(i64::MAX),
+        json!(i64::MIN),
+        json!(u64::MAX),
+        json!(1.5),
+        json!(""),
+        json!("r"),
+        json!("w+"),
+        json!("a"),
+        json!("/tmp/x"),
+        json!("/dev/zero"),
+        json!("/"),
+        json!("sh"),
+        json!("\u{0}"),
+        json!("aGk="),
+        json!("set"),
+        json!("end"),
+        json!("merged"),
+        json!("root"),
+        json!("../../.."),
+        json!("x".repeat(5000)),
+        json!([]),
+        json!(["-c", "exit 1"]),
+        json!(["/", "/tmp"]),
+        json!([{"logical-id": 0, "online": false}]),
+        json!([{"phys-index": 188, "online": false}]),
+        json!([1, "a", null]),
+        json!({}),
+    ]
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_command_panics_on_any_arguments() {
+    let values = candidates();
+    let mut g = guest();
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..20_000 {
+        let command = COMMANDS[(next() % COMMANDS.len() as u64) as usize];
+        let mut object = Object::new();
+        for param in PARAMS {
+            if next() % 3 == 0 {
+                let v = &values[(next() % values.len() as u64) as usize];
+                object.insert(*param, Value::from_serde(v));
+            }
+        }
+        let _ = g.run(command, &object);
+        if round % 5000 == 0 {
+            g.agent_restarted();
+        }
+    }
 }
