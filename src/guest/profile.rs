@@ -426,6 +426,28 @@ impl Profile {
         Ok(profile)
     }
 
+    /// Checks a profile given as a JSON value (e.g. inline in a scenario file); `origin`
+    /// names it in errors. Errors carry the path inside the value, not a line.
+    pub fn from_value(value: serde_json::Value, origin: &str) -> Result<Profile, ProfileError> {
+        let invalid = |path: String, message: String| ProfileError::Invalid {
+            origin: origin.to_owned(),
+            path: if path.is_empty() || path == "?" {
+                ".".to_owned()
+            } else {
+                path
+            },
+            message,
+        };
+        let profile: Profile = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            invalid(path, e.into_inner().to_string())
+        })?;
+        profile
+            .validate()
+            .map_err(|(path, message)| invalid(path, message))?;
+        Ok(profile)
+    }
+
     /// The profile as pretty JSON, in the format [`Profile::load`] reads.
     pub fn to_json_pretty(&self) -> String {
         // Serializing plain data with string keys cannot fail.

@@ -1567,6 +1567,20 @@ fn semantic_errors_name_the_value() {
 }
 
 #[test]
+fn inline_profiles_report_the_path_of_a_bad_value() {
+    let ok = Profile::from_value(json!({"host-name": "inline"}), "case.json");
+    assert_eq!(ok.map(|p| p.host_name).ok(), Some("inline".to_owned()));
+    let e = Profile::from_value(
+        json!({"vcpus": [{"logical-id": "x", "online": true}]}),
+        "case.json",
+    );
+    assert_eq!(
+        e.err().map(|e| e.to_string()).unwrap_or_default(),
+        "case.json: vcpus[0].logical-id: invalid type: string \"x\", expected i64"
+    );
+}
+
+#[test]
 fn loading_a_missing_file_names_it() {
     let dir = tempfile::tempdir().ok();
     let path = dir
