@@ -151,7 +151,9 @@ fn run_mock(guest: &mut Guest, command: &str, args: serde_json::Value) -> Vec<u8
 #[test]
 fn a_captured_profile_reproduces_the_real_agents_read_only_answers() {
     let agent = RealAgent::start(&[]).expect("start the real qemu-ga (package qemu-guest-agent)");
-    let profile = capture(agent.socket(), &CaptureOptions::default()).expect("capture");
+    let captured = capture(agent.socket(), &CaptureOptions::default()).expect("capture");
+    assert!(captured.warnings.is_empty(), "{:?}", captured.warnings);
+    let profile = captured.profile;
     assert_eq!(profile.agent.version.to_string(), "7.2.22");
     let blocked = profile.agent.block_rpcs.clone().unwrap_or_default();
     for command in qga_harness::real_agent::SAFE_BLOCK_LIST {

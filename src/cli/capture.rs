@@ -32,7 +32,12 @@ pub fn run(args: CaptureArgs) -> i32 {
         options.ssh_users = args.ssh_users;
     }
     let profile = match capture(&args.socket, &options) {
-        Ok(p) => p,
+        Ok(captured) => {
+            for warning in &captured.warnings {
+                eprintln!("qga-harness capture: warning: {warning}");
+            }
+            captured.profile
+        }
         Err(e) => {
             eprintln!("qga-harness capture: {e}");
             return 2;

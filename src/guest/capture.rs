@@ -243,8 +243,27 @@ fn version_prefix(text: &str) -> &str {
     text[..end].trim_end_matches('.')
 }
 
+/// Commands a frozen agent keeps enabled (QEMU qga/main.c `ga_freeze_allowlist`).
+const FREEZE_ALLOWLIST: &[&str] = &[
+    "guest-ping",
+    "guest-info",
+    "guest-sync",
+    "guest-sync-delimited",
+    "guest-fsfreeze-status",
+    "guest-fsfreeze-thaw",
+];
+
+/// A captured profile, and what the capture could not see.
+#[derive(Debug)]
+pub struct Captured {
+    pub profile: Profile,
+    /// Things the user should know, e.g. that a frozen agent hid its guest data.
+    pub warnings: Vec<String>,
+}
+
 /// Captures the agent listening on `socket`.
-pub fn capture(socket: &Path, options: &CaptureOptions) -> Result<Profile, CaptureError> {
+pub fn capture(socket: &Path, options: &CaptureOptions) -> Result<Captured, CaptureError> {
+    let mut warnings = Vec::new();
     let mut conn = Connection::open(socket, options.timeout)?;
     conn.resync()?;
 
@@ -283,9 +302,25 @@ pub fn capture(socket: &Path, options: &CaptureOptions) -> Result<Profile, Captu
             disabled.push(name.to_owned());
         }
     }
-    profile.agent.block_rpcs = (!disabled.is_empty()).then_some(disabled);
     profile.agent.allow_rpcs = None;
     let has = |name: &str| enabled.iter().any(|c| c == name);
+
+    // A frozen agent disables everything outside its allowlist: those are not blocked by
+    // the administrator, and the guest data cannot be read until a thaw.
+    if has("guest-fsfreeze-status") {
+        if let Ok(status) = conn.call("guest-fsfreeze-status", None)? {
+            profile.fsfreeze.frozen = status.as_str() == Some("frozen");
+        }
+    }
+    if profile.fsfreeze.frozen {
+        disabled.retain(|c| FREEZE_ALLOWLIST.contains(&c.as_str()));
+        warnings.push(
+            "the agent is frozen: its block list and guest data cannot be seen; \
+             thaw it (guest-fsfreeze-thaw) and capture again"
+                .to_owned(),
+        );
+    }
+    profile.agent.block_rpcs = (!disabled.is_empty()).then_some(disabled);
 
     // Every list of guest data starts empty: only what the agent reports goes in.
     profile.users.clear();
@@ -350,9 +385,6 @@ pub fn capture(socket: &Path, options: &CaptureOptions) -> Result<Profile, Captu
     });
     read_only!("guest-get-cpustats", |v| profile.cpustats =
         fit("guest-get-cpustats", v)?);
-    read_only!("guest-fsfreeze-status", |v| {
-        profile.fsfreeze.frozen = v.as_str() == Some("frozen")
-    });
     if has("guest-get-time") {
         let before = host_now_ns();
         let reply = conn.call("guest-get-time", None)?;
@@ -388,7 +420,7 @@ pub fn capture(socket: &Path, options: &CaptureOptions) -> Result<Profile, Captu
             }
         }
     }
-    Ok(profile)
+    Ok(Captured { profile, warnings })
 }
 
 /// What a guest-ssh-get-authorized-keys answer tells about a user.
