@@ -11,7 +11,9 @@ fn scenario_files(dir: &Path, out: &mut Vec<PathBuf>) {
         if path.is_dir() {
             scenario_files(&path, out);
         } else if path.extension().is_some_and(|e| e == "json")
-            && !path.components().any(|c| c.as_os_str() == "baselines" || c.as_os_str() == "profiles")
+            && !path
+                .components()
+                .any(|c| c.as_os_str() == "baselines" || c.as_os_str() == "profiles")
         {
             out.push(path);
         }
@@ -21,13 +23,23 @@ fn scenario_files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn every_scenario_file_loads_with_a_unique_id() {
     let mut files = Vec::new();
-    scenario_files(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").as_path(), &mut files);
+    scenario_files(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("scenarios")
+            .as_path(),
+        &mut files,
+    );
     assert!(!files.is_empty());
     let mut ids = BTreeMap::new();
     for file in &files {
         let scenario = Scenario::load(file).unwrap_or_else(|e| panic!("{e}"));
         if let Some(other) = ids.insert(scenario.id.clone(), file.clone()) {
-            panic!("{} and {} share the id {}", other.display(), file.display(), scenario.id);
+            panic!(
+                "{} and {} share the id {}",
+                other.display(),
+                file.display(),
+                scenario.id
+            );
         }
     }
 }
@@ -35,7 +47,12 @@ fn every_scenario_file_loads_with_a_unique_id() {
 #[test]
 fn the_36_grounded_fault_scenarios_are_all_written() {
     let mut files = Vec::new();
-    scenario_files(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").as_path(), &mut files);
+    scenario_files(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("scenarios")
+            .as_path(),
+        &mut files,
+    );
     let mut covered = std::collections::BTreeSet::new();
     for file in &files {
         let scenario = Scenario::load(file).unwrap_or_else(|e| panic!("{e}"));
@@ -47,5 +64,8 @@ fn the_36_grounded_fault_scenarios_are_all_written() {
         }
     }
     let missing: Vec<u32> = (1..=36).filter(|n| !covered.contains(n)).collect();
-    assert!(missing.is_empty(), "protocol.md §9 scenarios without a case: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "protocol.md §9 scenarios without a case: {missing:?}"
+    );
 }
