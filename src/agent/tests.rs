@@ -1031,3 +1031,180 @@ fn silent_commands_write_nothing_even_with_an_id() {
     );
     assert_eq!(reply, None);
 }
+
+// Through the real simulated guest: the frozen state comes from fsfreeze on the guest and
+// survives an agent restart.
+
+fn real_guest() -> Guest {
+    Guest::new(crate::guest::Profile::default_linux())
+}
+
+fn ask_real(dispatcher: &mut Dispatcher, guest: &mut Guest, request: &str) -> Answer {
+    dispatcher.answer(Parsed::Value(parse(request)), guest).0
+}
+
+#[test]
+fn real_guest_freeze_disables_and_thaw_reenables() {
+    let mut guest = real_guest();
+    let mut dispatcher = Dispatcher::new(config("7.2.22", &["guest-exec"]));
+    let frozen = ask_real(
+        &mut dispatcher,
+        &mut guest,
+        r#"{"execute":"guest-fsfreeze-freeze"}"#,
+    );
+    assert!(matches!(frozen, Answer::Return { value: Value::Int(n), .. } if n >= 1));
+    assert!(guest.is_frozen());
+    assert_eq!(
+        ask_real(
+            &mut dispatcher,
+            &mut guest,
+            r#"{"execute":"guest-fsfreeze-status"}"#
+        ),
+        returns(Value::from("frozen"), None)
+    );
+    for name in [
+        "guest-get-time",
+        "guest-fsfreeze-freeze",
+        "guest-file-open",
+        "guest-shutdown",
+        "guest-exec",
+    ] {
+        let request = format!(r#"{{"execute":"{name}"}}"#);
+        assert_eq!(
+            ask_real(&mut dispatcher, &mut guest, &request),
+            frozen_error(name)
+        );
+    }
+    let thawed = ask_real(
+        &mut dispatcher,
+        &mut guest,
+        r#"{"execute":"guest-fsfreeze-thaw"}"#,
+    );
+    assert!(matches!(thawed, Answer::Return { value: Value::Int(n), .. } if n >= 1));
+    assert!(!guest.is_frozen());
+    assert!(matches!(
+        ask_real(
+            &mut dispatcher,
+            &mut guest,
+            r#"{"execute":"guest-get-time"}"#
+        ),
+        Answer::Return { .. }
+    ));
+    // The blocked command keeps the reason the freeze wrote.
+    assert_eq!(
+        ask_real(&mut dispatcher, &mut guest, r#"{"execute":"guest-exec"}"#),
+        frozen_error("guest-exec")
+    );
+}
+
+#[test]
+fn real_guest_frozen_state_survives_an_agent_restart() {
+    let mut guest = real_guest();
+    let blocked = ["guest-exec"];
+    let mut dispatcher = Dispatcher::new(config("7.2.22", &blocked));
+    ask_real(
+        &mut dispatcher,
+        &mut guest,
+        r#"{"execute":"guest-fsfreeze-freeze"}"#,
+    );
+    assert!(guest.is_frozen());
+
+    // The qemu-ga process restarts: a new dispatcher over the same guest.
+    guest.agent_restarted();
+    let mut dispatcher = Dispatcher::new(config("7.2.22", &blocked));
+    assert_eq!(
+        ask_real(
+            &mut dispatcher,
+            &mut guest,
+            r#"{"execute":"guest-get-time"}"#
+        ),
+        frozen_error("guest-get-time")
+    );
+    // At start the block list is applied after the frozen pass: no reason.
+    assert_eq!(
+        ask_real(&mut dispatcher, &mut guest, r#"{"execute":"guest-exec"}"#),
+        not_found("Command guest-exec has been disabled", None)
+    );
+    assert_eq!(
+        ask_real(
+            &mut dispatcher,
+            &mut guest,
+            r#"{"execute":"guest-ping","id":1}"#
+        ),
+        returns(empty(), Some(Value::Int(1)))
+    );
+    ask_real(
+        &mut dispatcher,
+        &mut guest,
+        r#"{"execute":"guest-fsfreeze-thaw"}"#,
+    );
+    assert!(matches!(
+        ask_real(
+            &mut dispatcher,
+            &mut guest,
+            r#"{"execute":"guest-get-time"}"#
+        ),
+        Answer::Return { .. }
+    ));
+    assert_eq!(
+        ask_real(&mut dispatcher, &mut guest, r#"{"execute":"guest-exec"}"#),
+        not_found("Command guest-exec has been disabled", None)
+    );
+}
+
+#[test]
+fn real_guest_freeze_of_no_mountpoint_leaves_frozen_reasons() {
+    let mut guest = real_guest();
+    let mut dispatcher = Dispatcher::new(config("7.2.22", &["guest-exec"]));
+    let answer = ask_real(
+        &mut dispatcher,
+        &mut guest,
+        r#"{"execute":"guest-fsfreeze-freeze-list","arguments":{"mountpoints":["/nowhere"]}}"#,
+    );
+    assert_eq!(answer, returns(Value::Int(0), None));
+    assert!(!guest.is_frozen());
+    assert_eq!(
+        ask_real(&mut dispatcher, &mut guest, r#"{"execute":"guest-exec"}"#),
+        frozen_error("guest-exec")
+    );
+    assert!(matches!(
+        ask_real(
+            &mut dispatcher,
+            &mut guest,
+            r#"{"execute":"guest-get-time"}"#
+        ),
+        Answer::Return { .. }
+    ));
+}
+
+#[test]
+fn real_guest_shutdown_is_silent_and_powers_off() {
+    let mut guest = real_guest();
+    let mut dispatcher = Dispatcher::new(config("7.2.22", &[]));
+    let answer = ask_real(
+        &mut dispatcher,
+        &mut guest,
+        r#"{"execute":"guest-shutdown","arguments":{"mode":"reboot"},"id":4}"#,
+    );
+    assert_eq!(answer, Answer::Silent);
+    assert_eq!(
+        guest.take_power_event(),
+        Some(crate::guest::PowerEvent::Shutdown {
+            mode: "reboot".to_owned()
+        })
+    );
+}
+
+#[test]
+fn real_guest_errors_carry_the_id() {
+    let mut guest = real_guest();
+    let mut dispatcher = Dispatcher::new(safe_config());
+    assert_eq!(
+        ask_real(
+            &mut dispatcher,
+            &mut guest,
+            r#"{"execute":"guest-file-close","arguments":{"handle":12345},"id":[1]}"#
+        ),
+        generic("handle '12345' has not been found", Some(parse("[1]")))
+    );
+}
