@@ -8,6 +8,17 @@
 //!   `success-response: false` command.
 //! - Commands other than the protocol ones (sync, sync-delimited, ping, info) run on the
 //!   [`crate::guest::Guest`] with arguments already checked against the schema.
+//! - A dispatcher reads the guest's frozen state on its first item, so one created over a
+//!   frozen guest (an agent restarted while frozen) starts in the frozen state.
+//!
+//! The check order and texts are those of QEMU qapi/qmp-dispatch.c and the QAPI input
+//! visitor, which have not changed from 4.0 to 10.x; the version-dependent parts are the
+//! id echo (from 4.0), the disabled-command class and text (4.2, 6.0), the commands each
+//! version registers (their "since", Windows-only commands gone from 9.1), the argument
+//! schemas that changed (`guest-set-time` 2.0, `whence` 2.6, `capture-output` 8.1) and the
+//! enable/disable bookkeeping (`--allow-rpcs` from 8.1, one filter from 9.1). Agents before
+//! 4.0 wrote other texts for some request-level errors; only their missing id echo is
+//! modelled.
 
 mod enablement;
 mod hash_order;
