@@ -110,6 +110,25 @@ async fn sync_ids_are_fresh_and_unpredictable() {
 }
 
 #[tokio::test]
+async fn every_sync_is_preceded_by_a_parser_reset() {
+    let h = Hostile::start(|_, mut peer| async move {
+        peer.echo_ids = false;
+        peer.serve().await;
+    });
+    let mut c = client(&h);
+    for _ in 0..3 {
+        next_call_works(&mut c).await;
+    }
+    c.shutdown(None).await.unwrap();
+    let logged = h.logged();
+    assert_eq!(logged.len(), 8);
+    for entry in logged {
+        let is_sync = entry.request["execute"] == "guest-sync-delimited";
+        assert_eq!(entry.flushed, is_sync, "{:?}", entry.request);
+    }
+}
+
+#[tokio::test]
 async fn garbage_during_the_sync_is_skipped() {
     let h = Hostile::start(|_, mut peer| async move {
         let Some(sync) = peer.expect_sync().await else {
@@ -926,10 +945,32 @@ async fn shutdown_succeeds_when_the_agent_gets_past_it_without_an_error() {
         [
             "guest-sync-delimited",
             "guest-shutdown",
-            "guest-sync-delimited",
+            "guest-ping",
             "guest-ping"
         ]
     );
+}
+
+#[tokio::test]
+async fn shutdown_succeeds_when_even_the_proving_ping_is_refused() {
+    let h = Hostile::start(|_, mut peer| async move {
+        while let Some(req) = peer.next_command().await {
+            if req["execute"] == "guest-ping" {
+                peer.answer_error(
+                    &req,
+                    "CommandNotFound",
+                    "Command guest-ping has been disabled",
+                )
+                .await;
+            } else {
+                peer.serve_one(&req).await;
+            }
+        }
+    });
+    let mut c = client(&h);
+    let start = Instant::now();
+    c.shutdown(None).await.unwrap();
+    assert!(start.elapsed() < Duration::from_millis(900));
 }
 
 #[tokio::test]

@@ -3,11 +3,11 @@
 //! The rules, and the libvirt behaviour each one improves on (notes on
 //! `src/hypervisor/qemu_agent.c`):
 //! - A connection is synced before its first command and again after anything that may
-//!   have left it out of step (timeout, garbage, oversize reply, reconnect). A resync
-//!   first sends 0xFF, which resets the agent's parser even if a previous client left
-//!   half a request in it, then `guest-sync-delimited` with a random 63-bit id; every
-//!   byte before the matching reply is dropped. (libvirt: plain `guest-sync`, a
-//!   millisecond timestamp as id, no 0xFF.)
+//!   have left it out of step (timeout, garbage, oversize reply, reconnect, a call
+//!   abandoned by its caller). A sync first sends 0xFF, which resets the agent's parser
+//!   even if a previous client left half a request in it, then `guest-sync-delimited`
+//!   with a random 63-bit id; every byte before the matching reply is dropped.
+//!   (libvirt: plain `guest-sync`, a millisecond timestamp as id, no 0xFF.)
 //! - Every command carries its own random top-level id and only the reply with that id
 //!   answers it, so a late or spurious reply is never taken for the answer. (libvirt
 //!   takes whatever reply comes next.) An agent that does not echo ids is detected from
@@ -17,6 +17,9 @@
 //! - Nothing is sticky: a failed call leaves the client ready to resync or reconnect on
 //!   the next one. (libvirt keeps `agentError` until the channel is reopened.)
 //! - A command is never sent twice by the client.
+//! - A no-reply command (guest-shutdown, guest-suspend-*) is sent only to an agent that
+//!   just answered a sync, so a dead agent is a timeout, never a success. (Python's
+//!   qemu_ga_client takes a timeout for a successful shutdown.)
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -169,8 +172,8 @@ struct Connection {
     handshaken: bool,
     /// Bytes of the current call have been written.
     wrote: bool,
-    /// A no-reply command ended without its marker sync being answered: replies may
-    /// still be in flight.
+    /// A no-reply command ended without an answer to it or its marker ping: replies
+    /// may still be in flight.
     reply_pending: bool,
 }
 
@@ -209,7 +212,7 @@ impl Job<'_> {
         let (request, expect, no_reply) = match self {
             Job::Sync => {
                 stage.set(Stage::Sync);
-                return sync(conn, state, true).await.map(|()| Value::Null);
+                return sync(conn, state).await.map(|()| Value::Null);
             }
             Job::Command {
                 request,
@@ -223,8 +226,7 @@ impl Job<'_> {
             !conn.synced || !conn.echoes_ids || no_reply || matches!(expect, Expect::NextReply);
         if needs_sync {
             stage.set(Stage::Sync);
-            let reset = !conn.synced;
-            sync(conn, state, reset).await?;
+            sync(conn, state).await?;
         }
         stage.set(Stage::Reply);
         // Out of step until the answer is in: if this future is dropped half-way (a
@@ -523,16 +525,15 @@ async fn write(conn: &mut Connection, mut bytes: &[u8], stage: Stage) -> Result<
     Ok(())
 }
 
-/// The handshake: [0xFF] `guest-sync-delimited` with a fresh id, then drop everything up
-/// to the reply that returns exactly that id. `reset` sends the 0xFF first; it is needed
-/// whenever the agent's parser may hold a partial request.
-async fn sync(conn: &mut Connection, state: &mut State, reset: bool) -> Result<()> {
+/// The handshake: 0xFF, `guest-sync-delimited` with a fresh id, then drop everything up
+/// to the reply that returns exactly that id. The 0xFF goes before every sync: it is
+/// needed whenever the agent's parser may hold a partial request, costs one error line
+/// that is dropped with the rest, and syncs are rare on an echoing agent.
+async fn sync(conn: &mut Connection, state: &mut State) -> Result<()> {
     conn.synced = false;
     let id = state.fresh_id();
     let mut request = Vec::with_capacity(100);
-    if reset {
-        request.push(PARSER_RESET);
-    }
+    request.push(PARSER_RESET);
     push_sync(&mut request, id);
     write(conn, &request, Stage::Sync).await?;
     let id_value = Value::from(id);
@@ -580,7 +581,7 @@ async fn sync(conn: &mut Connection, state: &mut State, reset: bool) -> Result<(
 
 /// Reads until the reply that answers `expect`, dropping stale and spurious replies.
 /// Anything unreadable fails the call (and the caller resyncs on the next one). With
-/// `marker`, the reply to that pipelined sync also ends the wait, as a success.
+/// `marker`, any reply carrying that id also ends the wait, as a success.
 async fn await_reply(
     conn: &mut Connection,
     state: &mut State,
@@ -628,8 +629,8 @@ async fn await_reply(
                 return Err(e.into());
             }
         };
-        if let (Some(m), Some(mv)) = (marker, &marker_id) {
-            if reply.returns_sync_id(m) && (reply.id.is_none() || reply.has_id(mv)) {
+        if let Some(marker) = &marker_id {
+            if reply.has_id(marker) {
                 return Ok(empty_object());
             }
         }
@@ -646,9 +647,11 @@ async fn await_reply(
     }
 }
 
-/// A no-reply command: sent together with a sync whose reply proves the agent got past
-/// the command without an error. Success is that reply, the connection closing, or
-/// silence until `grace_end`; an error reply is the command's error.
+/// A no-reply command (the connection has just been synced, so the agent is alive).
+/// To an echoing agent it goes out together with a `guest-ping` under its own id, whose
+/// answer proves the agent got past the command without an error (it answers in
+/// order). Success is that answer, any non-error answer, the connection closing, or
+/// silence until `grace_end`; an error reply to the command is the command's error.
 async fn send_no_reply(
     conn: &mut Connection,
     state: &mut State,
@@ -656,21 +659,27 @@ async fn send_no_reply(
     expect: &Expect,
     grace_end: Instant,
 ) -> Result<Value> {
-    let marker = state.fresh_id();
-    let mut bytes = Vec::with_capacity(request.len() + 100);
+    let mut bytes = Vec::with_capacity(request.len() + 64);
     bytes.extend_from_slice(request);
-    push_sync(&mut bytes, marker);
+    let marker = match expect {
+        Expect::Id(_) if conn.echoes_ids => {
+            let marker = state.fresh_id();
+            push_command(&mut bytes, "guest-ping", None, marker);
+            Some(marker)
+        }
+        // Without id echo a ping's answer could not be told from the command's own.
+        _ => None,
+    };
     write(conn, &bytes, Stage::Reply).await?;
-    let waited =
-        tokio::time::timeout_at(grace_end, await_reply(conn, state, expect, Some(marker))).await;
+    let waited = tokio::time::timeout_at(grace_end, await_reply(conn, state, expect, marker)).await;
     match waited {
         Ok(Err(Error::Disconnected { .. })) => {
             // The channel closed after the command went out: the guest went down, the
             // expected end of a shutdown.
             Ok(empty_object())
         }
-        // An answer of the command itself (some agents send `{}`) is dropped later, by
-        // id or by the next sync, like any stale reply.
+        // After an answer of the command itself (some agents send `{}`), the marker's
+        // answer is dropped later by its id, like any stale reply.
         Ok(result) => result,
         Err(_elapsed) => {
             conn.reply_pending = true;

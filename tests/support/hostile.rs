@@ -22,10 +22,18 @@ use tokio::task::JoinHandle;
 pub const E_FF: &[u8] =
     b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"JSON parse error, stray '\\uFFFD'\"}}\n";
 
+/// A request as received.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    pub request: Value,
+    /// A 0xFF came right before it.
+    pub flushed: bool,
+}
+
 /// A scripted agent, stopped when dropped.
 pub struct Hostile {
     path: PathBuf,
-    log: Arc<Mutex<Vec<Value>>>,
+    log: Arc<Mutex<Vec<Logged>>>,
     task: JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
@@ -79,6 +87,11 @@ impl Hostile {
 
     /// Every request received so far, on all connections, in order.
     pub fn requests(&self) -> Vec<Value> {
+        self.logged().into_iter().map(|l| l.request).collect()
+    }
+
+    /// Every request received so far, with whether a 0xFF preceded it.
+    pub fn logged(&self) -> Vec<Logged> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
@@ -105,20 +118,23 @@ pub struct Peer {
     resets_pending: usize,
     /// Whether [`Peer::answer`] echoes the request id (qemu-ga ≥ 4.0 does).
     pub echo_ids: bool,
-    log: Arc<Mutex<Vec<Value>>>,
+    log: Arc<Mutex<Vec<Logged>>>,
 }
 
 impl Peer {
     /// The next request, or `None` at EOF. 0xFF bytes are skipped and remembered, so
     /// [`Peer::answer`] can send one [`E_FF`] per 0xFF first, as qemu-ga does.
     pub async fn request(&mut self) -> Option<Value> {
+        let mut flushed = false;
         loop {
             let skip = self
                 .buf
                 .iter()
                 .take_while(|&&b| b == 0xFF || b.is_ascii_whitespace())
                 .count();
-            self.resets_pending += self.buf[..skip].iter().filter(|&&b| b == 0xFF).count();
+            let resets = self.buf[..skip].iter().filter(|&&b| b == 0xFF).count();
+            self.resets_pending += resets;
+            flushed |= resets > 0;
             self.buf.drain(..skip);
             if !self.buf.is_empty() {
                 let mut values =
@@ -128,7 +144,10 @@ impl Peer {
                         let used = values.byte_offset();
                         self.buf.drain(..used);
                         if let Ok(mut log) = self.log.lock() {
-                            log.push(value.clone());
+                            log.push(Logged {
+                                request: value.clone(),
+                                flushed,
+                            });
                         }
                         return Some(value);
                     }
