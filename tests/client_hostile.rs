@@ -347,6 +347,33 @@ async fn only_wrong_ids_time_out_and_the_next_call_works() {
 }
 
 #[tokio::test]
+async fn a_raw_request_with_its_own_id_is_synced_first_and_matched_by_that_id() {
+    let h = Hostile::start(|_, mut peer| async move {
+        let Some(first) = peer.next_command().await else {
+            return;
+        };
+        peer.serve_one(&first).await;
+        let Some(sync) = peer.expect_sync().await else {
+            return;
+        };
+        // A stale reply under the caller's id, before the sync reply: dropped.
+        peer.flush_resets().await;
+        peer.send(b"{\"return\": {\"host-name\": \"stale\"}, \"id\": \"mine\"}\n")
+            .await;
+        peer.answer(&sync, sync["arguments"]["id"].clone()).await;
+        peer.serve().await;
+    });
+    let mut c = client(&h);
+    next_call_works(&mut c).await;
+    let ret = c
+        .execute_raw(&json!({"execute": "guest-get-host-name", "id": "mine"}))
+        .await
+        .unwrap();
+    assert_eq!(ret, host_name());
+    assert_eq!(h.requests()[3]["id"], "mine");
+}
+
+#[tokio::test]
 async fn a_repeated_reply_to_the_previous_command_is_not_taken() {
     let h = Hostile::start(|_, mut peer| async move {
         let Some(first) = peer.next_command().await else {
@@ -1000,6 +1027,43 @@ async fn shutdown_succeeds_after_the_grace_period_of_silence() {
     c.shutdown(None).await.unwrap();
     assert!(start.elapsed() >= grace);
     elapsed_within(start, grace);
+}
+
+#[rstest]
+#[case::echoing_agent(true)]
+#[case::agent_without_id_echo(false)]
+#[tokio::test]
+async fn shutdown_succeeds_when_the_call_deadline_ends_the_grace_period(#[case] echo: bool) {
+    let h = Hostile::start(move |_, mut peer| async move {
+        peer.echo_ids = echo;
+        if peer.next_command().await.is_some() {
+            // Silent from here on, without closing: a guest on its way down.
+            while peer.request().await.is_some() {}
+        }
+    });
+    let mut c = client(&h);
+    let limit = Duration::from_millis(300);
+    let start = Instant::now();
+    c.execute_within("guest-shutdown", None, limit)
+        .await
+        .unwrap();
+    elapsed_within(start, limit);
+    // The client does not trust the connection's state any more.
+    let limit = Duration::from_millis(200);
+    let e = c
+        .execute_within("guest-ping", None, limit)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Timeout {
+                stage: Stage::Sync,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 #[rstest]

@@ -180,11 +180,24 @@ struct Connection {
 /// Which reply answers a request.
 #[derive(Clone, Debug)]
 pub(crate) enum Expect {
-    /// The reply carrying this id (or, from an agent that does not echo ids, the first
-    /// reply after the sync).
+    /// The reply carrying this fresh id (or, from an agent that does not echo ids, the
+    /// first reply after the sync).
     Id(Value),
+    /// The same, for an id the caller chose: it is not unpredictable, so a sync first
+    /// makes sure no stale reply that carries it is still on its way.
+    GivenId(Value),
     /// The first reply after the sync: for requests that cannot carry an id.
     NextReply,
+}
+
+impl Expect {
+    /// The id the answer carries, if any.
+    fn id(&self) -> Option<&Value> {
+        match self {
+            Expect::Id(id) | Expect::GivenId(id) => Some(id),
+            Expect::NextReply => None,
+        }
+    }
 }
 
 /// What a call does once it has a connection.
@@ -222,8 +235,10 @@ impl Job<'_> {
         };
         // An echoing agent on a synced connection needs no handshake: ids match replies.
         // Otherwise the command must be the next thing the agent answers after a sync.
-        let needs_sync =
-            !conn.synced || !conn.echoes_ids || no_reply || matches!(expect, Expect::NextReply);
+        let needs_sync = !conn.synced
+            || !conn.echoes_ids
+            || no_reply
+            || matches!(expect, Expect::GivenId(_) | Expect::NextReply);
         if needs_sync {
             stage.set(Stage::Sync);
             sync(conn, state).await?;
@@ -340,7 +355,7 @@ impl Client {
                     .and_then(Value::as_str)
                     .is_some_and(is_no_reply_command);
                 match members.get("id") {
-                    Some(id) => (request.to_string(), Expect::Id(id.clone())),
+                    Some(id) => (request.to_string(), Expect::GivenId(id.clone())),
                     None => {
                         let id = Value::from(self.state.fresh_id());
                         let mut members = members.clone();
@@ -382,7 +397,6 @@ impl Client {
     async fn run(&mut self, job: Job<'_>, timeout: Duration) -> Result<Value> {
         let deadline = Instant::now() + timeout;
         let stage = Cell::new(Stage::Connect);
-        let no_reply = matches!(job, Job::Command { no_reply: true, .. });
         let Client {
             config,
             conn,
@@ -408,7 +422,7 @@ impl Client {
             }
         })
         .await;
-        self.settle(outcome, &stage, no_reply, timeout)
+        self.settle(outcome, &stage, timeout)
     }
 
     /// Turns a call's outcome into its result and leaves the connection ready for the
@@ -417,7 +431,6 @@ impl Client {
         &mut self,
         outcome: std::result::Result<Result<Value>, tokio::time::error::Elapsed>,
         stage: &Cell<Stage>,
-        no_reply: bool,
         timeout: Duration,
     ) -> Result<Value> {
         match outcome {
@@ -430,10 +443,9 @@ impl Client {
                 if let Some(conn) = self.conn.as_mut() {
                     conn.synced = false;
                 }
-                if no_reply && stage.get() == Stage::Reply {
-                    // The command went out and no error came back in time.
-                    return Ok(empty_object());
-                }
+                // A no-reply command that got its grace period ended inside; one that
+                // is still here could not even be written (an agent that stopped
+                // reading), which is no success.
                 Err(Error::Timeout {
                     stage: stage.get(),
                     timeout,
@@ -614,7 +626,7 @@ async fn await_reply(
         let line = conn.reader.bytes(range);
         let reply = match Reply::parse(line) {
             Ok(Ok(reply)) => reply,
-            Ok(Err(NotAnObject)) if conn.echoes_ids && matches!(expect, Expect::Id(_)) => {
+            Ok(Err(NotAnObject)) if conn.echoes_ids && expect.id().is_some() => {
                 // It cannot carry our id, so it answers something else.
                 state.stats.discarded_replies += 1;
                 continue;
@@ -634,10 +646,10 @@ async fn await_reply(
                 return Ok(empty_object());
             }
         }
-        let ours = match (expect, &reply.id) {
-            (Expect::Id(want), Some(_)) => reply.has_id(want),
-            (Expect::Id(_), None) => !conn.echoes_ids,
-            (Expect::NextReply, _) => true,
+        let ours = match (expect.id(), &reply.id) {
+            (Some(want), Some(_)) => reply.has_id(want),
+            (Some(_), None) => !conn.echoes_ids,
+            (None, _) => true,
         };
         if !ours {
             state.stats.discarded_replies += 1;
@@ -661,8 +673,8 @@ async fn send_no_reply(
 ) -> Result<Value> {
     let mut bytes = Vec::with_capacity(request.len() + 64);
     bytes.extend_from_slice(request);
-    let marker = match expect {
-        Expect::Id(_) if conn.echoes_ids => {
+    let marker = match expect.id() {
+        Some(_) if conn.echoes_ids => {
             let marker = state.fresh_id();
             push_command(&mut bytes, "guest-ping", None, marker);
             Some(marker)
