@@ -655,6 +655,28 @@ async fn an_oversize_reply_line_is_a_protocol_error_and_the_next_call_works() {
     next_call_works(&mut c).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_limit_admits_an_exec_status_with_both_streams_at_the_16_mib_cap() {
+    use base64::Engine as _;
+    const CAP: usize = 16 << 20;
+    let h = Hostile::start(|_, mut peer| async move {
+        let out = base64::engine::general_purpose::STANDARD.encode(vec![b'o'; CAP]);
+        let err = base64::engine::general_purpose::STANDARD.encode(vec![b'e'; CAP]);
+        while let Some(req) = peer.next_command().await {
+            let ret = json!({"exitcode": 0, "out-data": out, "err-data": err,
+                "out-truncated": true, "err-truncated": true, "exited": true});
+            peer.answer(&req, ret).await;
+        }
+    });
+    let mut c = Client::builder(h.path())
+        .timeout(Duration::from_secs(60))
+        .build();
+    let status = c.exec_status(1).await.unwrap();
+    assert_eq!(status.stdout.len(), CAP);
+    assert_eq!(status.stderr.len(), CAP);
+    assert!(status.stdout_truncated && status.stderr_truncated);
+}
+
 #[tokio::test]
 async fn endless_bytes_without_newline_fail_fast_and_a_later_0xff_resyncs() {
     let h = Hostile::start(|_, mut peer| async move {

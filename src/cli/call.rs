@@ -57,7 +57,8 @@ pub fn run(args: CallArgs) -> i32 {
         return 2;
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_io()
+        .enable_time()
         .build()
     {
         Ok(runtime) => runtime,

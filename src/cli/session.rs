@@ -33,7 +33,8 @@ pub struct SessionArgs {
 
 pub fn run(args: SessionArgs) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_io()
+        .enable_time()
         .build()
     {
         Ok(runtime) => runtime,

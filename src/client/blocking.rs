@@ -22,7 +22,8 @@ impl BlockingClient {
     /// A client with these settings; it connects on its first call.
     pub fn new(builder: ClientBuilder) -> io::Result<BlockingClient> {
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
+            .enable_io()
+            .enable_time()
             .build()?;
         Ok(BlockingClient {
             runtime,

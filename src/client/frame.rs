@@ -17,6 +17,9 @@ use tokio::net::UnixStream;
 /// How much to ask the kernel for per read.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// A buffer larger than this is shrunk once it is empty.
+const KEEP_CAPACITY: usize = 1 << 20;
+
 /// One unit of the agent's output.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Frame {
@@ -168,19 +171,29 @@ impl FrameReader {
         }
     }
 
-    /// Drops consumed bytes and makes sure a read has somewhere to go.
+    /// Drops consumed bytes and makes sure a read has somewhere to go. The buffer grows
+    /// by doubling (a long reply is not copied over and over) but never past the line
+    /// limit plus two reads, and gives memory back once a big reply has been consumed.
     fn make_room(&mut self) {
         if self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
             self.scanned = 0;
+            if self.buf.capacity() > KEEP_CAPACITY {
+                self.buf.shrink_to(READ_CHUNK);
+            }
         } else if self.start > 0 && self.start >= self.buf.len() / 2 {
             self.buf.drain(..self.start);
             self.scanned -= self.start;
             self.start = 0;
         }
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
+        let len = self.buf.len();
+        if self.buf.capacity() - len < READ_CHUNK / 4 {
+            let ceiling = self.max_line.saturating_add(2 * READ_CHUNK);
+            let target = (self.buf.capacity() * 2)
+                .clamp(READ_CHUNK, ceiling)
+                .max(len + READ_CHUNK / 4);
+            self.buf.reserve_exact(target - len);
         }
     }
 }
@@ -278,6 +291,24 @@ mod tests {
         let big = vec![b'a'; 300];
         let f = frames(100, &[&big, b"\xff{\"return\": 7}\n"]);
         assert_eq!(f, ["OVERSIZE", "FF:{\"return\": 7}"]);
+    }
+
+    #[test]
+    fn capacity_stays_near_the_limit_and_shrinks_when_empty() {
+        let max_line = 1 << 20;
+        let mut r = FrameReader::new(max_line);
+        let chunk = vec![b'a'; READ_CHUNK];
+        for _ in 0..64 {
+            r.make_room();
+            let room = r.buf.capacity() - r.buf.len();
+            r.buf.extend_from_slice(&chunk[..room.min(chunk.len())]);
+            while r.next_buffered().is_some() {}
+            assert!(r.buf.capacity() <= max_line + 2 * READ_CHUNK, "{}", r.buf.capacity());
+        }
+        r.buf.extend_from_slice(b"\n");
+        while r.next_buffered().is_some() {}
+        r.make_room();
+        assert!(r.buf.capacity() <= KEEP_CAPACITY);
     }
 
     #[test]
