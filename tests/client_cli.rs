@@ -330,6 +330,27 @@ async fn session_does_not_take_a_late_reply_for_the_next_step() {
 }
 
 #[tokio::test]
+async fn session_takes_any_timeout_without_overflowing() {
+    let h = Hostile::well_behaved();
+    let (answers, code) = session(
+        h.path(),
+        &[
+            r#"{"id": 1, "execute": "guest-ping", "timeout_ms": 18446744073709551615}"#,
+            r#"{"id": 2, "execute": "guest-shutdown", "timeout_ms": 18446744073709551615}"#,
+        ],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        answers,
+        [
+            json!({"id": 1, "return": {}}),
+            json!({"id": 2, "return": {}})
+        ]
+    );
+}
+
+#[tokio::test]
 async fn session_reports_a_missing_agent_as_disconnected() {
     let dir = tempfile::tempdir().unwrap();
     let (answers, code) = session(

@@ -85,18 +85,35 @@ pub fn run(args: CallArgs) -> i32 {
                 "{}",
                 json!({"error": {"class": e.class(), "desc": e.desc()}})
             );
-            if let Error::Connect { source, .. } = &e {
-                // The path is a socket (checked above) but nobody accepts on it.
-                eprintln!(
-                    "qga-harness call: cannot connect to {}: {source} (is the agent running?)",
-                    args.socket.display()
-                );
-            } else {
-                eprintln!("qga-harness call: {}", e.desc());
+            match &e {
+                Error::Connect { source, .. } if is_path_problem(source) => {
+                    eprintln!(
+                        "qga-harness call: cannot use socket {}: {source}: check --socket",
+                        args.socket.display()
+                    );
+                    return 2;
+                }
+                Error::Connect { source, .. } => {
+                    // A socket nobody accepts on: the agent (or the VM) is not running.
+                    eprintln!(
+                        "qga-harness call: cannot connect to {}: {source} (is the agent running?)",
+                        args.socket.display()
+                    );
+                }
+                _ => eprintln!("qga-harness call: {}", e.desc()),
             }
             1
         }
     }
+}
+
+/// Connect errors that say the path is wrong rather than the agent absent.
+fn is_path_problem(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{InvalidInput, NotADirectory, NotFound, PermissionDenied};
+    matches!(
+        e.kind(),
+        NotFound | PermissionDenied | InvalidInput | NotADirectory
+    )
 }
 
 fn parse_request(args: &CallArgs) -> Result<Request, String> {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::core::Client;
+use super::core::{deadline_after, Client};
 use super::error::{Error, ProtocolError, Result, Stage};
 
 /// `guest-info`.
@@ -353,7 +353,7 @@ impl Client {
     /// Polls `guest-exec-status` until the process has exited, all within `timeout`.
     /// The pause between polls grows from 2 ms to 100 ms.
     pub async fn exec_wait(&mut self, pid: i64, timeout: Duration) -> Result<ExecStatus> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let mut pause = POLL_FIRST;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());

@@ -248,7 +248,7 @@ impl Job<'_> {
         // caller's own timeout or select), the next call resyncs.
         conn.synced = false;
         let result = if no_reply {
-            let grace_end = (Instant::now() + config.no_reply_grace).min(deadline);
+            let grace_end = deadline_after(config.no_reply_grace).min(deadline);
             send_no_reply(conn, state, request, expect, grace_end).await
         } else {
             write(conn, request, Stage::Reply).await?;
@@ -395,7 +395,7 @@ impl Client {
 
     /// Runs one job under one total deadline.
     async fn run(&mut self, job: Job<'_>, timeout: Duration) -> Result<Value> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let stage = Cell::new(Stage::Connect);
         let Client {
             config,
@@ -453,6 +453,14 @@ impl Client {
             }
         }
     }
+}
+
+/// Now plus `timeout`, saturating: a timeout of years means no deadline worth having,
+/// not a panic.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 fn empty_object() -> Value {

@@ -303,7 +303,11 @@ mod tests {
             let room = r.buf.capacity() - r.buf.len();
             r.buf.extend_from_slice(&chunk[..room.min(chunk.len())]);
             while r.next_buffered().is_some() {}
-            assert!(r.buf.capacity() <= max_line + 2 * READ_CHUNK, "{}", r.buf.capacity());
+            assert!(
+                r.buf.capacity() <= max_line + 2 * READ_CHUNK,
+                "{}",
+                r.buf.capacity()
+            );
         }
         r.buf.extend_from_slice(b"\n");
         while r.next_buffered().is_some() {}
