@@ -70,9 +70,7 @@ impl Framing {
             Token::Error => {
                 // The desc is a C string: it ends at a NUL, and the writer prints each
                 // invalid UTF-8 sequence as U+FFFD.
-                let mut desc = String::from("JSON parse error, stray '");
-                desc.push_str(&utf8::c_string_lossy(text));
-                desc.push('\'');
+                let desc = utf8::c_string_lossy_between("JSON parse error, stray '", text, "'");
                 return self.abandon(desc, sink);
             }
             _ => {}

@@ -569,3 +569,173 @@ fn idle_and_reset() {
         .collect();
     assert_eq!(after, vec![v(PING)]);
 }
+
+/// Random inputs: never a panic, and the chunking never shows.
+#[test]
+fn random_bytes_parse_the_same_in_any_chunking() {
+    const PIECES: &[&[u8]] = &[
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b":",
+        b",",
+        b"\"",
+        b"'",
+        b"\\",
+        b" ",
+        b"\n",
+        b"\t",
+        b"0",
+        b"1",
+        b"-",
+        b".",
+        b"e",
+        b"+",
+        b"true",
+        b"nul",
+        b"\"k\"",
+        b"\\u",
+        b"\\ud83d",
+        b"00e9",
+        b"\xff",
+        b"\x00",
+        b"\x01",
+        b"\xc3\xa9",
+        b"\xc3",
+        b"\xc0\x80",
+        b"\xed\xa0\x80",
+        b"\xef\xbf\xbe",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xB17E5);
+    for round in 0..3000 {
+        let input: Vec<u8> = if round % 2 == 0 {
+            let len = rng.random_range(0..300);
+            (0..len).map(|_| rng.random::<u8>()).collect()
+        } else {
+            let len = rng.random_range(0..120);
+            (0..len)
+                .flat_map(|_| PIECES[rng.random_range(0..PIECES.len())].iter().copied())
+                .collect()
+        };
+        let whole = parse(&input);
+        let bytewise = feed_chunks(&mut Streamer::new(), input.chunks(1));
+        assert_eq!(bytewise, whole, "input {input:?}");
+        let split = feed_chunks(&mut Streamer::new(), random_splits(&input, round));
+        assert_eq!(split, whole, "input {input:?}");
+    }
+}
+
+fn random_string(rng: &mut rand::rngs::StdRng) -> String {
+    const CHARS: &[char] = &[
+        'a',
+        'Z',
+        '"',
+        '\\',
+        '/',
+        '\'',
+        '\0',
+        '\u{1}',
+        '\u{8}',
+        '\n',
+        '\u{1f}',
+        '\u{7f}',
+        '\u{80}',
+        '\u{e9}',
+        '\u{20ac}',
+        '\u{fdd0}',
+        '\u{fffd}',
+        '\u{ffff}',
+        '\u{1f600}',
+        '\u{10ffff}',
+        ' ',
+        '<',
+        '&',
+    ];
+    let len = rng.random_range(0..12);
+    (0..len)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())])
+        .collect()
+}
+
+fn random_value(rng: &mut rand::rngs::StdRng, depth: u32) -> Value {
+    let kinds = if depth >= 4 { 7 } else { 9 };
+    match rng.random_range(0..kinds) {
+        0 => Value::Null,
+        1 => Value::Bool(rng.random()),
+        2 => Value::Int(rng.random()),
+        3 => Value::from(rng.random::<u64>()),
+        4 => loop {
+            let f = f64::from_bits(rng.random());
+            // `-0` reads back as the integer 0, and inf/nan print as bare words.
+            if f.is_finite() && f != 0.0 {
+                break Value::Float(f);
+            }
+        },
+        5 | 6 => Value::String(random_string(rng)),
+        7 => Value::Array(
+            (0..rng.random_range(0..5))
+                .map(|_| random_value(rng, depth + 1))
+                .collect(),
+        ),
+        _ => {
+            let mut object = super::Object::new();
+            for _ in 0..rng.random_range(0..6) {
+                // Keys QEMU can hold: noncharacters would print as U+FFFD, a different key
+                // with a different hash bucket.
+                let key: String = random_string(rng)
+                    .chars()
+                    .filter(|&c| super::utf8::is_valid_code_point(u32::from(c)))
+                    .collect();
+                object.insert(key, random_value(rng, depth + 1));
+            }
+            Value::Object(object)
+        }
+    }
+}
+
+/// Objects with their members sorted by key, recursively.
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        Value::Object(object) => {
+            let mut members: Vec<(&str, &Value)> = object.iter().collect();
+            members.sort_by_key(|(k, _)| *k);
+            let mut out = super::Object::new();
+            for (k, v) in members {
+                out.insert(k, sorted(v));
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
+fn printed(value: &Value) -> String {
+    let mut out = Vec::new();
+    write_json(value, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What the writer prints, the parser reads back to the same value. Member order may differ:
+/// keys that share a QDict bucket swap on every echo, as in qemu-ga.
+#[test]
+fn writer_output_reads_back_to_itself() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x0A11CE);
+    for _ in 0..3000 {
+        let value = random_value(&mut rng, 0);
+        let mut line = Vec::new();
+        write_json(&value, &mut line);
+        assert!(line.is_ascii(), "non-ASCII output for {value:?}");
+        // A newline ends a top-level number, as in a real reply line.
+        line.push(b'\n');
+        let items = parse(&line);
+        let [Parsed::Value(read)] = items.as_slice() else {
+            panic!(
+                "{:?} read back as {items:?}",
+                String::from_utf8_lossy(&line)
+            );
+        };
+        assert_eq!(printed(&sorted(read)), printed(&sorted(&value)));
+    }
+}
