@@ -438,3 +438,121 @@ fn streamer_errors_match_the_real_agent_byte_for_byte() {
         failures.join("\n")
     );
 }
+
+fn random_id(rng: &mut rand::rngs::StdRng, depth: u32) -> Value {
+    const CHARS: &[char] = &[
+        'a',
+        'q',
+        'Z',
+        '"',
+        '\\',
+        '/',
+        '\'',
+        '\0',
+        '\u{1}',
+        '\u{8}',
+        '\t',
+        '\n',
+        '\u{1f}',
+        '\u{7f}',
+        '\u{80}',
+        '\u{e9}',
+        '\u{7ff}',
+        '\u{800}',
+        '\u{20ac}',
+        '\u{fdd0}',
+        '\u{fffd}',
+        '\u{ffff}',
+        '\u{10000}',
+        '\u{1f600}',
+        '\u{10fffd}',
+        ' ',
+        '<',
+        '&',
+    ];
+    let mut text = |rng: &mut rand::rngs::StdRng, max: usize| -> String {
+        let len = rng.random_range(0..max);
+        (0..len)
+            .map(|_| CHARS[rng.random_range(0..CHARS.len())])
+            .collect()
+    };
+    let kinds = if depth >= 3 { 8 } else { 10 };
+    match rng.random_range(0..kinds) {
+        0 => Value::Null,
+        1 => Value::Bool(rng.random()),
+        2 => Value::Int(rng.random()),
+        3 => Value::from(rng.random::<u64>()),
+        4 => Value::Int(rng.random_range(-1000..1000)),
+        5 => loop {
+            let f = f64::from_bits(rng.random());
+            if f.is_finite() {
+                break Value::Float(f);
+            }
+        },
+        6 => Value::Float(f64::from(rng.random_range(-100_000..100_000i32)) / 64.0),
+        7 => Value::String(text(rng, 10)),
+        8 => Value::Array(
+            (0..rng.random_range(0..5))
+                .map(|_| random_id(rng, depth + 1))
+                .collect(),
+        ),
+        _ => {
+            // Short keys from a small alphabet share QDict buckets often (`aa` and `aq` do).
+            let mut object = Object::new();
+            for _ in 0..rng.random_range(0..12) {
+                let key: String = (0..rng.random_range(1..3))
+                    .map(|_| ['a', 'q', 'b', 'r', 'c'][rng.random_range(0..5)])
+                    .collect();
+                object.insert(key, random_id(rng, depth + 1));
+            }
+            if rng.random_range(0..4) == 0 {
+                object.insert(text(rng, 4), Value::Null);
+            }
+            Value::Object(object)
+        }
+    }
+}
+
+/// qemu-ga echoes a request's `id` as it parsed it, so random ids test the writer against
+/// the real one byte for byte: QDict key order with bucket collisions, `%.17g`, integer
+/// classes and string escapes.
+#[test]
+fn writer_matches_the_real_agent_echo_of_random_ids() {
+    let agent = RealAgent::start(&[]).expect(
+        "this test needs the real qemu-ga (Debian package qemu-guest-agent, or QGA_HARNESS_QEMU_GA)",
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xEC40);
+    let mut requests = Vec::new();
+    let mut expected = Vec::new();
+    for _ in 0..2000 {
+        let mut request = br#"{"execute":"guest-ping","id":"#.to_vec();
+        write_json(&random_id(&mut rng, 0), &mut request);
+        request.push(b'}');
+        // The reply carries the id as parsed: the streamer's reading of the request.
+        let mut items = Vec::new();
+        Streamer::new().feed(&request, &mut |item| items.push(item));
+        let [Parsed::Value(Value::Object(parsed))] = items.as_slice() else {
+            panic!("request did not parse: {items:?}");
+        };
+        let id = parsed.get("id").cloned().expect("the id member");
+        let reply = Object::new()
+            .with("return", Value::Object(Object::new()))
+            .with("id", id);
+        let mut line = Vec::new();
+        write_json(&Value::Object(reply), &mut line);
+        line.push(b'\n');
+        expected.push(line);
+        requests.extend_from_slice(&request);
+    }
+    let replies = real_replies(agent.socket(), &requests, 1).expect("the agent replies");
+    let got = lines(&replies);
+    // The trailing 0xFF of the delimiting step adds one error line.
+    assert_eq!(got.len(), expected.len() + 1);
+    for (n, (line, want)) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(
+            show(line),
+            show(want),
+            "reply {n} differs from the writer's bytes"
+        );
+    }
+}
