@@ -470,7 +470,7 @@ fn random_id(rng: &mut rand::rngs::StdRng, depth: u32) -> Value {
         '<',
         '&',
     ];
-    let mut text = |rng: &mut rand::rngs::StdRng, max: usize| -> String {
+    let text = |rng: &mut rand::rngs::StdRng, max: usize| -> String {
         let len = rng.random_range(0..max);
         (0..len)
             .map(|_| CHARS[rng.random_range(0..CHARS.len())])
