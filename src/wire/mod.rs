@@ -14,7 +14,7 @@ mod tests;
 
 pub use streamer::Streamer;
 pub use value::{Object, Value};
-pub use writer::{qdict_bucket, write_json};
+pub use writer::write_json;
 
 /// What the streamer produced from the input: one finished top-level value, or one error.
 ///

@@ -44,26 +44,21 @@ pub fn write_json(value: &Value, out: &mut Vec<u8>) {
 
 fn write_object(object: &Object, out: &mut Vec<u8>) {
     out.push(b'{');
-    let mut inline = [(0u32, 0u32); INLINE_ORDER];
+    let mut inline = [(0u32, 0usize); INLINE_ORDER];
     let mut heap = Vec::new();
-    let order: &mut [(u32, u32)] = if object.len() <= INLINE_ORDER {
+    let order: &mut [(u32, usize)] = if object.len() <= INLINE_ORDER {
         &mut inline[..object.len()]
     } else {
         heap.resize(object.len(), (0, 0));
         &mut heap
     };
-    for (slot, (index, key)) in order.iter_mut().zip(object.keys().enumerate()) {
-        // Member counts are bounded far below u32::MAX by the parser's token limit.
-        *slot = (qdict_bucket(key), index as u32);
-    }
-    // Ascending bucket; within a bucket the newest insertion (largest index) first.
-    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    qdict_order(object, order);
     let members = object.members();
     for (n, &(_, index)) in order.iter().enumerate() {
         if n > 0 {
             out.extend_from_slice(b", ");
         }
-        if let Some((key, value)) = members.get(index as usize) {
+        if let Some((key, value)) = members.get(index) {
             write_str(key, out);
             out.extend_from_slice(b": ");
             write_json(value, out);
@@ -72,9 +67,17 @@ fn write_object(object: &Object, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+/// Fills `order` (one slot per member) with `(bucket, insertion index)` pairs in QDict
+/// iteration order: ascending bucket, and within a bucket the newest insertion first.
+pub(crate) fn qdict_order(object: &Object, order: &mut [(u32, usize)]) {
+    for (slot, (index, key)) in order.iter_mut().zip(object.keys().enumerate()) {
+        *slot = (qdict_bucket(key), index);
+    }
+    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+}
+
 /// The QDict bucket of `key`: `tdb_hash(key) % 512`.
-#[must_use]
-pub fn qdict_bucket(key: &str) -> u32 {
+pub(crate) fn qdict_bucket(key: &str) -> u32 {
     tdb_hash(key) % QDICT_BUCKETS
 }
 
@@ -420,6 +423,26 @@ mod tests {
         assert_eq!(json(&a), r#"{"aq": 2, "aa": 1}"#);
         let b = obj(&[("aq", Value::Int(2)), ("aa", Value::Int(1))]);
         assert_eq!(json(&b), r#"{"aa": 1, "aq": 2}"#);
+    }
+
+    #[test]
+    fn qdict_order_is_the_written_order() {
+        let object = Object::new()
+            .with("foo", Value::Int(1))
+            .with("execute", Value::from("guest-ping"))
+            .with("aa", Value::Int(2))
+            .with("aq", Value::Int(3))
+            .with("arguments", Value::Object(Object::new()));
+        let keys: Vec<&str> = object.iter_qdict_order().map(|(k, _)| k).collect();
+        // qemu-ga checks `execute` before `arguments` before `foo` (buckets 299, 447, 490).
+        assert_eq!(keys, ["aq", "aa", "execute", "arguments", "foo"]);
+        let written = json(&Value::Object(object.clone()));
+        let mut at = 0;
+        for key in keys {
+            at += written[at..]
+                .find(&format!("\"{key}\""))
+                .expect("key written in order");
+        }
     }
 
     #[test]
