@@ -1,4 +1,4 @@
-//! The measured rows of the qemu-ga wire reference (parse level), as tables: input bytes to
+//! Parse-level behaviour measured on qemu-ga 7.2, as tables: input bytes to
 //! the exact sequence of streamer items. Every input is also fed one byte at a time and in
 //! random splits, which must change nothing.
 
@@ -100,9 +100,9 @@ fn check(input: &[u8], expected: &[Out]) {
 
 /// Rows whose input is one byte string.
 #[rstest]
-// §2: a lexer error inside a sync id.
+// A lexer error inside a sync id.
 #[case::sync_id_007(br#"{"execute":"guest-sync","arguments":{"id":007}}"#, vec![e("JSON parse error, stray '00'"), e(EV), e(EV)])]
-// §3: framing of sync-delimited.
+// Framing of sync-delimited and the 0xFF handshake.
 #[case::delimited_then_ping(
     br#"{"execute":"guest-sync-delimited","arguments":{"id":6}}{"execute":"guest-ping"}"#,
     vec![v(&sync_delimited("6")), v(PING)]
@@ -116,7 +116,7 @@ fn check(input: &[u8], expected: &[Out]) {
     b"{\"execute\":\"guest-ping\", \"arguments\": {\xff{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":10}}",
     vec![e(FF), v(&sync_delimited("10"))]
 )]
-// §4: 0xFF and other never-valid bytes.
+// 0xFF and other never-valid bytes.
 #[case::ff(b"\xff", vec![e(FF)])]
 #[case::ff_three(b"\xff\xff\xff", vec![e(FF), e(FF), e(FF)])]
 #[case::ff_newline(b"\xff\n", vec![e(FF)])]
@@ -138,7 +138,7 @@ fn check(input: &[u8], expected: &[Out]) {
 #[case::control_04(b"\x04", vec![e("JSON parse error, stray '\u{4}'")])]
 #[case::del(b"\x7f", vec![e("JSON parse error, stray '\u{7F}'")])]
 #[case::nul(b"\x00", vec![e("JSON parse error, stray ''")])]
-// §5: framing and odd inputs.
+// Framing and odd inputs.
 #[case::two_in_one_write(
     br#"{"execute":"guest-ping"}{"execute":"guest-sync","arguments":{"id":1}}"#,
     vec![v(PING), v(&sync("1"))]
@@ -235,7 +235,7 @@ fn check(input: &[u8], expected: &[Out]) {
     br#"1e{"execute":"guest-ping"}"#,
     vec![e("JSON parse error, stray '1e{'"), e(EV), v(r#""guest-ping""#), e(EV)]
 )]
-// §8: partial input of one client followed by the next client's bytes (one parser).
+// Partial input of one client followed by the next client's bytes (one parser).
 #[case::leak_completes_sync(b"{\"execute\":\"guest-sync\",\"arguments\":{\"id\":5}}", vec![v(&sync("5"))])]
 #[case::leak_swallows_syncs(
     br#"{"execute":"guest-ping"{"execute":"guest-sync","arguments":{"id":6}}{"execute":"guest-sync","arguments":{"id":7}}}{"execute":"guest-sync","arguments":{"id":8}}"#,
