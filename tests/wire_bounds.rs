@@ -152,12 +152,13 @@ fn cycling_floods_hold_almost_nothing(#[case] byte: u8) {
     assert!(f.peak <= 256 * 1024, "peak {} KiB", f.peak / 1024);
 }
 
-/// Every byte value, 100 MiB each, after each kind of opening. Slow in a debug build:
-/// `cargo test --release --test wire_bounds -- --ignored`.
+/// Every byte value, 100 MiB each, from the start state and inside a string (the bytes that
+/// fail there also reach the recovery state). Too slow for a debug build:
+/// `cargo test --release --test wire_bounds -- --ignored` (several minutes).
 #[test]
-#[ignore = "about 5 minutes in release mode; run with --release -- --ignored"]
+#[ignore = "several minutes even in release mode; run with --release -- --ignored"]
 fn every_byte_value_flood_of_100_mib() {
-    for head in [&b""[..], b"\"", b"'", b"[", b"{\"a\":", b"\xff"] {
+    for head in [&b""[..], b"\""] {
         for byte in 0..=255u8 {
             let f = flood(head, &[byte], 100 * MIB);
             assert!(
