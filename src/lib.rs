@@ -9,11 +9,16 @@
 //! - [`client`]: the reference host client.
 //! - [`cli`]: the `qga-harness` command line.
 //! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
+//! - [`MockAgent`]: the mock qemu-ga as a library (`mock.rs`).
 
 pub mod agent;
 pub mod channel;
 pub mod cli;
 pub mod client;
 pub mod guest;
+mod mock;
 pub mod real_agent;
 pub mod wire;
+
+pub use channel::{AgentLife, AgentState, LifeError, PowerPolicy, Transport, VmEnd};
+pub use mock::{MockAgent, MockAgentBuilder, MockError};
