@@ -15,7 +15,6 @@
 use std::convert::Infallible;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
 
 use super::port::Port;
+use super::status::StatusBoard;
 use super::transcript::{Direction, MaybeTranscript, Transcript};
 
 /// The most the chardev reads from the host socket at once.
@@ -31,6 +31,11 @@ const READ_CHUNK: usize = 64 * 1024;
 /// A pause after a failed accept (out of file descriptors, say).
 const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 
+/// How often a client that shut down its writing half while nothing was read is checked
+/// for a full hang-up. epoll reports nothing new for it (the read-closed state stays set),
+/// so this is polled; QEMU's HUP watch would see it at once.
+const HANGUP_CHECK: Duration = Duration::from_millis(100);
+
 /// QEMU's chardev socket for the agent's port.
 #[derive(Debug)]
 pub(crate) struct Chardev {
@@ -38,9 +43,7 @@ pub(crate) struct Chardev {
     port: Arc<Port>,
     fresh_parser_per_connection: bool,
     transcript: Option<Transcript>,
-    connections: Arc<AtomicU64>,
-    /// The client being served (0: none), for whoever closes the chardev.
-    current: Arc<AtomicU64>,
+    status: StatusBoard,
     buf: Box<[u8]>,
 }
 
@@ -50,16 +53,14 @@ impl Chardev {
         port: Arc<Port>,
         fresh_parser_per_connection: bool,
         transcript: Option<Transcript>,
-        connections: Arc<AtomicU64>,
-        current: Arc<AtomicU64>,
+        status: StatusBoard,
     ) -> Self {
         Self {
             listener,
             port,
             fresh_parser_per_connection,
             transcript,
-            connections,
-            current,
+            status,
             buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
         }
     }
@@ -75,13 +76,12 @@ impl Chardev {
                     continue;
                 }
             };
-            let number = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
-            self.current.store(number, Ordering::Relaxed);
+            let number = self.status.connected();
             self.transcript.conn_event(number, "connected", None);
             self.port.host_connected(self.fresh_parser_per_connection);
             let detail = self.serve(&stream, number).await;
             self.port.host_disconnected();
-            self.current.store(0, Ordering::Relaxed);
+            self.status.disconnected();
             self.transcript
                 .conn_event(number, "disconnected", Some(detail));
         }
@@ -90,13 +90,16 @@ impl Chardev {
     /// Moves bytes both ways until the client goes; returns why it went.
     async fn serve(&mut self, stream: &UnixStream, number: u64) -> String {
         let fd = stream.as_raw_fd();
+        // The client shut down its writing half while nothing was read.
+        let mut half_closed = false;
         loop {
             // Replies first: a new client gets stale replies before anything else.
             let mut write_blocked = false;
             loop {
-                let transcript = &self.transcript;
+                let (transcript, status) = (&self.transcript, &self.status);
                 let written = self.port.write_front(|bytes| {
                     let n = stream.try_write(bytes)?;
+                    status.wrote(n);
                     transcript.bytes(number, Direction::Out, &bytes[..n]);
                     Ok::<usize, io::Error>(n)
                 });
@@ -136,26 +139,36 @@ impl Chardev {
                 }
             }
 
-            let interest = if write_blocked {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
+            // Not reading, a half-closed client can only hang up: it is checked for that
+            // on a timer rather than by a readiness that stays set.
+            let watch_read = !(room == 0 && half_closed);
+            let interest = match (watch_read, write_blocked) {
+                (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+                (true, false) => Some(Interest::READABLE),
+                (false, true) => Some(Interest::WRITABLE),
+                (false, false) => None,
             };
             tokio::select! {
-                ready = stream.ready(interest) => {
+                ready = stream.ready(interest.unwrap_or(Interest::READABLE)), if interest.is_some() => {
                     let ready = match ready {
                         Ok(ready) => ready,
                         Err(e) => return e.to_string(),
                     };
-                    if room == 0 && (ready.is_readable() || ready.is_read_closed()) {
+                    if room == 0 && watch_read && (ready.is_readable() || ready.is_read_closed()) {
                         // Nothing is read now, but QEMU still notices a hang-up.
                         if peer_hung_up(fd) {
                             return "hangup".into();
                         }
+                        half_closed |= ready.is_read_closed();
                         clear_read_readiness(stream);
                     }
                 }
                 () = self.port.host_notified() => {}
+                () = tokio::time::sleep(HANGUP_CHECK), if !watch_read => {
+                    if peer_hung_up(fd) {
+                        return "hangup".into();
+                    }
+                }
             }
         }
     }

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::status::{ChannelStatus, StatusBoard};
+
 /// Where the emulated qemu-ga process is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AgentState {
@@ -130,6 +132,7 @@ pub(crate) struct LifeRequest {
 pub struct AgentLife {
     tx: mpsc::UnboundedSender<LifeRequest>,
     state: watch::Receiver<AgentState>,
+    status: watch::Receiver<ChannelStatus>,
 }
 
 /// The supervisor's end of an [`AgentLife`].
@@ -137,17 +140,20 @@ pub struct AgentLife {
 pub(crate) struct LifeInbox {
     pub(crate) commands: mpsc::UnboundedReceiver<LifeRequest>,
     pub(crate) state: watch::Sender<AgentState>,
+    pub(crate) status: StatusBoard,
 }
 
 /// Creates a controller and the supervisor's end of it.
 pub(crate) fn life_channel(initial: AgentState) -> (AgentLife, LifeInbox) {
     let (tx, commands) = mpsc::unbounded_channel();
     let (state_tx, state) = watch::channel(initial);
+    let (board, status) = StatusBoard::new();
     (
-        AgentLife { tx, state },
+        AgentLife { tx, state, status },
         LifeInbox {
             commands,
             state: state_tx,
+            status: board,
         },
     )
 }
@@ -174,6 +180,44 @@ impl AgentLife {
             .await
             .map(|_| ())
             .map_err(|_| LifeError::Gone)
+    }
+
+    /// What the socket side has seen so far (connections, bytes each way).
+    #[must_use]
+    pub fn channel_status(&self) -> ChannelStatus {
+        *self.status.borrow()
+    }
+
+    /// Waits until the socket side's status satisfies `ready` (at once if it does), and
+    /// returns that status: "the mock has read my 48 bytes", "my client was dropped".
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use qga_harness::MockAgent;
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// // Arrange
+    /// let dir = tempfile::tempdir()?;
+    /// let mock = MockAgent::builder().start_in(dir.path()).await?;
+    /// let mut client = tokio::net::UnixStream::connect(mock.socket_path()).await?;
+    ///
+    /// // Act
+    /// client.write_all(b"{\"execute\":").await?;
+    /// let status = mock.life().wait_channel(|s| s.bytes_in >= 12).await?;
+    ///
+    /// // Assert
+    /// assert_eq!(status.serving, Some(1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn wait_channel(
+        &self,
+        mut ready: impl FnMut(&ChannelStatus) -> bool,
+    ) -> Result<ChannelStatus, LifeError> {
+        let mut rx = self.status.clone();
+        let status = rx.wait_for(|s| ready(s)).await.map_err(|_| LifeError::Gone)?;
+        Ok(*status)
     }
 
     /// Starts a fresh agent process now (from not started or dead; cancels a pending start).

@@ -7,14 +7,13 @@
 //! The socket dies with the process.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
 
 use super::process::{Input, StopSignal};
+use super::status::StatusBoard;
 use super::transcript::{Direction, MaybeTranscript, Transcript};
 
 /// A pause after a failed accept (out of file descriptors, say), so a persistent failure
@@ -33,7 +32,7 @@ pub(crate) struct ListenLink {
     listener: UnixListener,
     client: Option<Client>,
     /// Connection numbers go on across agent restarts.
-    connections: Arc<AtomicU64>,
+    status: StatusBoard,
     fresh_parser_per_connection: bool,
     transcript: Option<Transcript>,
 }
@@ -41,14 +40,14 @@ pub(crate) struct ListenLink {
 impl ListenLink {
     pub(crate) fn new(
         listener: UnixListener,
-        connections: Arc<AtomicU64>,
+        status: StatusBoard,
         fresh_parser_per_connection: bool,
         transcript: Option<Transcript>,
     ) -> Self {
         Self {
             listener,
             client: None,
-            connections,
+            status,
             fresh_parser_per_connection,
             transcript,
         }
@@ -56,6 +55,7 @@ impl ListenLink {
 
     fn disconnect(&mut self, detail: String) {
         if let Some(client) = self.client.take() {
+            self.status.disconnected();
             self.transcript
                 .conn_event(client.number, "disconnected", Some(detail));
         }
@@ -70,7 +70,7 @@ impl ListenLink {
                 };
                 match accepted {
                     Ok((stream, _)) => {
-                        let number = self.connections.fetch_add(1, Ordering::Relaxed) + 1;
+                        let number = self.status.connected();
                         self.transcript.conn_event(number, "connected", None);
                         self.client = Some(Client { stream, number });
                         if self.fresh_parser_per_connection {
@@ -91,6 +91,7 @@ impl ListenLink {
             match read {
                 Ok(0) => self.disconnect("eof".into()),
                 Ok(n) => {
+                    self.status.read(n);
                     self.transcript
                         .bytes(client.number, Direction::In, &buf[..n]);
                     return Input::Bytes(n);
@@ -111,6 +112,7 @@ impl ListenLink {
         while at < reply.len() {
             match client.stream.try_write(&reply[at..]) {
                 Ok(n) => {
+                    self.status.wrote(n);
                     self.transcript
                         .bytes(client.number, Direction::Out, &reply[at..at + n]);
                     at += n;
@@ -133,5 +135,12 @@ impl ListenLink {
                 }
             }
         }
+    }
+}
+
+impl Drop for ListenLink {
+    /// The process ended: the kernel closes its sockets, the client sees EOF.
+    fn drop(&mut self) {
+        self.disconnect("agent-died".into());
     }
 }

@@ -44,6 +44,7 @@ mod life;
 mod listen;
 mod port;
 mod process;
+mod status;
 mod supervisor;
 mod transcript;
 
@@ -51,7 +52,6 @@ use std::fmt;
 use std::future::Future;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,6 +60,7 @@ use tokio::time::Instant;
 
 pub use bind::{BindError, MAX_SOCKET_PATH};
 pub use life::{AgentLife, AgentState, LifeError};
+pub use status::ChannelStatus;
 pub use supervisor::VmEnd;
 pub use transcript::TranscriptError;
 
@@ -196,7 +197,7 @@ pub(crate) async fn serve(
     transcript.event("mock-started", Some(config.transport.to_string()));
     let path = bind::listener_path(&listener);
     let guest = Arc::new(Mutex::new(guest));
-    let connections = Arc::new(AtomicU64::new(0));
+    let status = life.status.clone();
     let supervisor = |side| Supervisor {
         side,
         guest: guest.clone(),
@@ -206,27 +207,25 @@ pub(crate) async fn serve(
         fresh_parser_per_connection: config.fresh_parser_per_connection,
         life,
         transcript: transcript.clone(),
-        connections: connections.clone(),
+        status: status.clone(),
     };
     let end = match config.transport {
         Transport::VirtioSerial => {
             let port = Arc::new(Port::default());
-            let current = Arc::new(AtomicU64::new(0));
             let chardev = Chardev::new(
                 listener,
                 port.clone(),
                 config.fresh_parser_per_connection,
                 transcript.clone(),
-                connections.clone(),
-                current.clone(),
+                status.clone(),
             );
             let end = tokio::select! {
                 end = supervisor(Side::VirtioSerial { port }).run(shutdown) => end,
                 never = chardev.run() => match never {},
             };
             // The chardev is gone, and with it the client's connection: EOF.
-            let conn = current.load(Ordering::Relaxed);
-            if conn != 0 {
+            if let Some(conn) = status.serving() {
+                status.disconnected();
                 transcript.conn_event(conn, "disconnected", Some("vm-exit".into()));
             }
             end

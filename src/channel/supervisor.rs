@@ -7,7 +7,6 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use super::life::{AgentState, LifeCommand, LifeError, LifeInbox, LifeReply, Life
 use super::listen::ListenLink;
 use super::port::Port;
 use super::process::{self, Link, ProcessParts, SharedGuest, StopSignal, Stopped};
+use super::status::StatusBoard;
 use super::transcript::{MaybeTranscript, Transcript};
 use super::{AgentStart, PowerPolicy};
 use crate::agent::AgentConfig;
@@ -78,7 +78,7 @@ pub(crate) struct Supervisor {
     pub(crate) fresh_parser_per_connection: bool,
     pub(crate) life: LifeInbox,
     pub(crate) transcript: Option<Transcript>,
-    pub(crate) connections: Arc<AtomicU64>,
+    pub(crate) status: StatusBoard,
 }
 
 struct Run {
@@ -241,7 +241,7 @@ impl Run {
                 };
                 Link::Listen(ListenLink::new(
                     listener,
-                    self.s.connections.clone(),
+                    self.s.status.clone(),
                     self.s.fresh_parser_per_connection,
                     self.s.transcript.clone(),
                 ))
