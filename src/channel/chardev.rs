@@ -13,12 +13,14 @@
 //! - Replies the agent wrote that were not yet written to a client go to the next one.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::io::Interest;
+use tokio::io::{Interest, Ready};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::port::Port;
@@ -121,14 +123,20 @@ impl Chardev {
                 match recv_nonblocking(fd, &mut self.buf[..want]) {
                     Ok(0) => return "eof".into(),
                     Ok(n) => {
+                        self.status.read(n);
                         self.transcript.bytes(number, Direction::In, &self.buf[..n]);
                         self.port.push_input(&self.buf[..n]);
                         if n == want {
                             // There may be more: read on before waiting.
                             continue;
                         }
-                        // A short read drained the socket; the next byte brings a new
-                        // readiness event.
+                        // A short read drained the socket. If the client had already shut
+                        // down its writing half, EOF is next: QEMU reads it at once, before
+                        // the guest could answer, so the client is dropped now.
+                        if cached_readiness(stream).is_some_and(|r| r.is_read_closed()) {
+                            return "eof".into();
+                        }
+                        // Otherwise the next byte brings a new readiness event.
                         clear_read_readiness(stream);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -191,6 +199,15 @@ fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     } else {
         // `n` is non-negative and at most `buf.len()`.
         Ok(n.unsigned_abs())
+    }
+}
+
+/// The read readiness tokio has cached from the last epoll round, without a syscall.
+fn cached_readiness(stream: &UnixStream) -> Option<Ready> {
+    let ready = std::pin::pin!(stream.ready(Interest::READABLE));
+    match ready.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(ready)) => Some(ready),
+        Poll::Ready(Err(_)) | Poll::Pending => None,
     }
 }
 

@@ -216,7 +216,10 @@ impl AgentLife {
         mut ready: impl FnMut(&ChannelStatus) -> bool,
     ) -> Result<ChannelStatus, LifeError> {
         let mut rx = self.status.clone();
-        let status = rx.wait_for(|s| ready(s)).await.map_err(|_| LifeError::Gone)?;
+        let status = rx
+            .wait_for(|s| ready(s))
+            .await
+            .map_err(|_| LifeError::Gone)?;
         Ok(*status)
     }
 

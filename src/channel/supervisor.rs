@@ -173,7 +173,7 @@ impl Run {
                 request = self.s.life.commands.recv(), if commands_open => match request {
                     Some(request) => {
                         if let Some(end) = self.command(request) {
-                            return end;
+                            return self.end(end);
                         }
                     }
                     None => commands_open = false,
