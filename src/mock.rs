@@ -348,6 +348,9 @@ impl MockAgentBuilder {
         let task = tokio::spawn(channel::serve(
             config, guest, listener, inbox, transcript, shutdown,
         ));
+        // Return once the socket is as the transport wants it (with unix-listen and a
+        // delayed start: gone until the agent starts).
+        life.serving().await;
         Ok(MockAgent {
             socket: path.to_owned(),
             life,

@@ -167,6 +167,13 @@ impl AgentLife {
         outcome.await.map_err(|_| LifeError::Gone)?
     }
 
+    /// Waits until the supervisor published its first state, that is, until the mock has
+    /// set up its socket as the transport wants it.
+    pub(crate) async fn serving(&self) {
+        let mut rx = self.state.clone();
+        let _ = rx.changed().await;
+    }
+
     /// The agent's state now.
     #[must_use]
     pub fn state(&self) -> AgentState {

@@ -142,8 +142,12 @@ impl Run {
             AgentStart::After(delay) => {
                 self.timer = Some((Instant::now() + delay, Timer::Start));
                 self.close_unix_listen_socket();
+                self.set_state(AgentState::NotStarted);
             }
-            AgentStart::Manually => self.close_unix_listen_socket(),
+            AgentStart::Manually => {
+                self.close_unix_listen_socket();
+                self.set_state(AgentState::NotStarted);
+            }
         }
     }
 
