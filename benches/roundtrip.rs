@@ -70,7 +70,10 @@ impl MockProcess {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("qga-harness mock exited at start: {status}");
             }
-            assert!(Instant::now() < deadline, "the mock did not listen within 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "the mock did not listen within 10 s"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -134,9 +137,7 @@ fn pipelined(socket: &Path, n: usize) -> f64 {
         let mut sent = 0;
         while sent < n {
             let k = BATCH.min(n - sent);
-            writer
-                .write_all(&chunk[..k * PING.len()])
-                .expect("write");
+            writer.write_all(&chunk[..k * PING.len()]).expect("write");
             sent += k;
         }
         writer

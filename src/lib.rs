@@ -20,7 +20,5 @@ mod mock;
 pub mod real_agent;
 pub mod wire;
 
-pub use channel::{
-    AgentLife, AgentState, ChannelStatus, LifeError, PowerPolicy, Transport, VmEnd,
-};
+pub use channel::{AgentLife, AgentState, ChannelStatus, LifeError, PowerPolicy, Transport, VmEnd};
 pub use mock::{MockAgent, MockAgentBuilder, MockError};
