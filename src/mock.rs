@@ -22,7 +22,7 @@ use tokio::net::UnixListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::agent::AgentConfig;
+use crate::agent::{AgentConfig, ConfigError};
 use crate::channel::{
     self, AgentLife, AgentStart, BindError, ChannelConfig, LifeInbox, PowerPolicy, TranscriptError,
     Transport, VmEnd,
@@ -41,6 +41,9 @@ pub enum MockError {
     /// The transcript file could not be created.
     #[error(transparent)]
     Transcript(#[from] TranscriptError),
+    /// The emulated qemu-ga version would refuse these block and allow lists.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// The tokio listener could not be registered with the runtime.
     #[error("cannot register the socket {} with the runtime", path.display())]
     Register {
@@ -84,10 +87,20 @@ pub enum MockError {
 #[derive(Debug)]
 pub struct MockAgentBuilder {
     profile: Option<Profile>,
+    block_rpcs: Option<Vec<String>>,
+    allow_rpcs: Option<Vec<String>>,
     config: ChannelConfig,
     transcript: Option<PathBuf>,
     life: AgentLife,
     inbox: LifeInbox,
+}
+
+/// A builder's settings, checked and ready to serve.
+struct Prepared {
+    config: ChannelConfig,
+    guest: Guest,
+    inbox: LifeInbox,
+    transcript: Option<channel::TranscriptFile>,
 }
 
 /// A running mock qemu-ga on its own socket; it shuts down when dropped.
@@ -125,6 +138,8 @@ impl MockAgent {
         let (life, inbox) = channel::life_channel(crate::AgentState::NotStarted);
         MockAgentBuilder {
             profile: None,
+            block_rpcs: None,
+            allow_rpcs: None,
             config: ChannelConfig::default(),
             transcript: None,
             life,
@@ -187,23 +202,25 @@ impl MockAgentBuilder {
         self
     }
 
-    /// Commands that answer "has been disabled", as qemu-ga's `--block-rpcs`.
+    /// Commands that answer "has been disabled", as qemu-ga's `--block-rpcs`. Replaces
+    /// the profile's list.
     pub fn block_rpcs<I, S>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.config.agent.block_rpcs = names.into_iter().map(Into::into).collect();
+        self.block_rpcs = Some(names.into_iter().map(Into::into).collect());
         self
     }
 
-    /// The only commands left enabled, as qemu-ga's `--allow-rpcs`.
+    /// The only commands left enabled, as qemu-ga's `--allow-rpcs`. Replaces the
+    /// profile's list.
     pub fn allow_rpcs<I, S>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.config.agent.allow_rpcs = Some(names.into_iter().map(Into::into).collect());
+        self.allow_rpcs = Some(names.into_iter().map(Into::into).collect());
         self
     }
 
@@ -264,14 +281,32 @@ impl MockAgentBuilder {
         self.life.clone()
     }
 
-    fn into_parts(self) -> (ChannelConfig, Guest, LifeInbox, Option<PathBuf>) {
+    /// Everything `serve` needs, checked. The agent's lists come from the builder when
+    /// set, else from the profile (as a qemu-ga command line overrides its configuration
+    /// file).
+    fn prepare(self) -> Result<Prepared, MockError> {
         let profile = self.profile.unwrap_or_else(Profile::default_linux);
         let mut config = self.config;
         config.agent = AgentConfig {
             version: profile.agent_version(),
-            ..config.agent
+            block_rpcs: self
+                .block_rpcs
+                .or_else(|| profile.agent.block_rpcs.clone())
+                .unwrap_or_default(),
+            allow_rpcs: self.allow_rpcs.or_else(|| profile.agent.allow_rpcs.clone()),
         };
-        (config, Guest::new(profile), self.inbox, self.transcript)
+        config.agent.validate()?;
+        let transcript = self
+            .transcript
+            .as_deref()
+            .map(channel::open_transcript)
+            .transpose()?;
+        Ok(Prepared {
+            config,
+            guest: Guest::new(profile),
+            inbox: self.inbox,
+            transcript,
+        })
     }
 
     /// Serves on `listener` until `shutdown` completes or the VM exits, then closes the
@@ -301,52 +336,41 @@ impl MockAgentBuilder {
         listener: UnixListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<VmEnd, MockError> {
-        let (config, guest, inbox, transcript) = self.into_parts();
-        let transcript = match transcript
-            .as_deref()
-            .map(channel::open_transcript)
-            .transpose()
-        {
-            Ok(transcript) => transcript,
+        let p = match self.prepare() {
+            Ok(prepared) => prepared,
             Err(e) => {
                 // serve owns the socket: it goes away however serve ends.
                 channel::remove_listener_file(&listener);
-                return Err(e.into());
+                return Err(e);
             }
         };
-        Ok(channel::serve(config, guest, listener, inbox, transcript, shutdown).await)
+        Ok(channel::serve(p.config, p.guest, listener, p.inbox, p.transcript, shutdown).await)
     }
 
     /// Creates the socket at `path` (replacing a stale socket file, refusing a live one
     /// and any other file) and spawns the mock on the current tokio runtime.
     pub async fn bind(self, path: impl AsRef<Path>) -> Result<MockAgent, MockError> {
         let path = path.as_ref();
+        let life = self.life.clone();
+        let p = self.prepare()?;
         let std_listener = channel::bind_socket(path)?;
         let listener =
             UnixListener::from_std(std_listener).map_err(|source| MockError::Register {
                 path: path.to_owned(),
                 source,
             })?;
-        let life = self.life.clone();
-        let (config, guest, inbox, transcript) = self.into_parts();
-        let transcript = match transcript
-            .as_deref()
-            .map(channel::open_transcript)
-            .transpose()
-        {
-            Ok(transcript) => transcript,
-            Err(e) => {
-                channel::remove_listener_file(&listener);
-                return Err(e.into());
-            }
-        };
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {
             // A dropped sender is a shutdown too.
             let _ = rx.await;
         };
         let task = tokio::spawn(channel::serve(
-            config, guest, listener, inbox, transcript, shutdown,
+            p.config,
+            p.guest,
+            listener,
+            p.inbox,
+            p.transcript,
+            shutdown,
         ));
         // Return once the socket is as the transport wants it (with unix-listen and a
         // delayed start: gone until the agent starts).

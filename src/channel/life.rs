@@ -211,7 +211,7 @@ impl AgentLife {
     ///
     /// // Act
     /// client.write_all(b"{\"execute\":").await?;
-    /// let status = mock.life().wait_channel(|s| s.bytes_in >= 12).await?;
+    /// let status = mock.life().wait_channel(|s| s.bytes_in >= 11).await?;
     ///
     /// // Assert
     /// assert_eq!(status.serving, Some(1));

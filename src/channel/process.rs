@@ -130,7 +130,7 @@ pub(crate) async fn run(parts: ProcessParts) -> Stopped {
         }
         match link.read(&mut buf, &stop).await {
             Input::Bytes(n) => streamer.feed(&buf[..n], &mut |item| items.push_back(item)),
-            Input::NewConnection => streamer = Streamer::new(),
+            Input::NewConnection => streamer.reset(),
             Input::Stop => return Stopped,
         }
         while let Some(item) = items.pop_front() {

@@ -1,6 +1,6 @@
 //! `qga-harness mock`: runs a mock qemu-ga behind a unix socket.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
@@ -26,11 +26,13 @@ pub struct MockArgs {
     #[arg(long, value_name = "FILE")]
     profile: Option<PathBuf>,
 
-    /// Commands to disable, comma-separated (qemu-ga's --block-rpcs).
+    /// Commands to disable, comma-separated (qemu-ga's --block-rpcs); replaces the
+    /// profile's list.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
-    block_rpcs: Vec<String>,
+    block_rpcs: Option<Vec<String>>,
 
-    /// The only commands to enable, comma-separated (qemu-ga's --allow-rpcs).
+    /// The only commands to enable, comma-separated (qemu-ga's --allow-rpcs); replaces the
+    /// profile's list.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     allow_rpcs: Option<Vec<String>>,
 
@@ -66,19 +68,6 @@ impl From<TransportArg> for Transport {
 #[derive(Debug)]
 struct Usage(String);
 
-fn load_profile(path: &Path) -> Result<Profile, Usage> {
-    let text = std::fs::read(path)
-        .map_err(|e| Usage(format!("cannot read profile {}: {e}", path.display())))?;
-    serde_json::from_slice(&text).map_err(|e| {
-        Usage(format!(
-            "invalid profile {}:{}:{}: {e}",
-            path.display(),
-            e.line(),
-            e.column()
-        ))
-    })
-}
-
 /// The error and every cause under it, on one line each.
 fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -93,10 +82,12 @@ fn describe(error: &dyn std::error::Error) -> String {
 async fn serve(args: MockArgs) -> Result<(), Usage> {
     let mut builder = MockAgent::builder()
         .transport(args.transport.into())
-        .block_rpcs(args.block_rpcs)
         .fresh_parser_per_connection(args.fresh_parser_per_connection);
     if let Some(path) = &args.profile {
-        builder = builder.profile(load_profile(path)?);
+        builder = builder.profile(Profile::load(path).map_err(|e| Usage(describe(&e)))?);
+    }
+    if let Some(block) = args.block_rpcs {
+        builder = builder.block_rpcs(block);
     }
     if let Some(allow) = args.allow_rpcs {
         builder = builder.allow_rpcs(allow);
