@@ -113,6 +113,24 @@ impl Client {
         std::mem::take(&mut self.pending)
     }
 
+    /// Everything until the peer closed the connection: EOF, or a reset when the peer
+    /// closed with bytes of ours still unread (the kernel reports that as ECONNRESET).
+    pub async fn until_closed(&mut self) -> Vec<u8> {
+        let mut buf = [0u8; 65536];
+        loop {
+            let read = tokio::time::timeout(PATIENCE, self.stream.read(&mut buf))
+                .await
+                .expect("closed in time");
+            match read {
+                Ok(0) => break,
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        std::mem::take(&mut self.pending)
+    }
+
     /// Reads and drops bytes until `marker` went by; returns what came before it.
     pub async fn skip_past(&mut self, marker: &[u8], limit: usize) -> Vec<u8> {
         loop {
