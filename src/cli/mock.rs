@@ -131,11 +131,18 @@ pub fn run(args: MockArgs) -> i32 {
             return 2;
         }
     };
-    match runtime.block_on(serve(args)) {
-        Ok(()) => 0,
-        Err(Usage(message)) => {
+    // Served from a spawned task rather than as the block_on future: a spawned task that
+    // wakes itself (the chardev and the agent take turns) is simply queued again, while a
+    // block_on future that wakes itself costs a round through the I/O driver each time.
+    match runtime.block_on(async { tokio::spawn(serve(args)).await }) {
+        Ok(Ok(())) => 0,
+        Ok(Err(Usage(message))) => {
             eprintln!("qga-harness mock: {message}");
             2
+        }
+        Err(e) => {
+            eprintln!("qga-harness mock: the mock failed: {e}");
+            1
         }
     }
 }
