@@ -2,8 +2,8 @@
 //! reads. The mock must stay alive, keep its memory bounded, and answer the next client.
 //!
 //! The bound: the parser buffers at most one token of 64 MiB (QEMU's limit); the channel
-//! holds at most 512 KiB of input and 64 KiB plus one reply of output on top of the
-//! kernel's socket buffers. The floods below peak at about 73 MiB (a debug build; 64 MiB of
+//! holds at most 512 KiB of input and 128 KiB of output on top of the kernel's socket
+//! buffers. The floods below peak at about 73 MiB (a debug build; 64 MiB of
 //! it is the one token); the assertions allow 96 MiB, less than any flood.
 
 mod mock_support;

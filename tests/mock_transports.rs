@@ -136,7 +136,7 @@ async fn a_client_that_never_reads_is_held_back_and_then_gets_everything_in_orde
     let request = ping("p");
 
     let sent = write_until_held_back(&client, &request).await;
-    // The bound: the kernel's two socket buffers, the guest's 512 KiB of input and 64 KiB
+    // The bound: the kernel's two socket buffers, the guest's 512 KiB of input and 128 KiB
     // of output, and one 4 KiB read.
     assert!(
         sent < 4 << 20,

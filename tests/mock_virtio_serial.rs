@@ -348,3 +348,65 @@ async fn the_socket_outlives_a_dead_agent_and_a_vm_exit_closes_it() {
     assert!(!mock.socket_path().exists(), "QEMU removes the socket file");
     assert_eq!(life.state(), AgentState::VmExited);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_kill_during_a_large_reply_leaves_a_cut_off_prefix_and_the_next_reply_follows_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mock = mock_in(&dir).await;
+    let life = mock.life();
+    let mut client = Client::connect(mock.socket_path()).await;
+
+    // A 1 MB file in the guest, opened for reading.
+    let data = "eHh4".repeat(1_000_000 / 3);
+    client
+        .send(br#"{"execute":"guest-file-open","arguments":{"path":"/tmp/big","mode":"w"}}"#)
+        .await;
+    assert_eq!(client.line().await, b"{\"return\": 1000}\n");
+    client
+        .send(
+            format!(r#"{{"execute":"guest-file-write","arguments":{{"handle":1000,"buf-b64":"{data}"}}}}"#)
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(
+        client.line().await,
+        b"{\"return\": {\"count\": 999999, \"eof\": false}}\n"
+    );
+    client
+        .send(br#"{"execute":"guest-file-close","arguments":{"handle":1000}}"#)
+        .await;
+    assert_eq!(client.line().await, b"{\"return\": {}}\n");
+    client
+        .send(br#"{"execute":"guest-file-open","arguments":{"path":"/tmp/big","mode":"r"}}"#)
+        .await;
+    assert_eq!(client.line().await, b"{\"return\": 1001}\n");
+
+    // The client does not read while the agent writes the 1.3 MB reply: the agent blocks
+    // part-way, and is killed there.
+    client
+        .send(br#"{"execute":"guest-file-read","arguments":{"handle":1001,"count":999999}}"#)
+        .await;
+    let written = life
+        .wait_channel(|s| s.bytes_out > 0)
+        .await
+        .expect("status");
+    let quiet = tokio::time::timeout(
+        Duration::from_secs(3600),
+        life.wait_channel(|s| s.bytes_out > written.bytes_out + (4 << 20)),
+    )
+    .await;
+    assert!(quiet.is_err(), "the agent never blocked");
+    life.kill().await.expect("kill");
+    life.start().await.expect("start");
+    client.send(&ping("after-truncated")).await;
+
+    let prefix = client
+        .skip_past(&ping_reply("after-truncated"), 4 << 20)
+        .await;
+    assert!(prefix.starts_with(b"{\"return\": {\"count\": 999999, \"buf-b64\": \"eHh4"));
+    assert!(
+        !prefix.contains(&b'\n'),
+        "cut off: no newline, the next reply follows directly"
+    );
+    assert!(prefix.len() < 1_333_396, "{} bytes", prefix.len());
+}

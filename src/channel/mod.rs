@@ -29,8 +29,10 @@
 //!
 //! - virtio-serial host → guest: the kernel's socket buffer, then at most 512 KiB held in
 //!   the guest for the agent (the virtio-console receive queue: 128 pages).
-//! - guest → host: the agent's writes block once 64 KiB of replies wait for the host (plus
-//!   one reply, whatever its size), on top of the kernel's socket buffer.
+//! - guest → host: at most 128 KiB of replies wait in the port, on top of the kernel's
+//!   socket buffer: a reply of up to 64 KiB goes in whole once less than 64 KiB waits, a
+//!   larger one in 64 KiB pieces (so a kill mid-reply leaves a cut-off prefix, as on a real
+//!   guest). unix-listen writes straight to the socket.
 //! - the parser's own limits (64 MiB per token, see [`crate::wire`]).
 //!
 //! [`AgentLife`] drives the process's life; the transcript records every byte both ways and

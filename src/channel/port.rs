@@ -17,7 +17,10 @@ use tokio::sync::Notify;
 pub(crate) const GUEST_INPUT_LIMIT: usize = 128 * 4096;
 
 /// Reply bytes the agent may have written before its writes block while the host socket
-/// does not take them (the port's queue; the host socket's own buffer comes on top).
+/// does not take them (the port's queue; the host socket's own buffer comes on top). A
+/// reply up to this size goes in whole once the queue is below it, a larger one in pieces
+/// of this size, so at most twice this much waits, and an agent killed while writing a
+/// large reply leaves a cut-off prefix on the wire, as a real one does.
 pub(crate) const GUEST_OUTPUT_LIMIT: usize = 64 * 1024;
 
 /// What an agent read from the port gave.
@@ -119,6 +122,16 @@ impl Port {
     /// Writes one reply. Blocks, as the guest driver does, while no host client is
     /// connected or while the port's queue is full.
     pub(crate) async fn write(&self, reply: Vec<u8>) {
+        if reply.len() <= GUEST_OUTPUT_LIMIT {
+            self.push_when_room(reply).await;
+        } else {
+            for piece in reply.chunks(GUEST_OUTPUT_LIMIT) {
+                self.push_when_room(piece.to_vec()).await;
+            }
+        }
+    }
+
+    async fn push_when_room(&self, reply: Vec<u8>) {
         if reply.is_empty() {
             return;
         }
@@ -307,6 +320,35 @@ mod tests {
         });
         assert_eq!(seen, b"reply\n");
         assert!(port.write_front(|_: &[u8]| Ok::<usize, ()>(0)).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_reply_goes_in_pieces_as_the_host_takes_them() {
+        let port = std::sync::Arc::new(open_port());
+        port.host_connected(false);
+        let reply: Vec<u8> = (0..GUEST_OUTPUT_LIMIT * 3 + 5).map(|i| i as u8).collect();
+        let writer = {
+            let port = port.clone();
+            let reply = reply.clone();
+            tokio::spawn(async move { port.write(reply).await })
+        };
+        tokio::task::yield_now().await;
+        let mut seen = Vec::new();
+        let mut segments = 0;
+        while seen.len() < reply.len() {
+            let taken = port.write_front(|b: &[u8]| {
+                assert!(b.len() <= GUEST_OUTPUT_LIMIT, "one piece at a time");
+                seen.extend_from_slice(b);
+                Ok::<usize, ()>(b.len())
+            });
+            if taken.is_some() {
+                segments += 1;
+            }
+            tokio::task::yield_now().await;
+        }
+        writer.await.expect("writer");
+        assert_eq!(seen, reply);
+        assert_eq!(segments, 4);
     }
 
     #[tokio::test(start_paused = true)]
