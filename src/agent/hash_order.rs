@@ -1,6 +1,6 @@
 //! The two hash orders qemu-ga's checks walk in.
 //!
-//! - QDict iteration order (QEMU qobject/qdict.c, bucket from [`qdict_bucket`]): buckets in
+//! - QDict iteration order (QEMU qobject/qdict.c, bucket from the wire writer): buckets in
 //!   ascending order, newest-inserted key first within a bucket. The top-level member check
 //!   of a request walks the object in this order, and so does the argument visitor when it
 //!   fills its table of unvisited keys.
