@@ -1327,6 +1327,30 @@ async fn a_file_read_whose_count_disagrees_with_its_data_is_a_protocol_error() {
 }
 
 #[test]
+fn a_client_moved_to_another_runtime_reconnects_there() {
+    let server = tokio::runtime::Runtime::new().unwrap();
+    let h = server.block_on(async { Hostile::well_behaved() });
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut c = client(&h);
+    first.block_on(next_call_works(&mut c));
+    // The first runtime is gone with its timer and its socket registration.
+    drop(first);
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    second.block_on(async {
+        next_call_works(&mut c).await;
+        next_call_works(&mut c).await;
+    });
+    assert_eq!(c.stats().connects, 2);
+    drop(h);
+}
+
+#[test]
 fn the_blocking_client_runs_calls_without_a_runtime_of_its_own() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let h = runtime.block_on(async { Hostile::well_behaved() });
