@@ -16,6 +16,16 @@ use crate::client::{Client, Error};
 
 /// Sends one command to an agent with the reference client and prints the reply.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Prints the command's return value as JSON (exit 0), or {\"error\": {\"class\": C, \"desc\": D}} \
+(exit 1) when the agent returned an error or the call failed; client-side failures use the \
+classes Timeout, Disconnected and Protocol. Exit 2: bad usage, bad JSON, or a socket path \
+that cannot be an agent's socket.
+
+Examples:
+  qga-harness call --socket /run/qga.sock guest-ping
+  qga-harness call --socket /run/qga.sock guest-exec-status '{\"pid\": 1234}'
+  qga-harness call --socket /run/qga.sock --raw '{\"execute\": \"guest-info\"}'")]
 pub struct CallArgs {
     /// The agent's unix socket.
     #[arg(long, value_name = "PATH")]

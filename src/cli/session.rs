@@ -22,6 +22,13 @@ const MAX_STEP_LINE: usize = 64 << 20;
 
 /// Drives the reference client in session mode (JSON lines on stdin and stdout).
 #[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Reads one step per line on stdin:
+  {\"id\": N, \"execute\": \"guest-ping\", \"arguments\": {...}, \"timeout_ms\": T}
+and answers each with one line on stdout:
+  {\"id\": N, \"return\": V}   or   {\"id\": N, \"error\": {\"class\": C, \"desc\": D}}
+The agent's errors keep their class; client-side failures and bad step lines use Timeout, \
+Disconnected or Protocol. One connection serves the whole session. Ends at the end of stdin.")]
 pub struct SessionArgs {
     /// The agent's unix socket.
     #[arg(long, value_name = "PATH")]
