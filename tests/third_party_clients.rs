@@ -722,3 +722,49 @@ fn an_error_class_outside_the_crates_enum(#[values(Client::QemuQmp, Client::Qapi
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The naive socat client (a oneshot template)
+// ---------------------------------------------------------------------------------------
+
+/// Runs `clients/socat/oneshot.sh SOCKET REQUEST`: its stdout and whether it exited 0.
+fn socat_oneshot(socket: &Path, request: &Value) -> (String, bool) {
+    let output = Command::new(manifest_dir().join("clients/socat/oneshot.sh"))
+        .arg(socket)
+        .arg(request.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("oneshot.sh runs");
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        output.status.success(),
+    )
+}
+
+#[test]
+fn the_socat_client_against_the_real_agent() {
+    let agent = RealAgent::start(&[]).expect("real qemu-ga starts");
+    assert_eq!(
+        socat_oneshot(agent.socket(), &json!({"execute": "guest-ping"})),
+        ("{\"return\": {}}\n".to_string(), true)
+    );
+    assert_eq!(
+        socat_oneshot(agent.socket(), &json!({"execute": "guest-exec", "arguments": {"path": "/bin/true"}})),
+        (
+            "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"Command guest-exec has been disabled\"}}\n"
+                .to_string(),
+            true
+        )
+    );
+}
+
+/// The naive client takes the first line for the reply: output a previous session left
+/// in the channel becomes the answer to its command.
+#[test]
+fn the_socat_client_takes_stale_output_for_the_reply() {
+    let agent = ScriptedAgent::start(STRAY_FF_ERROR, Box::new(benign));
+    let (stdout, success) =
+        socat_oneshot(agent.socket(), &json!({"execute": "guest-get-host-name"}));
+    assert_eq!(stdout.as_bytes(), STRAY_FF_ERROR);
+    assert!(success);
+}
