@@ -768,3 +768,93 @@ fn the_socat_client_takes_stale_output_for_the_reply() {
     assert_eq!(stdout.as_bytes(), STRAY_FF_ERROR);
     assert!(success);
 }
+
+/// qemu-ga before 4.0 echoes no request id (QEMU qapi/qmp-dispatch.c gained the echo in
+/// 4.0). qemu.qmp routes replies by the id it assigns (`__qmp#NNNNN`) and drops the rest
+/// as "Unknown ID" (qmp_client.py L414-445), so every call times out: the tool's ping
+/// already fails with "Agent seems not alive". The crate `qapi` sends no ids to a QGA and
+/// works.
+#[rstest]
+fn an_agent_that_echoes_no_ids(#[values(Client::QemuQmp, Client::Qapi)] client: Client) {
+    if !available(client) {
+        return;
+    }
+    let agent = ScriptedAgent::start(
+        b"",
+        Box::new(|r: &Value| {
+            let mut request = r.clone();
+            if let Some(object) = request.as_object_mut() {
+                object.remove("id");
+            }
+            benign(&request)
+        }),
+    );
+    let mut adapter = Adapter::start(client, agent.socket());
+    let answer = adapter.call("guest-get-host-name", json!({}), 300);
+    match client {
+        Client::QemuQmp => assert_eq!(
+            answer,
+            json!({"error": {"class": "Timeout", "desc": "Agent seems not alive"}})
+        ),
+        Client::Qapi => assert_eq!(answer, host_name_answer()),
+    }
+}
+
+/// A non-JSON line in the channel (a log leaking into the port) ends both libraries'
+/// connections: qemu.qmp's reader raises `DeserializationError` (message.py
+/// `_deserialize`), the crate's `JsonLinesCodec` a decode error that ends its event loop
+/// (codec.rs `priv_decode`). A correct client skips it and resyncs.
+#[rstest]
+fn a_garbage_line_at_connect(#[values(Client::QemuQmp, Client::Qapi)] client: Client) {
+    if !available(client) {
+        return;
+    }
+    let agent = ScriptedAgent::start(
+        b"[   12.345678] virtio_console: port ready\n",
+        Box::new(benign),
+    );
+    let mut adapter = Adapter::start(client, agent.socket());
+    let answer = adapter.call("guest-get-host-name", json!({}), 1000);
+    let (class, desc) = error_of(&answer);
+    match client {
+        Client::QemuQmp => {
+            assert_eq!(class, "Protocol", "{answer}");
+            assert!(desc.contains("DeserializationError"), "{desc}");
+        }
+        Client::Qapi => {
+            assert_eq!(class, "Disconnected", "{answer}");
+            assert!(desc.contains("QAPI stream disconnected"), "{desc}");
+        }
+    }
+}
+
+/// guest-shutdown sends nothing on success (`'success-response': false` in QEMU's
+/// qga/qapi-schema.json). The tool's `shutdown()` takes the timeout for success. The
+/// crate's code generator ignores `success-response` (qapi-parser reads it, qapi-codegen
+/// never uses it), so `guest_shutdown` waits for an `Empty` reply: a careful caller's
+/// timeout fires, and the call after it panics on the stale pending entry.
+#[rstest]
+fn a_shutdown_that_sends_no_reply(#[values(Client::QemuQmp, Client::Qapi)] client: Client) {
+    if !available(client) {
+        return;
+    }
+    let agent = ScriptedAgent::start(
+        b"",
+        Box::new(|r: &Value| match r["execute"].as_str() {
+            Some("guest-shutdown") => Vec::new(),
+            _ => benign(r),
+        }),
+    );
+    let mut adapter = Adapter::start(client, agent.socket());
+    let answer = adapter.call("guest-shutdown", json!({"mode": "powerdown"}), 300);
+    match client {
+        Client::QemuQmp => assert_eq!(answer, json!({"return": {}})),
+        Client::Qapi => {
+            assert_eq!(error_of(&answer).0, "Timeout", "{answer}");
+            let next = adapter.call("guest-ping", json!({}), 1000);
+            let (class, desc) = error_of(&next);
+            assert_eq!(class, "Protocol", "{next}");
+            assert!(desc.contains("QAPI duplicate command id"), "{desc}");
+        }
+    }
+}
