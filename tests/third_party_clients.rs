@@ -94,6 +94,33 @@ fn qapi_session_binary() -> &'static Path {
     })
 }
 
+/// The qapi adapter's own unit tests (step parsing, typed command mapping, error
+/// classes) run with its own build, since it is not a member of this workspace.
+#[test]
+fn the_qapi_adapters_unit_tests_pass() {
+    let crate_dir = manifest_dir().join("clients/qapi-rs");
+    // The first build of the adapter, shared with this one.
+    qapi_session_binary();
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "test",
+            "--release",
+            "--locked",
+            "--quiet",
+            "--manifest-path",
+        ])
+        .arg(crate_dir.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", crate_dir.join("target"))
+        .output()
+        .expect("cargo starts");
+    assert!(
+        output.status.success(),
+        "clients/qapi-rs unit tests failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Whether `client` can run here (the Python prerequisite may be missing off CI).
 fn available(client: Client) -> bool {
     match client {

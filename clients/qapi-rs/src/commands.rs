@@ -207,3 +207,108 @@ pub(crate) fn join_failure(name: &str, join: JoinError) -> Failure {
         Failure::new("Protocol", format!("{name}: the call's task was cancelled"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn class_of(result: Result<Call, Failure>) -> Option<String> {
+        result.err().map(|f| f.class)
+    }
+
+    /// Steps a catalogue sends, which the crate's types carry unchanged.
+    #[test]
+    fn typed_commands_carry_their_arguments_unchanged() {
+        for (name, arguments) in [
+            ("guest-ping", json!({})),
+            ("guest-sync", json!({"id": 4294967295_i64})),
+            ("guest-sync-delimited", json!({"id": -1})),
+            ("guest-get-host-name", json!({})),
+            ("guest-info", json!({})),
+            ("guest-shutdown", json!({})),
+            ("guest-shutdown", json!({"mode": "reboot"})),
+            ("guest-suspend-ram", json!({})),
+            (
+                "guest-exec",
+                json!({"path": "/bin/sh", "arg": ["-c", "echo hi"], "capture-output": true}),
+            ),
+            ("guest-exec-status", json!({"pid": 1234})),
+            ("guest-file-open", json!({"path": "/tmp/x", "mode": "w+"})),
+            (
+                "guest-file-write",
+                json!({"handle": 1000, "buf-b64": "aGVsbG8="}),
+            ),
+            ("guest-file-read", json!({"handle": 1000, "count": 4096})),
+            (
+                "guest-file-seek",
+                json!({"handle": 1000, "offset": 0, "whence": "set"}),
+            ),
+            ("guest-file-close", json!({"handle": 1000})),
+            ("guest-fsfreeze-freeze", json!({})),
+            ("guest-fsfreeze-freeze-list", json!({"mountpoints": ["/"]})),
+            ("guest-fsfreeze-thaw", json!({})),
+            ("guest-set-time", json!({})),
+            ("guest-set-time", json!({"time": 1700000000000000000_i64})),
+        ] {
+            assert_eq!(
+                class_of(Call::parse(name, &arguments)),
+                None,
+                "{name} {arguments}"
+            );
+        }
+    }
+
+    /// What the typed API cannot say is reported, never sent altered.
+    #[test]
+    fn steps_the_types_cannot_carry_are_unsupported() {
+        for (name, arguments) in [
+            // No such command in the crate's schema.
+            ("guest-frobnicate", json!({})),
+            // A member the type does not have would be dropped.
+            ("guest-ping", json!({"x": 1})),
+            // A missing mandatory member, and a member of the wrong type.
+            ("guest-sync", json!({})),
+            ("guest-sync", json!({"id": "a"})),
+            // A value the type cannot hold (qemu-ga takes any int64).
+            ("guest-sync", json!({"id": 9223372036854775808_u64})),
+            // Not base64.
+            ("guest-file-write", json!({"handle": 1000, "buf-b64": "!!"})),
+        ] {
+            assert_eq!(
+                class_of(Call::parse(name, &arguments)).as_deref(),
+                Some("Unsupported"),
+                "{name} {arguments}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_crates_errors_map_to_the_contracts_classes() {
+        let agent = ExecuteError::Qapi(qapi::Error {
+            class: qapi::ErrorClass::CommandNotFound,
+            desc: "Command guest-exec has been disabled".into(),
+            id: None,
+        });
+        let f = execute_failure("guest-exec", agent);
+        assert_eq!(
+            (f.class.as_str(), f.desc.as_str()),
+            ("CommandNotFound", "Command guest-exec has been disabled")
+        );
+        let gone = io::Error::new(io::ErrorKind::UnexpectedEof, "QAPI stream disconnected");
+        assert_eq!(
+            execute_failure("guest-ping", gone.into()).class,
+            "Disconnected"
+        );
+        let undecodable = io::Error::new(io::ErrorKind::InvalidData, "invalid type");
+        assert_eq!(
+            execute_failure("guest-ping", undecodable.into()).class,
+            "Protocol"
+        );
+        let reset = io::Error::new(io::ErrorKind::BrokenPipe, "broken pipe");
+        assert_eq!(
+            execute_failure("guest-ping", reset.into()).class,
+            "Disconnected"
+        );
+    }
+}

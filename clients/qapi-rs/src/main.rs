@@ -199,3 +199,37 @@ async fn main() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_line_parses_with_defaults() {
+        let step = parse_step(r#"{"id": 7, "execute": "guest-ping"}"#).expect("valid step");
+        assert_eq!(step.id, json!(7));
+        assert_eq!(step.execute, "guest-ping");
+        assert_eq!(step.arguments, json!({}));
+        assert_eq!(step.timeout, Duration::from_millis(3000));
+        let step = parse_step(
+            r#"{"id": 8, "execute": "guest-sync", "arguments": {"id": 1}, "timeout_ms": 250}"#,
+        )
+        .expect("valid step");
+        assert_eq!(step.arguments, json!({"id": 1}));
+        assert_eq!(step.timeout, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn bad_step_lines_are_refused() {
+        for line in [
+            "",
+            "[]",
+            r#"{"id": 1}"#,
+            r#"{"id": 1, "execute": 5}"#,
+            r#"{"id": 1, "execute": "guest-ping", "arguments": []}"#,
+            r#"{"id": 1, "execute": "guest-ping", "timeout_ms": -1}"#,
+        ] {
+            assert!(parse_step(line).is_err(), "{line}");
+        }
+    }
+}
