@@ -11,6 +11,7 @@
 //! - [`scenario`]: scenario files, their strict loader and JSON Schema.
 //! - [`cli`]: the `qga-harness` command line.
 //! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
+//! - [`MockAgent`]: the mock qemu-ga as a library (`mock.rs`).
 
 pub mod agent;
 pub mod channel;
@@ -18,6 +19,10 @@ pub mod cli;
 pub mod client;
 pub mod fault;
 pub mod guest;
+mod mock;
 pub mod real_agent;
 pub mod scenario;
 pub mod wire;
+
+pub use channel::{AgentLife, AgentState, ChannelStatus, LifeError, PowerPolicy, Transport, VmEnd};
+pub use mock::{MockAgent, MockAgentBuilder, MockError};
