@@ -27,6 +27,7 @@ mod tests;
 pub use streamer::Streamer;
 pub use value::{Object, Value};
 pub use writer::write_json;
+pub(crate) use writer::qdict_bucket;
 
 /// What the streamer produced from the input: one finished top-level value, or one error.
 ///
