@@ -23,7 +23,9 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use qga_harness::guest::Profile;
 use qga_harness::real_agent::RealAgent;
+use qga_harness::{AgentLife, MockAgent, MockAgentBuilder};
 use rstest::rstest;
 use serde_json::{json, Value};
 
@@ -754,11 +756,12 @@ fn an_error_class_outside_the_crates_enum(#[values(Client::QemuQmp, Client::Qapi
 // The naive socat client (a oneshot template)
 // ---------------------------------------------------------------------------------------
 
-/// Runs `clients/socat/oneshot.sh SOCKET REQUEST`: its stdout and whether it exited 0.
+/// Runs `clients/socat/oneshot.sh SOCKET REQUEST 1`: its stdout and whether it exited 0.
 fn socat_oneshot(socket: &Path, request: &Value) -> (String, bool) {
     let output = Command::new(manifest_dir().join("clients/socat/oneshot.sh"))
         .arg(socket)
         .arg(request.to_string())
+        .arg("1")
         .stdin(Stdio::null())
         .output()
         .expect("oneshot.sh runs");
@@ -882,6 +885,164 @@ fn a_shutdown_that_sends_no_reply(#[values(Client::QemuQmp, Client::Qapi)] clien
             let (class, desc) = error_of(&next);
             assert_eq!(class, "Protocol", "{next}");
             assert!(desc.contains("QAPI duplicate command id"), "{desc}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The mock agent
+// ---------------------------------------------------------------------------------------
+
+/// A mock qemu-ga on its own tokio runtime, so that the blocking test thread can drive
+/// processes while the runtime's workers serve the mock.
+struct Mock {
+    runtime: tokio::runtime::Runtime,
+    agent: Option<MockAgent>,
+    _dir: tempfile::TempDir,
+}
+
+impl Mock {
+    fn start(builder: MockAgentBuilder) -> Mock {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let dir = tempfile::Builder::new()
+            .prefix("qga-mock")
+            .tempdir()
+            .expect("temp dir");
+        let agent = runtime
+            .block_on(builder.start_in(dir.path()))
+            .expect("mock starts");
+        Mock {
+            runtime,
+            agent: Some(agent),
+            _dir: dir,
+        }
+    }
+
+    fn agent(&self) -> &MockAgent {
+        self.agent.as_ref().expect("mock running")
+    }
+
+    fn socket(&self) -> &Path {
+        self.agent().socket_path()
+    }
+
+    fn life(&self) -> AgentLife {
+        self.agent().life()
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            let _ = self.runtime.block_on(agent.shutdown());
+        }
+    }
+}
+
+fn default_host_name() -> String {
+    Profile::default_linux().host_name
+}
+
+#[rstest]
+fn benign_steps_against_the_mock(#[values(Client::QemuQmp, Client::Qapi)] client: Client) {
+    if !available(client) {
+        return;
+    }
+    let mock = Mock::start(MockAgent::builder().block_rpcs(["guest-exec"]));
+    let mut adapter = Adapter::start(client, mock.socket());
+
+    assert_eq!(
+        adapter.call("guest-ping", json!({}), 2000),
+        json!({"return": {}})
+    );
+    assert_eq!(
+        adapter.call("guest-get-host-name", json!({}), 2000),
+        json!({"return": {"host-name": default_host_name()}})
+    );
+    assert_eq!(
+        adapter.call("guest-exec", json!({"path": "/bin/true"}), 2000),
+        json!({"error": {"class": "CommandNotFound", "desc": "Command guest-exec has been disabled"}})
+    );
+    let info = adapter.call("guest-info", json!({}), 2000);
+    assert_eq!(info["return"]["version"], json!("7.2.22"), "{info}");
+    assert_eq!(
+        adapter.call("guest-fsfreeze-status", json!({}), 2000),
+        json!({"return": "thawed"})
+    );
+}
+
+#[test]
+fn the_socat_client_against_the_mock() {
+    let mock = Mock::start(MockAgent::builder().block_rpcs(["guest-exec"]));
+    assert_eq!(
+        socat_oneshot(mock.socket(), &json!({"execute": "guest-get-host-name"})),
+        (
+            format!(
+                "{{\"return\": {{\"host-name\": \"{}\"}}}}\n",
+                default_host_name()
+            ),
+            true
+        )
+    );
+    assert_eq!(
+        socat_oneshot(
+            mock.socket(),
+            &json!({"execute": "guest-exec", "arguments": {"path": "/bin/true"}})
+        ),
+        (
+            "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"Command guest-exec has been disabled\"}}\n"
+                .to_string(),
+            true
+        )
+    );
+}
+
+/// The agent hangs (a stuck guest), the client times out, the agent recovers and sends
+/// its late reply. qemu.qmp drops it by id (qmp_client.py L437-445) and goes on. In the
+/// crate `qapi` the timed-out call left its reply slot behind (`futures/mod.rs`
+/// L264-274); the late reply is routed to it, cannot be delivered ("failed to send
+/// response for ID 0", L350-356), and that ends the event loop: the call after it is
+/// "QAPI stream disconnected".
+#[rstest]
+fn a_late_reply_after_a_timeout_on_the_mock(
+    #[values(Client::QemuQmp, Client::Qapi)] client: Client,
+) {
+    if !available(client) {
+        return;
+    }
+    let mock = Mock::start(MockAgent::builder());
+    let life = mock.life();
+    let mut adapter = Adapter::start(client, mock.socket());
+    assert_eq!(
+        adapter.call("guest-ping", json!({}), 2000),
+        json!({"return": {}})
+    );
+
+    mock.runtime.block_on(life.hang()).expect("agent hangs");
+    let answer = adapter.call("guest-get-host-name", json!({}), 300);
+    assert_eq!(error_of(&answer).0, "Timeout", "{answer}");
+
+    let written = life.channel_status().bytes_out;
+    mock.runtime.block_on(life.resume()).expect("agent resumes");
+    mock.runtime
+        .block_on(life.wait_channel(|s| s.bytes_out > written))
+        .expect("the late reply is written");
+
+    match client {
+        Client::QemuQmp => assert_eq!(
+            adapter.call("guest-get-host-name", json!({}), 2000),
+            json!({"return": {"host-name": default_host_name()}})
+        ),
+        Client::Qapi => {
+            adapter.wait_stderr("failed to send response for ID 0", Duration::from_secs(10));
+            let answer = adapter.call("guest-get-host-name", json!({}), 2000);
+            let (class, desc) = error_of(&answer);
+            assert_eq!(class, "Disconnected", "{answer}");
+            assert!(desc.contains("QAPI stream disconnected"), "{desc}");
         }
     }
 }

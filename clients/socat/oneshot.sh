@@ -1,18 +1,21 @@
 #!/bin/sh
-# The naive qemu-ga client: send the request, print the first line that comes back.
+# The naive qemu-ga client: send the request with socat, print the first line that comes
+# back.
 #
-# No sync, no 0xFF, no id check, no deadline of its own beyond socat's: `-t 2` keeps
-# reading for 2 s after the request is written, then gives up. Whatever line arrives
-# first is taken as the reply, stale or not; no reply at all prints nothing and still
-# exits 0, as the bare pipeline does.
+# No sync, no 0xFF, no id check: whatever line arrives first is taken as the reply, stale
+# or not, and no reply at all prints nothing and still exits 0, as the bare pipeline does.
 #
-# Usage: oneshot.sh SOCKET REQUEST_JSON
-# As a qga-harness oneshot client: --client 'clients/socat/oneshot.sh {socket} {request}'
-# (the same pipeline as an inline template:
-#  --client 'printf "%s\n" {request} | socat -t 2 - UNIX-CONNECT:{socket} | head -n 1')
+# The request is fed with stdin held open for TIMEOUT_S seconds. With stdin closed at once
+# (`printf ... | socat ...`), socat half-closes the socket, and QEMU's chardev takes a
+# half-close for a disconnect: the client gets EOF and never the reply, which is left in
+# the channel for the next client. Holding stdin open is the one-liner that works there.
+#
+# Usage: oneshot.sh SOCKET REQUEST_JSON [TIMEOUT_S]   (TIMEOUT_S defaults to 2)
+# As a qga-harness oneshot client:
+#   --client 'clients/socat/oneshot.sh {socket} {request} {timeout_s}'
 set -u
-if [ $# -ne 2 ]; then
-    echo "usage: $0 SOCKET REQUEST_JSON" >&2
+if [ $# -lt 2 ] || [ $# -gt 3 ]; then
+    echo "usage: $0 SOCKET REQUEST_JSON [TIMEOUT_S]" >&2
     exit 2
 fi
-printf '%s\n' "$2" | socat -t 2 - "UNIX-CONNECT:$1" | head -n 1
+(printf '%s\n' "$2"; sleep "${3:-2}") | socat -t 2 - "UNIX-CONNECT:$1" | head -n 1
