@@ -968,7 +968,12 @@ fn benign_steps_against_the_mock(#[values(Client::QemuQmp, Client::Qapi)] client
         json!({"error": {"class": "CommandNotFound", "desc": "Command guest-exec has been disabled"}})
     );
     let info = adapter.call("guest-info", json!({}), 2000);
-    assert_eq!(info["return"]["version"], json!("7.2.22"), "{info}");
+    assert!(
+        info["return"]["version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("7.2")),
+        "{info}"
+    );
     assert_eq!(
         adapter.call("guest-fsfreeze-status", json!({}), 2000),
         json!({"return": "thawed"})
