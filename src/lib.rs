@@ -4,16 +4,25 @@
 //!
 //! - [`wire`]: QEMU's JSON framing and qemu-ga's exact output bytes.
 //! - [`agent`]: dispatch, checks and error texts of qemu-ga.
+//! - [`fault`]: fault rules, the `--fault` syntax and the seeded engine.
 //! - [`guest`]: the simulated guest (profiles, files, processes, fsfreeze, time).
 //! - [`channel`]: virtio-serial and unix-listen socket semantics, the agent's life.
 //! - [`client`]: the reference host client.
+//! - [`scenario`]: scenario files, their strict loader and JSON Schema.
 //! - [`cli`]: the `qga-harness` command line.
 //! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
+//! - [`MockAgent`]: the mock qemu-ga as a library (`mock.rs`).
 
 pub mod agent;
 pub mod channel;
 pub mod cli;
 pub mod client;
+pub mod fault;
 pub mod guest;
+mod mock;
 pub mod real_agent;
+pub mod scenario;
 pub mod wire;
+
+pub use channel::{AgentLife, AgentState, ChannelStatus, LifeError, PowerPolicy, Transport, VmEnd};
+pub use mock::{MockAgent, MockAgentBuilder, MockError};

@@ -92,7 +92,9 @@ impl RealAgent {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait()? {
-                return Err(io::Error::other(format!("qemu-ga exited at start: {status}")));
+                return Err(io::Error::other(format!(
+                    "qemu-ga exited at start: {status}"
+                )));
             }
             // A probe connection that is accepted and closed at once leaves nothing behind:
             // it sends no bytes, so the agent's parser is untouched.

@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 mod call;
 mod capture;
 mod mock;
+mod run;
+mod schema;
 mod session;
 
 #[derive(Debug, Parser)]
@@ -27,6 +29,8 @@ pub enum Command {
     Call(call::CallArgs),
     Capture(capture::CaptureArgs),
     Session(session::SessionArgs),
+    Run(run::RunArgs),
+    Schema(schema::SchemaArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -43,5 +47,7 @@ pub fn main() -> i32 {
         Command::Call(args) => call::run(args),
         Command::Capture(args) => capture::run(args),
         Command::Session(args) => session::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Schema(args) => schema::run(args),
     }
 }

@@ -1,0 +1,205 @@
+//! Loading scenario files: strict (unknown fields are errors), with errors that name the
+//! file, line, column and the field's path, and say what was expected.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::model::{FaultEntry, Scenario};
+use crate::fault::{self, Rule};
+
+/// Why a scenario file was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: cannot read the scenario file: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", .0)]
+    Invalid(Box<Located>),
+}
+
+/// A problem at a place in a scenario file.
+#[derive(Debug)]
+pub struct Located {
+    pub path: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    /// The JSON path of the field, e.g. `agent.faults[2].when.nth` (empty for the top level).
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.path.display(), self.line, self.column)?;
+        if !self.field.is_empty() {
+            write!(f, "at `{}`: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+fn invalid(
+    path: &Path,
+    line: usize,
+    column: usize,
+    field: String,
+    message: String,
+) -> ScenarioError {
+    ScenarioError::Invalid(Box::new(Located {
+        path: path.to_owned(),
+        line,
+        column,
+        field,
+        message,
+    }))
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Scenario::parse(&text, path)
+    }
+
+    /// Parses and checks scenario text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Scenario, ScenarioError> {
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let scenario: Scenario =
+            serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+                let field = e.path().to_string();
+                let inner = e.into_inner();
+                let field = if field == "." { String::new() } else { field };
+                invalid(
+                    origin,
+                    inner.line(),
+                    inner.column(),
+                    field,
+                    explain(&inner.to_string()),
+                )
+            })?;
+        deserializer.end().map_err(|e| {
+            invalid(
+                origin,
+                e.line(),
+                e.column(),
+                String::new(),
+                "unexpected text after the scenario object; a file holds one scenario".into(),
+            )
+        })?;
+        scenario.check(text, origin)?;
+        Ok(scenario)
+    }
+
+    /// Checks what the types cannot say.
+    fn check(&self, text: &str, origin: &Path) -> Result<(), ScenarioError> {
+        let place = |field: &str, needle: &str| -> (usize, usize) { locate(text, needle, field) };
+        let valid_id = self.id.split_once('.').is_some_and(|(category, number)| {
+            !category.is_empty()
+                && category
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !number.is_empty()
+                && number
+                    .split('.')
+                    .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if !valid_id {
+            let (line, column) = place("id", "\"id\"");
+            return Err(invalid(
+                origin,
+                line,
+                column,
+                "id".into(),
+                format!(
+                    "'{}' is not a case id: expected category.number, e.g. sync.3 (lower-case category, numbers separated by dots)",
+                    self.id
+                ),
+            ));
+        }
+        for (i, entry) in self.agent.faults.iter().enumerate() {
+            if let FaultEntry::Spec(spec) = entry {
+                if let Err(e) = fault::parse_spec(spec) {
+                    let (line, column) = place("", spec);
+                    return Err(invalid(
+                        origin,
+                        line,
+                        column,
+                        format!("agent.faults[{i}]"),
+                        e.to_string(),
+                    ));
+                }
+            }
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            if step.expect.is_empty() && self.info.is_none() {
+                let (line, column) = place("", "\"expect\"");
+                return Err(invalid(
+                    origin,
+                    line,
+                    column,
+                    format!("steps[{i}].expect"),
+                    "a step needs at least one acceptable outcome (or the case needs \"info\")"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The agent's fault rules, with compact specs parsed.
+    pub fn fault_rules(&self) -> Vec<Rule> {
+        self.agent
+            .faults
+            .iter()
+            .filter_map(|entry| match entry {
+                FaultEntry::Rule(rule) => Some(rule.clone()),
+                // Checked at load time; a spec that fails here was built in code, unchecked.
+                FaultEntry::Spec(spec) => fault::parse_spec(spec).ok(),
+            })
+            .collect()
+    }
+
+    /// The case's category: the part of the id before the first dot.
+    pub fn category(&self) -> &str {
+        self.id.split('.').next().unwrap_or(&self.id)
+    }
+}
+
+/// Best-effort line and column of the first occurrence of `needle`, for errors found after
+/// parsing (serde no longer knows the place then).
+fn locate(text: &str, needle: &str, _field: &str) -> (usize, usize) {
+    let at = text.find(needle).unwrap_or(0);
+    let line = text[..at].matches('\n').count() + 1;
+    let column = at - text[..at].rfind('\n').map_or(0, |n| n + 1) + 1;
+    (line, column)
+}
+
+/// Adds a suggestion to serde's "unknown field" and "unknown variant" messages.
+fn explain(message: &str) -> String {
+    let quoted: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    let unknown_kind = ["unknown field", "unknown variant"]
+        .into_iter()
+        .find(|kind| message.starts_with(kind));
+    match (unknown_kind, quoted.split_first()) {
+        (Some(kind), Some((word, expected))) if !expected.is_empty() => {
+            let suggestion = fault::spec::suggest(word, expected);
+            let message = message.split(" at line ").next().unwrap_or(message);
+            if kind == "unknown field" {
+                format!("{message}{suggestion}; remove it or fix its name")
+            } else {
+                format!("{message}{suggestion}")
+            }
+        }
+        _ => message
+            .split(" at line ")
+            .next()
+            .unwrap_or(message)
+            .to_owned(),
+    }
+}

@@ -1,0 +1,18 @@
+//! Scenario files: the model, the strict loader and the JSON Schema.
+
+mod load;
+mod model;
+
+pub use load::{Located, ScenarioError};
+pub use model::{
+    AgentSetup, AgentState, Bytes, ClientErrorClass, ClientErrorOutcome, Duty, ErrorOutcome,
+    FaultEntry, JsonType, Outcome, ProfileSource, Scenario, Step, Transport,
+};
+
+/// The JSON Schema of a scenario file, for editors and `qga-harness schema scenario`.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Scenario)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

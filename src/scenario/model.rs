@@ -1,0 +1,257 @@
+//! The scenario file model (JSON). One file is one case: what the agent is and does
+//! (`agent`), what the client is asked to do (`steps`), and what counts as right
+//! (`expect`, `non_strict`, `duties`).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::fault::Rule;
+
+/// One conformance case.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Stable hierarchical id, `category.number` (e.g. `sync.3`); never reused for another case.
+    pub id: String,
+    pub title: String,
+    /// What a correct client must do, in plain words.
+    pub requirement: String,
+    /// Where the requirement comes from: a source line, a bug report, a reference note.
+    #[serde(default)]
+    pub grounding: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The agent side: the mock's profile, transport, state and faults.
+    #[serde(default)]
+    pub agent: AgentSetup,
+    /// What the client is asked to do, in order, on one connection (session mode) or one
+    /// process per step (oneshot mode).
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// Duties checked on the wire, beyond the outcomes.
+    #[serde(default)]
+    pub duties: Vec<Duty>,
+    /// Why this case exists when it only records behaviour: its verdict is INFO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<String>,
+}
+
+/// The transport the mock emulates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// QEMU's chardev socket in front of a virtio-serial port (what libvirt and Proxmox use).
+    #[default]
+    VirtioSerial,
+    /// qemu-ga's own listening socket (`qemu-ga -m unix-listen`).
+    UnixListen,
+}
+
+/// Bytes in a scenario: UTF-8 text, or base64 for anything else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Bytes {
+    Text(String),
+    Base64 {
+        /// Standard base64 of the bytes.
+        base64: String,
+    },
+}
+
+/// Where the guest's data comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ProfileSource {
+    /// `"default"` for the built-in Linux guest, or a profile file's path, relative to the
+    /// scenario file.
+    Named(String),
+    /// A whole profile, inline.
+    Inline(serde_json::Map<String, serde_json::Value>),
+}
+
+/// The agent side of a case.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSetup {
+    /// The simulated guest (default: the built-in Linux guest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<ProfileSource>,
+    #[serde(default)]
+    pub transport: Transport,
+    /// Overrides the profile's agent version, e.g. `"3.1.0"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Commands blocked as with qemu-ga `-b`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub block_rpcs: Vec<String>,
+    /// When set, only these commands are enabled, as with qemu-ga `-a`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_rpcs: Option<Vec<String>>,
+    /// The seed of the mock's random source (the runner's `--seed` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub state: AgentState,
+    /// Fault rules: JSON rules or compact `--fault` specs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultEntry>,
+}
+
+/// A fault rule, as JSON or as a compact spec string.
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum FaultEntry {
+    /// A compact spec, e.g. `"guest-ping@2:hang"`.
+    Spec(String),
+    Rule(Rule),
+}
+
+/// The state the agent and the channel are in when the client connects.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentState {
+    /// The agent starts this long after the socket exists (the guest is still booting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_delay_ms: Option<u64>,
+    /// False: the agent never starts by itself (installed but not running).
+    #[serde(default = "yes")]
+    pub started: bool,
+    /// The previous agent instance exited with the filesystems frozen.
+    #[serde(default)]
+    pub frozen: bool,
+    /// Bytes a previous client left in the agent's parser (e.g. half a request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parser_input: Option<Bytes>,
+    /// Bytes waiting in the channel for the next client (stale replies of a previous one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_output: Option<Bytes>,
+}
+
+impl Default for AgentState {
+    fn default() -> Self {
+        Self {
+            start_delay_ms: None,
+            started: true,
+            frozen: false,
+            parser_input: None,
+            pending_output: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One thing the client is asked to do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub execute: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The client's timeout for this step, in ms.
+    pub timeout_ms: u64,
+    /// Acceptable outcomes: the step passes when any matches.
+    pub expect: Vec<Outcome>,
+    /// Outcomes that are acceptable but miss a recommendation: NON-STRICT.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub non_strict: Vec<Outcome>,
+}
+
+/// What a step ended with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Exactly this return value.
+    Return(serde_json::Value),
+    /// A return value that contains these members (recursively for objects).
+    ReturnContains(serde_json::Value),
+    /// A return value of this JSON type.
+    ReturnType(JsonType),
+    /// An error from the agent.
+    Error(ErrorOutcome),
+    /// A failure of the client itself, within time bounds.
+    ClientError(ClientErrorOutcome),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum JsonType {
+    Null,
+    Boolean,
+    Integer,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+/// An agent error: its class, and optionally text its desc contains.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorOutcome {
+    pub class: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desc_contains: Option<String>,
+}
+
+/// The client's own failure classes (see the adapter contract).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ClientErrorClass {
+    Timeout,
+    Disconnected,
+    Protocol,
+    /// Any of the three.
+    Any,
+}
+
+/// A client-side failure, optionally bounded in time (elapsed since the step started).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientErrorOutcome {
+    pub class: ClientErrorClass,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ms: Option<u64>,
+}
+
+/// Duties checked from the transcript.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Duty {
+    /// A guest-sync or guest-sync-delimited before the first command of a connection.
+    SyncFirst,
+    /// A sync after every timeout, before the next command.
+    SyncAfterTimeout,
+    /// Sync ids that are not predictable (not small, not sequential, not a clock).
+    UnpredictableSyncIds,
+    /// A 0xFF flush before guest-sync-delimited.
+    FlushBeforeSync,
+    /// No reply is attributed to a command it did not answer.
+    NoStaleAttribution,
+    /// Every step ends within its timeout plus a small grace.
+    TotalDeadline,
+    /// The client's memory stays bounded on huge replies.
+    BoundedMemory,
+    /// guest-exec, guest-file-write and the like are not sent again after a timeout.
+    NoRepeatedSideEffects,
+}
+
+impl<'de> Deserialize<'de> for FaultEntry {
+    /// Hand-written so that a rule object's own error (an unknown field, a wrong type)
+    /// reaches the user instead of serde's "did not match any variant".
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(spec) => Ok(FaultEntry::Spec(spec)),
+            value @ serde_json::Value::Object(_) => serde_json::from_value(value)
+                .map(FaultEntry::Rule)
+                .map_err(|e| D::Error::custom(e.to_string())),
+            other => Err(D::Error::custom(format!(
+                "expected a fault rule object or a compact spec string, found {other}"
+            ))),
+        }
+    }
+}
