@@ -26,9 +26,9 @@ mod tests;
 
 pub use streamer::Streamer;
 pub use value::{Object, Value};
-pub use writer::write_json;
 #[cfg(test)]
 pub(crate) use writer::qdict_bucket;
+pub use writer::write_json;
 
 /// What the streamer produced from the input: one finished top-level value, or one error.
 ///
