@@ -157,6 +157,7 @@ impl Chardev {
                 (false, false) => None,
             };
             tokio::select! {
+                biased;
                 ready = stream.ready(interest.unwrap_or(Interest::READABLE)), if interest.is_some() => {
                     let ready = match ready {
                         Ok(ready) => ready,
