@@ -173,7 +173,8 @@ impl Chardev {
                     }
                 }
                 () = self.port.host_notified() => {}
-                () = tokio::time::sleep(HANGUP_CHECK), if !watch_read => {
+                // An async block, so no timer is set up on the loops that do not need one.
+                () = async { tokio::time::sleep(HANGUP_CHECK).await }, if !watch_read => {
                     if peer_hung_up(fd) {
                         return "hangup".into();
                     }
