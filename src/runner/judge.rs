@@ -516,9 +516,12 @@ impl<'e> Analysis<'e> {
         for item in &syncs {
             let lines = vec![item.lines.0, item.lines.1];
             let Some(id) = item.sync_id().and_then(integer) else {
+                let shown = item
+                    .sync_id()
+                    .map_or_else(|| "missing".to_owned(), Value::to_string);
                 misses.push(Miss {
                     expected: "an integer sync id".into(),
-                    actual: format!("sync id {}", item.describe()),
+                    actual: format!("sync id {shown} is not an integer"),
                     lines,
                 });
                 continue;
