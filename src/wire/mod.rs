@@ -2,9 +2,19 @@
 //! (framing by brace balance, 0xFF recovery, limits), and a writer that produces the exact
 //! bytes qemu-ga writes.
 
+mod lexer;
+mod parser;
+mod streamer;
+mod utf8;
 mod value;
+mod writer;
 
+#[cfg(test)]
+mod tests;
+
+pub use streamer::Streamer;
 pub use value::{Object, Value};
+pub use writer::{qdict_bucket, write_json};
 
 /// What the streamer produced from the input: one finished top-level value, or one error.
 ///
@@ -16,29 +26,4 @@ pub enum Parsed {
     /// A lexer, parser or limit error: the full `desc` text, e.g.
     /// `JSON parse error, stray '\u{FFFD}'` or `JSON token size limit exceeded`.
     Error(String),
-}
-
-/// QEMU's JSON message parser: lexer + streamer + parser, fed bytes in any chunking.
-#[derive(Debug, Default)]
-pub struct Streamer {
-    _todo: (),
-}
-
-impl Streamer {
-    #[must_use]
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Feeds bytes; calls `sink` once per finished value or error, in input order.
-    pub fn feed(&mut self, bytes: &[u8], sink: &mut impl FnMut(Parsed)) {
-        let _ = (bytes, sink);
-        todo!("wire streamer")
-    }
-}
-
-/// Appends `value` to `out` exactly as qemu-ga's writer would (no trailing newline).
-pub fn write_json(value: &Value, out: &mut Vec<u8>) {
-    let _ = (value, out);
-    todo!("wire writer")
 }

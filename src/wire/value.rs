@@ -57,6 +57,17 @@ impl Object {
         }
     }
 
+    /// Appends a member whose key the caller knows is not present yet (the parser checks
+    /// for duplicates itself, with an index for large objects).
+    pub(crate) fn push_new(&mut self, key: String, value: Value) {
+        self.members.push((key, value));
+    }
+
+    /// Members in insertion order, as a slice.
+    pub(crate) fn members(&self) -> &[(String, Value)] {
+        &self.members
+    }
+
     /// Builder form of [`Object::insert`].
     #[must_use]
     pub fn with(mut self, key: impl Into<String>, value: Value) -> Self {

@@ -1,0 +1,440 @@
+//! Byte-level cross-check of the wire module against the real qemu-ga.
+//!
+//! Each case is sent to the real agent on a fresh connection, followed by `0xFF` and a
+//! `guest-sync-delimited` whose reply delimits the case. The same bytes go through
+//! [`Streamer`]; every error it produces must match the agent's reply line byte for byte
+//! (through [`write_json`]), every non-object value must get the not-an-object error, and
+//! every object value must get a reply line that is not a parse error. Values are the agent
+//! module's business; here they only prove that framing matches.
+
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+use qga_harness::real_agent::RealAgent;
+use qga_harness::wire::{write_json, Object, Parsed, Streamer, Value};
+use rand::{Rng, SeedableRng};
+
+/// Long enough for the 64 MiB cases on a slow machine.
+const CASE_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn sync_delimited(id: u64) -> Vec<u8> {
+    format!(r#"{{"execute":"guest-sync-delimited","arguments":{{"id":{id}}}}}"#).into_bytes()
+}
+
+fn delimiter(id: u64) -> Vec<u8> {
+    format!("\u{FF}{{\"return\": {id}}}\n")
+        .chars()
+        .map(|c| u32::from(c) as u8)
+        .collect()
+}
+
+fn error_line(desc: &str) -> Vec<u8> {
+    let error = Object::new()
+        .with("class", Value::from("GenericError"))
+        .with("desc", Value::from(desc));
+    let reply = Value::Object(Object::new().with("error", Value::Object(error)));
+    let mut line = Vec::new();
+    write_json(&reply, &mut line);
+    line.push(b'\n');
+    line
+}
+
+/// Reads until the stream ends with `until`; returns everything before it.
+fn read_until(stream: &mut UnixStream, until: &[u8]) -> io::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    while !got.ends_with(until) {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "agent closed the connection",
+            ));
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    got.truncate(got.len() - until.len());
+    Ok(got)
+}
+
+/// Runs one case on a fresh connection; returns the reply bytes before the delimiter.
+fn real_replies(socket: &Path, input: &[u8], id: u64) -> io::Result<Vec<u8>> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(CASE_TIMEOUT))?;
+    // Resynchronise whatever an earlier connection left behind, and skip its replies.
+    let mut resync = vec![0xFF];
+    resync.extend(sync_delimited(id * 2));
+    stream.write_all(&resync)?;
+    read_until(&mut stream, &delimiter(id * 2))?;
+
+    let mut reader = stream.try_clone()?;
+    let end = delimiter(id * 2 + 1);
+    // Read while writing: a large case's replies could otherwise fill both socket buffers.
+    let replies = thread::spawn(move || read_until(&mut reader, &end));
+    stream.write_all(input)?;
+    let mut trailer = vec![0xFF];
+    trailer.extend(sync_delimited(id * 2 + 1));
+    stream.write_all(&trailer)?;
+    replies
+        .join()
+        .map_err(|_| io::Error::other("reader thread panicked"))?
+}
+
+fn lines(bytes: &[u8]) -> Vec<&[u8]> {
+    bytes.split_inclusive(|&b| b == b'\n').collect::<Vec<_>>()
+}
+
+fn show(bytes: &[u8]) -> String {
+    let text: String = bytes.escape_ascii().to_string();
+    if text.len() > 300 {
+        format!("{}… ({} bytes)", &text[..300], bytes.len())
+    } else {
+        text
+    }
+}
+
+/// Compares the agent's replies for `input` with the streamer's items; returns a
+/// description of the first difference.
+fn compare(input: &[u8], trailer_id: u64, replies: &[u8]) -> Result<(), String> {
+    let mut stream = input.to_vec();
+    stream.push(0xFF);
+    stream.extend(sync_delimited(trailer_id));
+    let mut items = Vec::new();
+    Streamer::new().feed(&stream, &mut |item| items.push(item));
+    match items.pop() {
+        Some(Parsed::Value(Value::Object(ref o))) if o.get("execute").is_some() => {}
+        other => {
+            return Err(format!(
+                "the trailer did not parse as the last value: {other:?}"
+            ))
+        }
+    }
+    let got = lines(replies);
+    if got.len() != items.len() {
+        return Err(format!(
+            "{} reply lines from the agent, {} items from the streamer\n  agent: {}\n  items: {:?}",
+            got.len(),
+            items.len(),
+            show(replies),
+            items
+        ));
+    }
+    let parse_error_prefix = br#"{"error": {"class": "GenericError", "desc": "JSON "#;
+    let not_object = error_line("QMP input must be a JSON object");
+    for (n, (line, item)) in got.iter().zip(&items).enumerate() {
+        match item {
+            Parsed::Error(desc) => {
+                let expected = error_line(desc);
+                if *line != expected.as_slice() {
+                    return Err(format!(
+                        "line {n}: agent {}\n  expected {}",
+                        show(line),
+                        show(&expected)
+                    ));
+                }
+            }
+            Parsed::Value(Value::Object(_)) => {
+                if line.starts_with(parse_error_prefix) {
+                    return Err(format!("line {n}: agent sent a parse error {}", show(line)));
+                }
+            }
+            Parsed::Value(_) => {
+                if *line != not_object.as_slice() {
+                    return Err(format!(
+                        "line {n}: agent {} for a non-object value",
+                        show(line)
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn repeat(parts: &[(&[u8], usize)]) -> Vec<u8> {
+    parts
+        .iter()
+        .flat_map(|(bytes, n)| bytes.repeat(*n))
+        .collect()
+}
+
+/// The parse-level rows of the wire reference (and a few more lexer paths).
+fn table_cases() -> Vec<(String, Vec<u8>)> {
+    let rows: &[&[u8]] = &[
+        br#"{"execute":"guest-sync","arguments":{"id":007}}"#,
+        b"\xff",
+        b"\xff\xff\xff",
+        b"\xff\n",
+        b"\xff{\"execute\":\"guest-ping\"}",
+        b"{\"execute\":\"guest-ping\"}\xff",
+        b"{\"execute\":\"guest-ping\"\xff{\"execute\":\"guest-sync\",\"arguments\":{\"id\":2}}",
+        b"{\"execute\":\"guest-pi\xffng\"}",
+        b"{\"execute\":\"guest-sync\",\"arguments\":{\"id\":12\xff34}}",
+        b"{\"execute\":\"guest-ping\",\"id\":tr\xffue}",
+        b"{\"execute\":\"guest-ping\", \"arguments\": {\xff{\"execute\":\"guest-ping\"}",
+        b"\xfe",
+        b"\x80",
+        b"\xc3\xa9",
+        b"\x04",
+        b"\x7f",
+        b"\x00",
+        br#"{"execute":"guest-ping"}{"execute":"guest-sync","arguments":{"id":1}}"#,
+        b"\n\n \t\r\n  {\"execute\":\"guest-ping\"}",
+        b" \t\r\n \n",
+        b"{}",
+        br#"{"arguments":{}}"#,
+        b"[1,2]",
+        b"[]",
+        br#"[{"execute":"guest-ping"}]"#,
+        br#""hello""#,
+        b"true\n",
+        b"null\n",
+        b"42",
+        b"42\n",
+        br#"42{"execute":"guest-ping"}"#,
+        b"hello\n",
+        br#"{"execute": 1}"#,
+        br#"{"execute":"guest-nope","execute":"guest-ping"}"#,
+        b"{'execute':'guest-ping'}",
+        br#"{"execute":"guest-\u0070ing"}"#,
+        br#"{"execute":"guest-ping","id":"a\'b"}"#,
+        br#"{"execute":"guest-ping","id":"a\xb"}"#,
+        br#"{"execute":"guest-ping","id":"\u12"}"#,
+        br#"{"execute":"guest-ping","id":"\u1"}"#,
+        br#"{"execute":"guest-ping","id":"\uZZZZ"}"#,
+        br#"{"execute":"guest-ping","id":"\ud800"}"#,
+        br#"{"execute":"guest-ping","id":"\udc00"}"#,
+        br#"{"execute":"guest-ping","id":"\ud800\u0041"}"#,
+        br#"{"execute":"guest-ping","id":"\ud800\uZZZZ"}"#,
+        br#"{"execute":"guest-ping","id":"\uFFFF"}"#,
+        br#"{"execute":"guest-ping","id":"\uFDD0"}"#,
+        br#"{"execute":"guest-ping","id":"\uDBFF\uDFFF"}"#,
+        br#"{"execute":"guest-ping","id":"\uD83D\uDE00"}"#,
+        br#"{"execute":"guest-ping","id":"q\"b\\s/\/ \b\f\n\r\t\u0001\u001f\u007f\u0080\u00e9\u20ac<>&'"}"#,
+        b"{\"execute\":\"guest-ping\",\"id\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"}",
+        b"{\"execute\":\"guest-ping\",\"id\":\"\xc3(\"}",
+        b"{\"execute\":\"guest-ping\",\"id\":\"\x80\"}",
+        b"{\"execute\":\"guest-ping\",\"id\":\"\xc0\xaf\"}",
+        b"{\"execute\":\"guest-ping\",\"id\":\"\xed\xa0\x80\"}",
+        b"{\"execute\":\"guest-ping\",\"id\":\"\xef\xbf\xbf\"}",
+        b"{\"execute\":\"guest-p\xc3(ing\"}",
+        b"{\"execute\":\"guest-ping\",\"id\":\"a\xc0\x80b\"}",
+        b"{\"execute\":\"guest-ping\",\"id\":\"a\x01b\"}",
+        b"{\"execute\":\"guest-ping\",\"id\":\"a\tb\"}",
+        b"{\"execute\":\"guest-ping\",\"id\":\"a\nb\"}",
+        b"{\"execute\":\"guest-ping\"}\x00",
+        b"\x00{\"execute\":\"guest-ping\"}",
+        b"{\"execute\":\"guest-p\x00ing\"}",
+        b"{\"execute\"\x00:\"guest-ping\"}",
+        br#"{"execute":"guest-ping",}"#,
+        br#"{"execute":}"#,
+        b"}",
+        b"]",
+        br#"{"a":,}"#,
+        b"[1,]",
+        b"{,}",
+        br#"{"execute" "guest-ping"}"#,
+        br#"{"a"}"#,
+        br#"{"a":1 "b":2}"#,
+        br#"{"execute":"guest-ping","id":12x}"#,
+        b"[1 2]",
+        b"{1:2}",
+        br#"{"execute":guest-ping}"#,
+        br#"{execute:"guest-ping"}"#,
+        br#"{"execute":"guest-ping"}}"#,
+        b"{\"execute\":\"guest-ping\"} xyz\n",
+        br#"{"execute":"guest-sync","arguments":{"id":%d}}"#,
+        br#"{"execute":"guest-sync","arguments":{"id":01}}"#,
+        br#"{"execute":"guest-sync","arguments":{"id":+1}}"#,
+        br#"{"execute":"guest-sync","arguments":{"id":TRUE}}"#,
+        br#"-{"execute":"guest-ping"}"#,
+        br#"1.{"execute":"guest-ping"}"#,
+        br#"1e{"execute":"guest-ping"}"#,
+        br#"{"execute":"guest-ping"{"execute":"guest-sync","arguments":{"id":6}}{"execute":"guest-sync","arguments":{"id":7}}}"#,
+        b"{\"execute\":\"guest-sync\",\"arguments\":{\"id\":\"ab{\"execute\":\"guest-sync\",\"arguments\":{\"id\":9}}",
+        b"\"a\\\xff",
+        b"\"a\\",
+        b"\"abc",
+        b"'abc",
+        b"trueX",
+        b"tr",
+        b"-",
+        b"1.",
+        b"1e",
+        b"1e+",
+        b"[0e5]",
+        b"[-0,-1.5e-3,-7]",
+        b"[-0.0]",
+        b"%abc\tdef\nnull ",
+        b"%abc\x01",
+        b"%abc",
+        br#"['a"b']"#,
+        b"[}",
+        b"[{]}",
+        b"[1}",
+        br#"{"a":1]"#,
+        br#"{[1]:2}"#,
+        br#"{[1 2]:2}"#,
+        br#"{"a":1,"a":[1 2]}"#,
+        b"{true:1}",
+        b"{tru:1}",
+        b"\"\xc3\xa9\x01",
+        b"\"\xc0\x80\x01",
+        b"\"\xf0\x9f\x98\x01",
+        b"\"\xfc\x84\x80\x80\x80\x80\x01",
+        b"\"\xef\xbf\xbf\x01",
+        br#"{"a\u0000":1}"#,
+        br#"{"execute":"guest-ping","id":1.5}"#,
+        br#"{"execute":"guest-ping","id":1E400}"#,
+        br#"{"execute":"guest-ping","id":99999999999999999999999}"#,
+        br#"{"execute":"guest-sync","arguments":{"id":-0}}"#,
+        b"\x1b[A",
+        b"\r\x0b\x0c",
+    ];
+    let mut cases: Vec<(String, Vec<u8>)> =
+        rows.iter().map(|row| (show(row), row.to_vec())).collect();
+    let keyword = "k".repeat(2000);
+    cases.push((
+        "long invalid keyword".into(),
+        format!("[{keyword}]").into_bytes(),
+    ));
+    cases.push((
+        "long stray token".into(),
+        format!("\"{}\x01", "é".repeat(3000)).into_bytes(),
+    ));
+    cases.push(("depth 1024".into(), repeat(&[(b"[", 1024), (b"]", 1024)])));
+    cases.push(("depth 1025".into(), repeat(&[(b"[", 1025), (b"]", 1025)])));
+    cases.push(("depth 2000".into(), repeat(&[(b"[", 2000), (b"]", 2000)])));
+    cases.push((
+        "depth 2000 in arguments".into(),
+        repeat(&[
+            (br#"{"execute":"guest-ping","arguments":"#, 1),
+            (b"[", 2000),
+            (b"]", 2000),
+            (b"}", 1),
+        ]),
+    ));
+    cases.push((
+        "nested objects 2000".into(),
+        repeat(&[(br#"{"a":"#, 2000), (b"1", 1), (b"}", 2000)]),
+    ));
+    cases.push((
+        "string token of 64 MiB + 16".into(),
+        repeat(&[
+            (br#"{"execute":"guest-ping","id":""#, 1),
+            (b"A", (64 << 20) + 16),
+            (br#""}"#, 1),
+        ]),
+    ));
+    cases.push((
+        "number token of 64 MiB + 5".into(),
+        repeat(&[(b"[", 1), (b"7", (64 << 20) + 5), (b"]", 1)]),
+    ));
+    cases.push((
+        "array of 2^20 + 1 elements".into(),
+        repeat(&[(b"[", 1), (b"1,", 1 << 20), (b"1]", 1)]),
+    ));
+    for second in [(32 << 20) - 2, (32 << 20) - 5, (32 << 20) - 6] {
+        cases.push((
+            format!("message of two strings, second {second} bytes"),
+            repeat(&[
+                (b"[\"", 1),
+                (b"B", (32 << 20) - 2),
+                (b"\",\"", 1),
+                (b"C", second),
+                (b"\"]", 1),
+            ]),
+        ));
+    }
+    cases
+}
+
+/// Random inputs drawn mostly from JSON's own alphabet, with stray and UTF-8 bytes mixed in.
+fn random_cases(count: usize) -> Vec<(String, Vec<u8>)> {
+    const PIECES: &[&[u8]] = &[
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b":",
+        b",",
+        b"\"",
+        b"'",
+        b"\\",
+        b" ",
+        b"\n",
+        b"\t",
+        b"0",
+        b"1",
+        b"9",
+        b"-",
+        b".",
+        b"e",
+        b"E",
+        b"+",
+        b"true",
+        b"null",
+        b"fals",
+        b"x",
+        b"\"execute\"",
+        b"\"guest-ping\"",
+        b"\"id\"",
+        b"\\u00e9",
+        b"\\ud83d\\ude00",
+        b"\\u",
+        b"\xff",
+        b"\xfe",
+        b"\x00",
+        b"\x01",
+        b"\x7f",
+        b"\xc3\xa9",
+        b"\xc3",
+        b"\xa9",
+        b"\xc0\x80",
+        b"\xed\xa0\x80",
+        b"\xf0\x9f\x98\x80",
+        b"\xef\xbf\xbe",
+        b"A",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x51DE);
+    (0..count)
+        .map(|n| {
+            let len = rng.random_range(1..40);
+            let input: Vec<u8> = (0..len)
+                .flat_map(|_| PIECES[rng.random_range(0..PIECES.len())].iter().copied())
+                .collect();
+            (format!("random #{n}: {}", show(&input)), input)
+        })
+        .collect()
+}
+
+#[test]
+fn streamer_errors_match_the_real_agent_byte_for_byte() {
+    let agent = RealAgent::start(&[]).expect(
+        "this test needs the real qemu-ga (Debian package qemu-guest-agent, or QGA_HARNESS_QEMU_GA)",
+    );
+    let mut cases = table_cases();
+    cases.extend(random_cases(300));
+    let mut failures = Vec::new();
+    for (n, (name, input)) in cases.iter().enumerate() {
+        let id = 1_000_000 + n as u64;
+        match real_replies(agent.socket(), input, id) {
+            Ok(replies) => {
+                if let Err(difference) = compare(input, id * 2 + 1, &replies) {
+                    failures.push(format!("case {name}: {difference}"));
+                }
+            }
+            Err(err) => failures.push(format!("case {name}: talking to the agent failed: {err}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ from the real agent:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
