@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -38,6 +39,9 @@ const SESSION_EXIT_GRACE: Duration = Duration::from_secs(1);
 /// Output kept from a oneshot client's stdout, and from any stderr.
 const STDOUT_CAP: usize = 64 << 20;
 const STDERR_CAP: usize = 64 << 10;
+/// How long a session client may take to read a step's line from its stdin (its start-up
+/// included) before it counts as hung.
+const SESSION_READ_LIMIT: Duration = Duration::from_secs(10);
 /// The longest answer line a session client may write.
 const SESSION_LINE_CAP: usize = 64 << 20;
 /// How long the runner waits for a killed client's pipes to close (a descendant that left
@@ -424,26 +428,20 @@ async fn drive_session(
     let mut stdin = process.stdin.take();
     let mut stopped: Option<String> = None;
     for (index, request) in requests.iter().enumerate() {
-        let started = Instant::now();
-        let record = |answer: Answer, elapsed: Duration| StepRecord {
-            index,
-            execute: request.execute.clone(),
-            started_us: micros(started - origin),
-            elapsed_us: micros(elapsed),
-            answer,
-        };
         if let Some(why) = &stopped {
-            run.steps.push(record(
-                Answer::NotRun {
+            run.steps.push(StepRecord {
+                index,
+                execute: request.execute.clone(),
+                started_us: micros(origin.elapsed()),
+                elapsed_us: 0,
+                answer: Answer::NotRun {
                     detail: why.clone(),
                 },
-                Duration::ZERO,
-            ));
+            });
             continue;
         }
-        let deadline = started + kill_after(request.timeout_ms);
-        let answer =
-            session_step(&mut process, stdin.as_mut(), &mut lines, request, deadline).await;
+        let (answer, started) =
+            session_step(&mut process, stdin.as_mut(), &mut lines, request).await;
         let elapsed = started.elapsed();
         if let Answer::Broken { why, .. } = &answer {
             stopped = Some(format!(
@@ -455,7 +453,13 @@ async fn drive_session(
                 }
             ));
         }
-        run.steps.push(record(answer, elapsed));
+        run.steps.push(StepRecord {
+            index,
+            execute: request.execute.clone(),
+            started_us: micros(started - origin),
+            elapsed_us: micros(elapsed),
+            answer,
+        });
     }
     // End of the case: close stdin so the client can exit by itself, then end its group.
     drop(stdin.take());
@@ -489,35 +493,90 @@ async fn drive_session(
     run
 }
 
+/// Sends one step to a session client and reads its answer. Returns the answer and when
+/// the step began: when the client read the step's line (a client still starting up is not
+/// charged for its start-up), at the latest moment the line was seen unread.
 async fn session_step(
     process: &mut ClientProcess,
     stdin: Option<&mut pipe::Sender>,
     lines: &mut mpsc::Receiver<Line>,
     request: &StepRequest,
-    deadline: Instant,
-) -> Answer {
+) -> (Answer, Instant) {
+    let written = Instant::now();
     let Some(stdin) = stdin else {
-        return Answer::broken(BrokenKind::Exited, "its stdin is closed");
+        return (
+            Answer::broken(BrokenKind::Exited, "its stdin is closed"),
+            written,
+        );
     };
     let line = request.session_line();
-    match tokio::time::timeout_at(deadline, stdin.write_all(line.as_bytes())).await {
+    let read_limit = written + SESSION_READ_LIMIT;
+    match tokio::time::timeout_at(read_limit, stdin.write_all(line.as_bytes())).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            return Answer::broken(
+            let answer = Answer::broken(
                 BrokenKind::Exited,
                 format!(
                     "it stopped reading its stdin ({e}) before step {}",
                     request.id
                 ),
-            )
+            );
+            return (answer, written);
         }
         Err(_) => {
-            return Answer::broken(
+            let answer = Answer::broken(
                 BrokenKind::Hung,
-                "it did not read its stdin until the deadline; killed with its process group",
-            )
+                format!(
+                    "it did not read its stdin within {} s; killed with its process group",
+                    SESSION_READ_LIMIT.as_secs()
+                ),
+            );
+            return (answer, written);
         }
     }
+    let Some(started) = wait_until_read(stdin, read_limit).await else {
+        let answer = Answer::broken(
+            BrokenKind::Hung,
+            format!(
+                "it did not read step {} from its stdin within {} s; killed with its process group",
+                request.id,
+                SESSION_READ_LIMIT.as_secs()
+            ),
+        );
+        return (answer, written);
+    };
+    let deadline = started + kill_after(request.timeout_ms);
+    let answer = read_answer(process, lines, request, deadline).await;
+    (answer, started)
+}
+
+/// Waits until the reader of a pipe has consumed everything written to it (polling the
+/// pipe's fill level, which Linux reports on either end); returns the last moment it was
+/// seen unread, or `None` when `limit` passed first.
+async fn wait_until_read(stdin: &pipe::Sender, limit: Instant) -> Option<Instant> {
+    let fd = stdin.as_raw_fd();
+    let mut last_unread = Instant::now();
+    loop {
+        let mut unread: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int to the pointer, which is valid for the call.
+        let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut unread) };
+        if r != 0 || unread <= 0 {
+            return Some(last_unread);
+        }
+        if Instant::now() >= limit {
+            return None;
+        }
+        last_unread = Instant::now();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn read_answer(
+    process: &mut ClientProcess,
+    lines: &mut mpsc::Receiver<Line>,
+    request: &StepRequest,
+    deadline: Instant,
+) -> Answer {
     loop {
         match tokio::time::timeout_at(deadline, lines.recv()).await {
             Err(_) => {

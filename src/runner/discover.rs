@@ -34,6 +34,9 @@ pub enum DiscoverError {
     },
 }
 
+/// Directories under a scenario directory that hold other JSON files.
+const SKIPPED_DIRS: &[&str] = &["baselines", "profiles"];
+
 /// Every scenario file under `paths` (files as given, directories searched recursively for
 /// `*.json`), sorted by path within each directory.
 pub fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, DiscoverError> {
@@ -63,7 +66,13 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), DiscoverError> {
     entries.sort();
     for entry in entries {
         if entry.is_dir() {
-            walk(&entry, files)?;
+            // Baselines and guest profiles live beside the cases but are not cases.
+            let skipped = entry
+                .file_name()
+                .is_some_and(|n| SKIPPED_DIRS.iter().any(|s| n == *s));
+            if !skipped {
+                walk(&entry, files)?;
+            }
         } else if entry.extension().is_some_and(|e| e == "json") {
             files.push(entry);
         }
@@ -139,6 +148,8 @@ mod tests {
         write(dir.path(), "a/sync-2.json", "sync.2");
         write(dir.path(), "hostile-1.json", "hostile.1");
         std::fs::write(dir.path().join("notes.txt"), "not a case").expect("write");
+        std::fs::create_dir_all(dir.path().join("baselines")).expect("dir");
+        std::fs::write(dir.path().join("baselines/naive.json"), "{}").expect("write");
         let files = scenario_files(&[dir.path().to_owned()]).expect("files");
         assert_eq!(files.len(), 3);
         let cases = load_cases(&files).expect("loads");

@@ -363,8 +363,8 @@ struct Analysis<'e> {
     reply_of: Vec<Option<usize>>,
     /// Reply index → the item it answers.
     item_of: Vec<Option<usize>>,
-    /// Step index → the item that is the step's request.
-    request_of: Vec<Option<usize>>,
+    /// Step index → the step's request on the wire.
+    request_of: Vec<Option<Request>>,
 }
 
 impl<'e> Analysis<'e> {
@@ -476,7 +476,7 @@ impl<'e> Analysis<'e> {
                     let start = record.started_us.saturating_sub(self.e.launch_span_us);
                     self.items().partition_point(|i| i.t_us < start)
                 },
-                |r| r + 1,
+                |r| r.item + 1,
             );
             let Some(next) = (from..self.items().len()).find(|&j| self.items()[j].is_command())
             else {
@@ -643,7 +643,11 @@ impl<'e> Analysis<'e> {
             }
             let no_reply_success =
                 is_no_reply_command(execute) && matches!(record.answer, Answer::Return { .. });
-            let Some(request) = self.request_of[index] else {
+            let Some(Request {
+                item: request,
+                after_answer,
+            }) = self.request_of[index]
+            else {
                 if !no_reply_success {
                     exercised = true;
                     misses.push(Miss {
@@ -663,7 +667,7 @@ impl<'e> Analysis<'e> {
             }
             exercised = true;
             let own = self.reply_of[request];
-            if own.is_some_and(|r| self.reply_matches(r, &record.answer)) {
+            if !after_answer && own.is_some_and(|r| self.reply_matches(r, &record.answer)) {
                 continue;
             }
             // The answer is not the reply to this request: is it another reply?
@@ -680,10 +684,25 @@ impl<'e> Analysis<'e> {
                 })
                 .map(|(r, _)| r)
                 .next_back();
+            let request_item = &self.items()[request];
             let Some(taken) = answered_by else {
+                if after_answer {
+                    misses.push(Miss {
+                        expected: format!(
+                            "step {}'s answer taken from the reply to its own request",
+                            index + 1
+                        ),
+                        actual: format!(
+                            "it reported {} before its request {} had even reached the agent (line {})",
+                            record.answer,
+                            request_item.describe(),
+                            request_item.lines.0
+                        ),
+                        lines: vec![request_item.lines.0, request_item.lines.1],
+                    });
+                }
                 continue;
             };
-            let request_item = &self.items()[request];
             let taken_reply = &self.e.wire.replies[taken];
             let whose = match self.item_of[taken] {
                 Some(i) => format!("the reply to {}", self.items()[i].describe()),
@@ -691,12 +710,18 @@ impl<'e> Analysis<'e> {
                     "a reply to no request of this connection (stale or unsolicited)".to_owned()
                 }
             };
-            let own_text = match own {
-                Some(r) => format!(
-                    "the agent's reply to it was {}",
-                    self.e.wire.replies[r].text
+            let own_text = match (own, after_answer) {
+                (_, true) => format!(
+                    "its request reached the agent only after that (line {})",
+                    request_item.lines.0
                 ),
-                None => "the agent had not answered it".to_owned(),
+                (Some(r), false) => {
+                    format!(
+                        "the agent's reply to it was {}",
+                        self.e.wire.replies[r].text
+                    )
+                }
+                (None, false) => "the agent had not answered it".to_owned(),
             };
             let mut lines = vec![
                 request_item.lines.0,
@@ -899,33 +924,58 @@ fn pair_replies(wire: &Wire) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
     (reply_of, item_of)
 }
 
+/// Where a step's request is on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Request {
+    item: usize,
+    /// The agent read it only after the client had already answered the step.
+    after_answer: bool,
+}
+
 /// For each step, the item that was its request: the last item with the step's command
-/// (and arguments) sent after the previous step's request and before the step's answer.
-fn find_step_requests(e: &Evidence<'_>) -> Vec<Option<usize>> {
+/// (and arguments) sent after the previous step's request and before the step's answer;
+/// failing that, the first one that reached the agent after the answer but before the next
+/// step began (the client answered before its request even arrived).
+fn find_step_requests(e: &Evidence<'_>) -> Vec<Option<Request>> {
     let items = &e.wire.items;
     let mut found = Vec::with_capacity(e.run.steps.len());
     let mut after = 0usize;
-    for record in &e.run.steps {
+    for (n, record) in e.run.steps.iter().enumerate() {
         let step = e.scenario.steps.get(record.index);
         let wanted_arguments = step
             .and_then(|s| s.arguments.clone())
             .map(Value::Object)
             .unwrap_or_else(|| Value::Object(Default::default()));
-        let from_us = record.started_us.saturating_sub(e.launch_span_us);
-        let to_us = record.ended_us();
-        let chosen = (after..items.len()).rfind(|&i| {
-            let item = &items[i];
-            item.t_us >= from_us
-                && item.t_us <= to_us
-                && item.execute() == Some(record.execute.as_str())
+        let is_request = |item: &Item| {
+            item.execute() == Some(record.execute.as_str())
                 && item
                     .arguments()
                     .cloned()
                     .unwrap_or_else(|| Value::Object(Default::default()))
                     == wanted_arguments
+        };
+        let from_us = record.started_us.saturating_sub(e.launch_span_us);
+        let to_us = record.ended_us();
+        let next_start = e.run.steps.get(n + 1).map_or(u64::MAX, |s| s.started_us);
+        let during = (after..items.len()).rfind(|&i| {
+            items[i].t_us >= from_us && items[i].t_us <= to_us && is_request(&items[i])
         });
-        if let Some(i) = chosen {
-            after = i + 1;
+        let chosen = match during {
+            Some(item) => Some(Request {
+                item,
+                after_answer: false,
+            }),
+            None => (after..items.len())
+                .find(|&i| {
+                    items[i].t_us > to_us && items[i].t_us <= next_start && is_request(&items[i])
+                })
+                .map(|item| Request {
+                    item,
+                    after_answer: true,
+                }),
+        };
+        if let Some(request) = chosen {
+            after = request.item + 1;
         }
         found.push(chosen);
     }

@@ -14,6 +14,7 @@ mod answer;
 mod case;
 mod discover;
 mod judge;
+mod mock;
 mod process;
 mod template;
 mod transcript;
@@ -37,6 +38,7 @@ pub use judge::{
     deadline_grace_ms, describe_outcomes, duty_requirement, is_no_reply_command, is_side_effecting,
     DutyReport, DutyStatus, Finding, Judgement, Severity, StepResult, Verdict,
 };
+pub use mock::MockLauncher;
 pub use process::{count_group_members, ExitRecord};
 pub use template::{shell_quote, Placeholder, Template, TemplateError};
 pub use transcript::Wire;

@@ -25,10 +25,10 @@ impl Script {
         self.0.push(record.to_string());
         self
     }
-    fn to_agent(self, t_us: u64, conn: u64, data: &[u8]) -> Self {
+    fn client_sends(self, t_us: u64, conn: u64, data: &[u8]) -> Self {
         self.bytes(t_us, conn, "in", data)
     }
-    fn to_client(self, t_us: u64, conn: u64, data: &[u8]) -> Self {
+    fn agent_sends(self, t_us: u64, conn: u64, data: &[u8]) -> Self {
         self.bytes(t_us, conn, "out", data)
     }
     fn wire(&self) -> Wire {
@@ -51,7 +51,13 @@ fn ping_steps(n: usize) -> serde_json::Value {
         .collect::<Vec<_>>())
 }
 
-fn step(index: usize, execute: &str, started_us: u64, elapsed_us: u64, answer: Answer) -> StepRecord {
+fn step(
+    index: usize,
+    execute: &str,
+    started_us: u64,
+    elapsed_us: u64,
+    answer: Answer,
+) -> StepRecord {
     StepRecord {
         index,
         execute: execute.to_owned(),
@@ -92,10 +98,14 @@ fn judged(scenario: &Scenario, run: &ClientRun, wire: &Wire) -> Judgement {
 }
 
 fn duty<'a>(j: &'a Judgement, name: &str) -> &'a DutyReport {
-    j.duties.iter().find(|d| d.duty == name).expect("duty listed")
+    j.duties
+        .iter()
+        .find(|d| d.duty == name)
+        .expect("duty listed")
 }
 
-const SYNC: &[u8] = b"\xff{\"execute\": \"guest-sync-delimited\", \"arguments\": {\"id\": 8234567890123456789}}";
+const SYNC: &[u8] =
+    b"\xff{\"execute\": \"guest-sync-delimited\", \"arguments\": {\"id\": 8234567890123456789}}";
 const SYNC_REPLY: &[u8] = b"\xff{\"return\": 8234567890123456789}\n";
 const STRAY: &[u8] = b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"JSON parse error, stray '\\uFFFD'\"}}\n";
 const PING: &[u8] = b"{\"execute\": \"guest-ping\"}";
@@ -103,18 +113,24 @@ const EMPTY: &[u8] = b"{\"return\": {}}\n";
 
 fn correct_client() -> Script {
     Script::default()
-        .to_agent(10, 1, SYNC)
-        .to_client(20, 1, STRAY)
-        .to_client(21, 1, SYNC_REPLY)
-        .to_agent(30, 1, PING)
-        .to_client(40, 1, EMPTY)
+        .client_sends(10, 1, SYNC)
+        .agent_sends(20, 1, STRAY)
+        .agent_sends(21, 1, SYNC_REPLY)
+        .client_sends(30, 1, PING)
+        .agent_sends(40, 1, EMPTY)
 }
 
 #[test]
 fn a_correct_exchange_passes_every_wire_duty() {
     let s = scenario(
         ping_steps(1),
-        json!(["sync-first", "flush-before-sync", "unpredictable-sync-ids", "no-stale-attribution", "total-deadline"]),
+        json!([
+            "sync-first",
+            "flush-before-sync",
+            "unpredictable-sync-ids",
+            "no-stale-attribution",
+            "total-deadline"
+        ]),
     );
     let run = run_of(vec![step(0, "guest-ping", 5, 50, ret(json!({})))]);
     let j = judged(&s, &run, &correct_client().wire());
@@ -128,18 +144,25 @@ fn a_correct_exchange_passes_every_wire_duty() {
 fn a_command_without_sync_misses_sync_first_and_points_at_it() {
     let s = scenario(ping_steps(1), json!(["sync-first", "flush-before-sync"]));
     let wire = Script::default()
-        .to_agent(10, 1, PING)
-        .to_client(20, 1, EMPTY)
+        .client_sends(10, 1, PING)
+        .agent_sends(20, 1, EMPTY)
         .wire();
     let run = run_of(vec![step(0, "guest-ping", 5, 30, ret(json!({})))]);
     let j = judged(&s, &run, &wire);
     assert_eq!(j.verdict, Verdict::Fail);
     assert_eq!(duty(&j, "sync-first").status, DutyStatus::Missed);
-    assert_eq!(duty(&j, "flush-before-sync").status, DutyStatus::NotApplicable);
+    assert_eq!(
+        duty(&j, "flush-before-sync").status,
+        DutyStatus::NotApplicable
+    );
     let finding = &j.findings[0];
     assert_eq!(finding.subject, "duty sync-first");
     assert_eq!(finding.lines, Some((1, 1)));
-    assert!(finding.excerpt.contains("guest-ping"), "{}", finding.excerpt);
+    assert!(
+        finding.excerpt.contains("guest-ping"),
+        "{}",
+        finding.excerpt
+    );
 }
 
 #[test]
@@ -148,10 +171,10 @@ fn a_sync_without_a_flush_misses_flush_before_sync() {
     let mut s = s;
     s.recommended = vec![Duty::FlushBeforeSync];
     let wire = Script::default()
-        .to_agent(10, 1, &SYNC[1..])
-        .to_client(21, 1, SYNC_REPLY)
-        .to_agent(30, 1, PING)
-        .to_client(40, 1, EMPTY)
+        .client_sends(10, 1, &SYNC[1..])
+        .agent_sends(21, 1, SYNC_REPLY)
+        .client_sends(30, 1, PING)
+        .agent_sends(40, 1, EMPTY)
         .wire();
     let run = run_of(vec![step(0, "guest-ping", 5, 50, ret(json!({})))]);
     let j = judged(&s, &run, &wire);
@@ -177,19 +200,19 @@ fn sync_with_id(id: serde_json::Value) -> Vec<u8> {
 #[case::repeated(vec![json!(98_765_432_100_u64), json!(98_765_432_100_u64)], DutyStatus::Missed, "already used")]
 #[case::not_an_integer(vec![json!("abc")], DutyStatus::Missed, "integer")]
 #[case::none(vec![], DutyStatus::NotApplicable, "")]
-fn sync_ids(
-    #[case] ids: Vec<serde_json::Value>,
-    #[case] status: DutyStatus,
-    #[case] shows: &str,
-) {
+fn sync_ids(#[case] ids: Vec<serde_json::Value>, #[case] status: DutyStatus, #[case] shows: &str) {
     let s = scenario(ping_steps(0), json!(["unpredictable-sync-ids"]));
     let mut script = Script::default();
     for (n, id) in ids.into_iter().enumerate() {
-        script = script.to_agent(10 + n as u64, 1, &sync_with_id(id));
+        script = script.client_sends(10 + n as u64, 1, &sync_with_id(id));
     }
     let j = judged(&s, &run_of(Vec::new()), &script.wire());
     assert_eq!(duty(&j, "unpredictable-sync-ids").status, status);
-    assert!(duty(&j, "unpredictable-sync-ids").detail.contains(shows), "{:?}", j.duties);
+    assert!(
+        duty(&j, "unpredictable-sync-ids").detail.contains(shows),
+        "{:?}",
+        j.duties
+    );
 }
 
 #[test]
@@ -199,19 +222,23 @@ fn a_clock_reading_as_sync_id_is_caught() {
         .expect("clock")
         .as_millis() as u64;
     let s = scenario(ping_steps(0), json!(["unpredictable-sync-ids"]));
-    let wire = Script::default().to_agent(1, 1, &sync_with_id(json!(now_ms))).wire();
+    let wire = Script::default()
+        .client_sends(1, 1, &sync_with_id(json!(now_ms)))
+        .wire();
     let j = judged(&s, &run_of(Vec::new()), &wire);
-    assert!(duty(&j, "unpredictable-sync-ids").detail.contains("milliseconds"));
+    assert!(duty(&j, "unpredictable-sync-ids")
+        .detail
+        .contains("milliseconds"));
 }
 
 /// Step 1's reply comes late, during step 2; a client that takes it for step 2's answer
 /// attributes a stale reply.
 fn late_reply_wire() -> Wire {
     Script::default()
-        .to_agent(1_000, 1, b"{\"execute\": \"guest-get-time\"}")
-        .to_agent(120_000, 1, b"{\"execute\": \"guest-get-time\"}")
-        .to_client(300_000, 1, b"{\"return\": 111}\n")
-        .to_client(300_010, 1, b"{\"return\": 222}\n")
+        .client_sends(1_000, 1, b"{\"execute\": \"guest-get-time\"}")
+        .client_sends(120_000, 1, b"{\"execute\": \"guest-get-time\"}")
+        .agent_sends(300_000, 1, b"{\"return\": 111}\n")
+        .agent_sends(300_010, 1, b"{\"return\": 222}\n")
         .wire()
 }
 
@@ -225,14 +252,25 @@ fn time_steps() -> serde_json::Value {
 #[rstest]
 #[case::stale(111, DutyStatus::Missed)]
 #[case::own(222, DutyStatus::Met)]
-fn a_late_reply_taken_for_the_next_command_is_stale(#[case] answer: u64, #[case] status: DutyStatus) {
-    let s = scenario(time_steps(), json!(["no-stale-attribution", "sync-after-timeout"]));
+fn a_late_reply_taken_for_the_next_command_is_stale(
+    #[case] answer: u64,
+    #[case] status: DutyStatus,
+) {
+    let s = scenario(
+        time_steps(),
+        json!(["no-stale-attribution", "sync-after-timeout"]),
+    );
     let run = run_of(vec![
         step(0, "guest-get-time", 500, 100_000, timeout()),
         step(1, "guest-get-time", 110_000, 200_100, ret(json!(answer))),
     ]);
     let j = judged(&s, &run, &late_reply_wire());
-    assert_eq!(duty(&j, "no-stale-attribution").status, status, "{:#?}", j.findings);
+    assert_eq!(
+        duty(&j, "no-stale-attribution").status,
+        status,
+        "{:#?}",
+        j.findings
+    );
     assert_eq!(duty(&j, "sync-after-timeout").status, DutyStatus::Missed);
     if status == DutyStatus::Missed {
         let finding = j
@@ -240,7 +278,13 @@ fn a_late_reply_taken_for_the_next_command_is_stale(#[case] answer: u64, #[case]
             .iter()
             .find(|f| f.subject == "duty no-stale-attribution")
             .expect("finding");
-        assert!(finding.actual.contains("the reply to {\"execute\":\"guest-get-time\"}"), "{}", finding.actual);
+        assert!(
+            finding
+                .actual
+                .contains("the reply to {\"execute\":\"guest-get-time\"}"),
+            "{}",
+            finding.actual
+        );
         assert_eq!(finding.lines, Some((2, 4)));
     }
 }
@@ -249,13 +293,17 @@ fn a_late_reply_taken_for_the_next_command_is_stale(#[case] answer: u64, #[case]
 fn stale_output_at_connect_is_not_an_answer() {
     let s = scenario(ping_steps(1), json!(["no-stale-attribution"]));
     let wire = Script::default()
-        .to_client(5, 1, EMPTY)
-        .to_agent(10, 1, PING)
+        .agent_sends(5, 1, EMPTY)
+        .client_sends(10, 1, PING)
         .wire();
     let run = run_of(vec![step(0, "guest-ping", 8, 30, ret(json!({})))]);
     let j = judged(&s, &run, &wire);
     assert_eq!(duty(&j, "no-stale-attribution").status, DutyStatus::Missed);
-    assert!(j.findings[0].actual.contains("stale or unsolicited"), "{}", j.findings[0].actual);
+    assert!(
+        j.findings[0].actual.contains("stale or unsolicited"),
+        "{}",
+        j.findings[0].actual
+    );
 }
 
 #[test]
@@ -265,13 +313,33 @@ fn replies_are_paired_by_id_past_a_spurious_line() {
         json!(["no-stale-attribution"]),
     );
     let wire = Script::default()
-        .to_agent(10, 1, b"{\"execute\": \"guest-get-host-name\", \"id\": 99}")
-        .to_client(20, 1, b"{\"return\": {\"host-name\": \"evil\"}, \"id\": 5}\n")
-        .to_client(21, 1, b"{\"return\": {\"host-name\": \"vm\"}, \"id\": 99}\n")
+        .client_sends(10, 1, b"{\"execute\": \"guest-get-host-name\", \"id\": 99}")
+        .agent_sends(
+            20,
+            1,
+            b"{\"return\": {\"host-name\": \"evil\"}, \"id\": 5}\n",
+        )
+        .agent_sends(
+            21,
+            1,
+            b"{\"return\": {\"host-name\": \"vm\"}, \"id\": 99}\n",
+        )
         .wire();
-    let good = run_of(vec![step(0, "guest-get-host-name", 5, 30, ret(json!({"host-name": "vm"})))]);
+    let good = run_of(vec![step(
+        0,
+        "guest-get-host-name",
+        5,
+        30,
+        ret(json!({"host-name": "vm"})),
+    )]);
     assert_eq!(judged(&s, &good, &wire).verdict, Verdict::Pass);
-    let fooled = run_of(vec![step(0, "guest-get-host-name", 5, 30, ret(json!({"host-name": "evil"})))]);
+    let fooled = run_of(vec![step(
+        0,
+        "guest-get-host-name",
+        5,
+        30,
+        ret(json!({"host-name": "evil"})),
+    )]);
     assert_eq!(judged(&s, &fooled, &wire).verdict, Verdict::Fail);
 }
 
@@ -279,9 +347,9 @@ fn replies_are_paired_by_id_past_a_spurious_line() {
 fn a_resync_after_a_timeout_meets_the_duty() {
     let s = scenario(time_steps(), json!(["sync-after-timeout"]));
     let wire = Script::default()
-        .to_agent(1_000, 1, b"{\"execute\": \"guest-get-time\"}")
-        .to_agent(110_000, 1, SYNC)
-        .to_agent(120_000, 1, b"{\"execute\": \"guest-get-time\"}")
+        .client_sends(1_000, 1, b"{\"execute\": \"guest-get-time\"}")
+        .client_sends(110_000, 1, SYNC)
+        .client_sends(120_000, 1, b"{\"execute\": \"guest-get-time\"}")
         .wire();
     let run = run_of(vec![
         step(0, "guest-get-time", 500, 100_000, timeout()),
@@ -295,10 +363,28 @@ fn a_resync_after_a_timeout_meets_the_duty() {
 fn a_slow_step_misses_the_total_deadline() {
     let s = scenario(ping_steps(1), json!(["total-deadline"]));
     let grace = deadline_grace_ms(100, false);
-    let on_time = run_of(vec![step(0, "guest-ping", 0, (100 + grace) * 1000, timeout())]);
-    assert_eq!(duty(&judged(&s, &on_time, &Wire::default()), "total-deadline").status, DutyStatus::Met);
-    let late = run_of(vec![step(0, "guest-ping", 0, (101 + grace) * 1000, timeout())]);
-    assert_eq!(duty(&judged(&s, &late, &Wire::default()), "total-deadline").status, DutyStatus::Missed);
+    let on_time = run_of(vec![step(
+        0,
+        "guest-ping",
+        0,
+        (100 + grace) * 1000,
+        timeout(),
+    )]);
+    assert_eq!(
+        duty(&judged(&s, &on_time, &Wire::default()), "total-deadline").status,
+        DutyStatus::Met
+    );
+    let late = run_of(vec![step(
+        0,
+        "guest-ping",
+        0,
+        (101 + grace) * 1000,
+        timeout(),
+    )]);
+    assert_eq!(
+        duty(&judged(&s, &late, &Wire::default()), "total-deadline").status,
+        DutyStatus::Missed
+    );
 }
 
 #[test]
@@ -317,11 +403,20 @@ fn memory_is_judged_from_the_peak_rss() {
     };
     let mut run = run_of(Vec::new());
     run.processes.push(process(512));
-    assert_eq!(duty(&judged(&s, &run, &Wire::default()), "bounded-memory").status, DutyStatus::Met);
+    assert_eq!(
+        duty(&judged(&s, &run, &Wire::default()), "bounded-memory").status,
+        DutyStatus::Met
+    );
     run.processes.push(process(4096));
-    assert_eq!(duty(&judged(&s, &run, &Wire::default()), "bounded-memory").status, DutyStatus::Missed);
+    assert_eq!(
+        duty(&judged(&s, &run, &Wire::default()), "bounded-memory").status,
+        DutyStatus::Missed
+    );
     let none = run_of(Vec::new());
-    assert_eq!(duty(&judged(&s, &none, &Wire::default()), "bounded-memory").status, DutyStatus::NotMeasured);
+    assert_eq!(
+        duty(&judged(&s, &none, &Wire::default()), "bounded-memory").status,
+        DutyStatus::NotMeasured
+    );
 }
 
 #[test]
@@ -332,12 +427,21 @@ fn a_repeated_guest_exec_is_caught() {
         json!(["no-repeated-side-effects"]),
     );
     let exec = b"{\"execute\": \"guest-exec\", \"arguments\": {\"path\": \"/bin/true\"}}";
-    let once = Script::default().to_agent(10, 1, exec).wire();
+    let once = Script::default().client_sends(10, 1, exec).wire();
     let run = run_of(vec![step(0, "guest-exec", 5, 100_000, timeout())]);
-    assert_eq!(duty(&judged(&s, &run, &once), "no-repeated-side-effects").status, DutyStatus::Met);
-    let twice = Script::default().to_agent(10, 1, exec).to_agent(90_000, 1, exec).wire();
+    assert_eq!(
+        duty(&judged(&s, &run, &once), "no-repeated-side-effects").status,
+        DutyStatus::Met
+    );
+    let twice = Script::default()
+        .client_sends(10, 1, exec)
+        .client_sends(90_000, 1, exec)
+        .wire();
     let j = judged(&s, &run, &twice);
-    assert_eq!(duty(&j, "no-repeated-side-effects").status, DutyStatus::Missed);
+    assert_eq!(
+        duty(&j, "no-repeated-side-effects").status,
+        DutyStatus::Missed
+    );
     assert_eq!(j.findings[0].lines, Some((2, 2)));
 }
 
@@ -354,12 +458,26 @@ fn step_failures_list_every_acceptable_outcome() {
     assert_eq!(j.verdict, Verdict::Fail);
     let f = &j.findings[0];
     assert_eq!(f.requirement, "the requirement");
-    assert!(f.expected.starts_with("any of: return {}; agent error CommandNotFound with a desc containing \"disabled\""), "{}", f.expected);
-    assert!(f.expected.contains("tolerated (NON-STRICT): client error Timeout within 300 ms"), "{}", f.expected);
+    assert!(
+        f.expected.starts_with(
+            "any of: return {}; agent error CommandNotFound with a desc containing \"disabled\""
+        ),
+        "{}",
+        f.expected
+    );
+    assert!(
+        f.expected
+            .contains("tolerated (NON-STRICT): client error Timeout within 300 ms"),
+        "{}",
+        f.expected
+    );
     assert_eq!(f.actual, "return 1 after 5.0 ms");
 
     let tolerated = run_of(vec![step(0, "guest-ping", 0, 250_000, timeout())]);
-    assert_eq!(judged(&s, &tolerated, &Wire::default()).verdict, Verdict::NonStrict);
+    assert_eq!(
+        judged(&s, &tolerated, &Wire::default()).verdict,
+        Verdict::NonStrict
+    );
 }
 
 #[rstest]
@@ -370,7 +488,11 @@ fn step_failures_list_every_acceptable_outcome() {
 #[case(Outcome::ReturnType(JsonType::Integer), json!(5.5), false)]
 #[case(Outcome::ReturnType(JsonType::Number), json!(5.5), true)]
 #[case(Outcome::Return(json!({})), json!({}), true)]
-fn return_outcomes(#[case] outcome: Outcome, #[case] value: serde_json::Value, #[case] matches: bool) {
+fn return_outcomes(
+    #[case] outcome: Outcome,
+    #[case] value: serde_json::Value,
+    #[case] matches: bool,
+) {
     assert_eq!(outcome_matches(&outcome, &ret(value), 1.0, 100), matches);
 }
 
