@@ -39,9 +39,9 @@ const SESSION_EXIT_GRACE: Duration = Duration::from_secs(1);
 /// Output kept from a oneshot client's stdout, and from any stderr.
 const STDOUT_CAP: usize = 64 << 20;
 const STDERR_CAP: usize = 64 << 10;
-/// How long a session client may take to read a step's line from its stdin (its start-up
-/// included) before it counts as hung.
-const SESSION_READ_LIMIT: Duration = Duration::from_secs(10);
+/// Extra time a session client gets to read its first step: its start-up (an interpreter,
+/// a JVM) is not the step's time. Later steps must be read within the step's own deadline.
+const SESSION_STARTUP: Duration = Duration::from_secs(2);
 /// The longest answer line a session client may write.
 const SESSION_LINE_CAP: usize = 64 << 20;
 /// How long the runner waits for a killed client's pipes to close (a descendant that left
@@ -510,50 +510,72 @@ async fn session_step(
         );
     };
     let line = request.session_line();
-    let read_limit = written + SESSION_READ_LIMIT;
+    let startup = if request.id == 1 {
+        SESSION_STARTUP
+    } else {
+        Duration::ZERO
+    };
+    let read_limit = written + kill_after(request.timeout_ms) + startup;
     match tokio::time::timeout_at(read_limit, stdin.write_all(line.as_bytes())).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            let answer = Answer::broken(
-                BrokenKind::Exited,
-                format!(
-                    "it stopped reading its stdin ({e}) before step {}",
-                    request.id
-                ),
+            let why = format!(
+                "it stopped reading its stdin ({e}) before step {}",
+                request.id
             );
-            return (answer, written);
+            return (gone(process, request, why).await, written);
         }
         Err(_) => {
             let answer = Answer::broken(
                 BrokenKind::Hung,
                 format!(
-                    "it did not read its stdin within {} s; killed with its process group",
-                    SESSION_READ_LIMIT.as_secs()
+                    "it did not read step {} from its stdin in {} ms; killed with its process group",
+                    request.id,
+                    (read_limit - written).as_millis()
                 ),
             );
             return (answer, written);
         }
     }
-    let Some(started) = wait_until_read(stdin, read_limit).await else {
-        let answer = Answer::broken(
-            BrokenKind::Hung,
-            format!(
-                "it did not read step {} from its stdin within {} s; killed with its process group",
-                request.id,
-                SESSION_READ_LIMIT.as_secs()
-            ),
-        );
-        return (answer, written);
+    let started = match wait_until_read(stdin, process, read_limit).await {
+        Reading::Read(started) => started,
+        Reading::Gone => {
+            let why = format!("it closed its stdin before reading step {}", request.id);
+            return (gone(process, request, why).await, written);
+        }
+        Reading::TimedOut => {
+            let answer = Answer::broken(
+                BrokenKind::Hung,
+                format!(
+                    "it did not read step {} from its stdin in {} ms; killed with its process group",
+                    request.id,
+                    (read_limit - written).as_millis()
+                ),
+            );
+            return (answer, written);
+        }
     };
     let deadline = started + kill_after(request.timeout_ms);
     let answer = read_answer(process, lines, request, deadline).await;
     (answer, started)
 }
 
-/// Waits until the reader of a pipe has consumed everything written to it (polling the
-/// pipe's fill level, which Linux reports on either end); returns the last moment it was
-/// seen unread, or `None` when `limit` passed first.
-async fn wait_until_read(stdin: &pipe::Sender, limit: Instant) -> Option<Instant> {
+/// Whether a session client read what was written to its stdin.
+enum Reading {
+    /// It did; the last moment the line was seen unread.
+    Read(Instant),
+    /// Nobody reads the pipe any more (the client exited or closed its stdin).
+    Gone,
+    TimedOut,
+}
+
+/// Waits until the reader of a pipe has consumed everything written to it, polling the
+/// pipe's fill level (which Linux reports on either end) and whether it still has a reader.
+async fn wait_until_read(
+    stdin: &pipe::Sender,
+    process: &mut ClientProcess,
+    limit: Instant,
+) -> Reading {
     let fd = stdin.as_raw_fd();
     let mut last_unread = Instant::now();
     loop {
@@ -561,13 +583,60 @@ async fn wait_until_read(stdin: &pipe::Sender, limit: Instant) -> Option<Instant
         // SAFETY: FIONREAD writes one int to the pointer, which is valid for the call.
         let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut unread) };
         if r != 0 || unread <= 0 {
-            return Some(last_unread);
+            return Reading::Read(last_unread);
+        }
+        let mut poll = libc::pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: poll with a zero timeout on one valid pollfd; it only writes `revents`.
+        let polled = unsafe { libc::poll(&mut poll, 1, 0) };
+        let no_reader = polled > 0 && poll.revents & libc::POLLERR != 0;
+        if no_reader || process.wait_until(Instant::now()).await {
+            return Reading::Gone;
         }
         if Instant::now() >= limit {
-            return None;
+            return Reading::TimedOut;
         }
         last_unread = Instant::now();
         tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The answer of a client whose stdin or stdout closed: how it ended, if it did.
+async fn gone(process: &mut ClientProcess, request: &StepRequest, otherwise: String) -> Answer {
+    let exited = process
+        .wait_until(Instant::now() + Duration::from_millis(200))
+        .await;
+    let status = process.status().unwrap_or_default();
+    match (exited, status.code, status.signal) {
+        (true, Some(code @ (126 | 127)), _) => Answer::broken(
+            BrokenKind::NotFound,
+            format!(
+                "the client command was {} (exit {code})",
+                if code == 127 {
+                    "not found"
+                } else {
+                    "not executable"
+                }
+            ),
+        ),
+        (true, _, Some(signal)) => Answer::broken(
+            BrokenKind::Crashed,
+            format!(
+                "it was ended by signal {signal} before answering step {}",
+                request.id
+            ),
+        ),
+        (true, Some(code), None) => Answer::broken(
+            BrokenKind::Exited,
+            format!(
+                "it exited (exit {code}) before answering step {}",
+                request.id
+            ),
+        ),
+        _ => Answer::broken(BrokenKind::Exited, otherwise),
     }
 }
 
@@ -590,14 +659,12 @@ async fn read_answer(
             }
             Ok(None) => {
                 // Its stdout closed: report how it ended if it ended quickly.
-                let exited = process
-                    .wait_until(Instant::now() + Duration::from_millis(200))
-                    .await;
-                let how = if exited { "exited" } else { "closed its stdout" };
-                return Answer::broken(
-                    BrokenKind::Exited,
-                    format!("it {how} before answering step {}", request.id),
-                );
+                return gone(
+                    process,
+                    request,
+                    format!("it closed its stdout before answering step {}", request.id),
+                )
+                .await;
             }
             Ok(Some(Line::TooLong(n))) => {
                 return Answer::broken(

@@ -71,9 +71,10 @@ pub fn become_subreaper() {
 #[derive(Debug)]
 pub struct ClientProcess {
     pid: libc::pid_t,
-    /// Fires when the leader has exited (it stays a zombie until reaped).
-    exited: Option<oneshot::Receiver<()>>,
+    /// Fires when the leader has exited (it stays a zombie until reaped), with its status.
+    exited: Option<oneshot::Receiver<Status>>,
     has_exited: bool,
+    status: Option<Status>,
     reaped: bool,
     pub stdin: Option<pipe::Sender>,
     pub stdout: Option<pipe::Receiver>,
@@ -121,13 +122,14 @@ impl ClientProcess {
         let watcher = std::thread::Builder::new()
             .name("qga-client-watch".into())
             .spawn(move || {
-                wait_for_exit_without_reaping(pid);
-                let _ = tx.send(());
+                let status = wait_for_exit_without_reaping(pid);
+                let _ = tx.send(status);
             });
         let mut process = ClientProcess {
             pid,
             exited: Some(rx),
             has_exited: false,
+            status: None,
             reaped: false,
             stdin: None,
             stdout: None,
@@ -164,13 +166,19 @@ impl ClientProcess {
             return true;
         };
         match tokio::time::timeout_at(deadline, exited).await {
-            Ok(_) => {
+            Ok(status) => {
                 self.has_exited = true;
                 self.exited = None;
+                self.status = status.ok();
                 true
             }
             Err(_) => false,
         }
+    }
+
+    /// How the leader ended, once [`ClientProcess::wait_until`] saw it exit.
+    pub fn status(&self) -> Option<Status> {
+        self.status
     }
 
     /// Ends the process and its whole group, reaps everything and reports how the leader
@@ -316,8 +324,15 @@ impl Drop for ClientProcess {
     }
 }
 
-/// Blocks until `pid` (our child) has exited, leaving it a zombie.
-fn wait_for_exit_without_reaping(pid: libc::pid_t) {
+/// How a process ended: its exit code, or the signal that ended it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Status {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// Blocks until `pid` (our child) has exited, leaving it a zombie; returns its status.
+fn wait_for_exit_without_reaping(pid: libc::pid_t) -> Status {
     loop {
         // SAFETY: an all-zero siginfo_t is valid for waitid to fill.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -330,8 +345,23 @@ fn wait_for_exit_without_reaping(pid: libc::pid_t) {
                 libc::WEXITED | libc::WNOWAIT,
             )
         };
-        if r == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return;
+        if r == 0 {
+            // SAFETY: waitid filled a SIGCHLD siginfo, whose status field is valid.
+            let value = unsafe { info.si_status() };
+            return match info.si_code {
+                libc::CLD_EXITED => Status {
+                    code: Some(value),
+                    signal: None,
+                },
+                libc::CLD_KILLED | libc::CLD_DUMPED => Status {
+                    code: None,
+                    signal: Some(value),
+                },
+                _ => Status::default(),
+            };
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return Status::default();
         }
     }
 }
