@@ -503,3 +503,20 @@ fn an_info_case_records_without_judging() {
     let run = run_of(vec![step(0, "guest-ping", 0, 5, ret(json!(1)))]);
     assert_eq!(judged(&s, &run, &Wire::default()).verdict, Verdict::Info);
 }
+
+#[test]
+fn an_answer_given_before_the_request_reached_the_agent_is_stale() {
+    let s = scenario(ping_steps(1), json!(["no-stale-attribution"]));
+    // The client read a stale `{}` and answered at 20 µs; its ping reached the agent at 30.
+    let wire = Script::default()
+        .agent_sends(5, 1, EMPTY)
+        .client_sends(30, 1, PING)
+        .agent_sends(40, 1, EMPTY)
+        .wire();
+    let run = run_of(vec![step(0, "guest-ping", 8, 12, ret(json!({})))]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(duty(&j, "no-stale-attribution").status, DutyStatus::Missed);
+    let actual = &j.findings[0].actual;
+    assert!(actual.contains("only after that (line 2)"), "{actual}");
+    assert!(actual.contains("stale or unsolicited"), "{actual}");
+}
