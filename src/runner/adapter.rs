@@ -308,13 +308,10 @@ async fn oneshot_step(
                 BrokenKind::Crashed,
                 format!("ended by signal {signal}; stderr: {}", shown(&stderr)),
             ),
-            (Some(code), None) if stdout.truncated() => {
-                let _ = code;
-                Answer::broken(
-                    BrokenKind::Malformed,
-                    format!("printed more than {STDOUT_CAP} bytes"),
-                )
-            }
+            (Some(_), None) if stdout.truncated() => Answer::broken(
+                BrokenKind::Malformed,
+                format!("printed more than {STDOUT_CAP} bytes"),
+            ),
             (Some(code), None) => {
                 Answer::from_oneshot(code, &stdout.bytes, &stderr.bytes, no_reply)
             }
@@ -461,11 +458,23 @@ async fn drive_session(
             answer,
         });
     }
-    // End of the case: close stdin so the client can exit by itself, then end its group.
+    // End of the case: close stdin so the client can exit by itself (unless it hung), then
+    // end its group.
     drop(stdin.take());
-    process
-        .wait_until(Instant::now() + SESSION_EXIT_GRACE)
-        .await;
+    let hung = run.steps.iter().any(|s| {
+        matches!(
+            s.answer,
+            Answer::Broken {
+                why: BrokenKind::Hung,
+                ..
+            }
+        )
+    });
+    if !hung {
+        process
+            .wait_until(Instant::now() + SESSION_EXIT_GRACE)
+            .await;
+    }
     let pid = process.pid();
     let exit = process.finish(TERM_GRACE).await;
     let stderr = collect(stderr).await;

@@ -157,7 +157,7 @@ pub async fn run_case(case: &LoadedCase, options: &RunOptions) -> CaseResult {
         .await
     {
         Ok(run) => run,
-        Err(_) => abandoned(steps.len(), deadline, origin),
+        Err(_) => abandoned(steps, deadline, origin),
     };
     agent.stop().await;
     let wire = match Wire::read(&transcript) {
@@ -206,16 +206,18 @@ pub async fn run_case(case: &LoadedCase, options: &RunOptions) -> CaseResult {
 
 /// The steps of a case whose deadline passed (the client processes were killed when the
 /// driving future was dropped).
-fn abandoned(steps: usize, deadline: Duration, origin: Instant) -> ClientRun {
+fn abandoned(steps: &[crate::scenario::Step], deadline: Duration, origin: Instant) -> ClientRun {
     let detail = format!(
         "the case's deadline of {} ms passed; the client was killed",
         deadline.as_millis()
     );
     ClientRun {
-        steps: (0..steps)
-            .map(|index| StepRecord {
+        steps: steps
+            .iter()
+            .enumerate()
+            .map(|(index, step)| StepRecord {
                 index,
-                execute: String::new(),
+                execute: step.execute.clone(),
                 started_us: u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX),
                 elapsed_us: 0,
                 answer: Answer::NotRun {
