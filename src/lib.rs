@@ -13,6 +13,7 @@
 //! - [`report`]: human, JUnit, JSON reports, artifacts and baselines.
 //! - [`cli`]: the `qga-harness` command line.
 //! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
+//! - [`MockAgent`]: the mock qemu-ga as a library (`mock.rs`).
 
 pub mod agent;
 pub mod channel;
@@ -20,8 +21,12 @@ pub mod cli;
 pub mod client;
 pub mod fault;
 pub mod guest;
+mod mock;
 pub mod real_agent;
 pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod wire;
+
+pub use channel::{AgentLife, AgentState, ChannelStatus, LifeError, PowerPolicy, Transport, VmEnd};
+pub use mock::{MockAgent, MockAgentBuilder, MockError};

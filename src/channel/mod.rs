@@ -1,1 +1,252 @@
 //! Transports and their semantics (virtio-serial, unix-listen) and the agent's life.
+//!
+//! # The model
+//!
+//! A mock VM has one guest ([`crate::guest::Guest`]) that outlives its agent, and at most
+//! one agent *process* at a time. The process owns one parser and one dispatcher: a
+//! restart loses them, a reconnecting client does not. It is single-threaded like
+//! qemu-ga: it reads at most 4096 bytes, handles every item they complete in order, writes
+//! each reply in one write (waiting until it is written), and only then reads again.
+//!
+//! Between the process and the host client sits the transport:
+//!
+//! | | virtio-serial (default) | unix-listen |
+//! |---|---|---|
+//! | socket exists | from the start (QEMU) | only while the agent runs |
+//! | host bytes while no agent | buffered in the kernel, answered when it starts | connect refused |
+//! | agent death | invisible: no EOF, no bytes; later input answered by the next process | the client gets EOF |
+//! | half-close | a full disconnect: EOF at once, replies go to the next client | replies, then EOF |
+//! | a gone client's buffered commands | run; replies go to the next client | run; replies fail with EPIPE |
+//! | VM exit | EOF; the socket file is removed | — |
+//!
+//! In both, one client is served at a time and the others wait in the listen backlog
+//! (backlog 1, as QEMU and qemu-ga listen), served in order; partial input from a client
+//! that left is still in the parser when the next one writes (unless the parser is made
+//! per-connection); a client that never reads stops the agent once the pending output
+//! passes a bound, so memory stays bounded.
+//!
+//! # Bounds
+//!
+//! - virtio-serial host → guest: the kernel's socket buffer, then at most 512 KiB held in
+//!   the guest for the agent (the virtio-console receive queue: 128 pages).
+//! - guest → host: at most 128 KiB of replies wait in the port, on top of the kernel's
+//!   socket buffer: a reply of up to 64 KiB goes in whole once less than 64 KiB waits, a
+//!   larger one in 64 KiB pieces (so a kill mid-reply leaves a cut-off prefix, as on a real
+//!   guest). unix-listen writes straight to the socket.
+//! - the parser's own limits (64 MiB per token, see [`crate::wire`]).
+//!
+//! [`AgentLife`] drives the process's life; the transcript records every byte both ways and
+//! every life event (format in the `transcript` module docs, repeated on
+//! [`crate::MockAgentBuilder::transcript`]).
+
+mod bind;
+mod chardev;
+mod intercept;
+mod life;
+mod listen;
+mod port;
+mod process;
+mod status;
+mod supervisor;
+mod transcript;
+
+use std::fmt;
+use std::future::Future;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+use tokio::time::Instant;
+
+pub use bind::{BindError, MAX_SOCKET_PATH};
+pub use life::{AgentLife, AgentState, LifeError};
+pub use status::ChannelStatus;
+pub use supervisor::VmEnd;
+pub use transcript::TranscriptError;
+
+pub(crate) use bind::bind_socket;
+pub(crate) use life::{life_channel, LifeInbox};
+
+use crate::agent::AgentConfig;
+use crate::guest::Guest;
+use chardev::Chardev;
+use port::Port;
+use supervisor::{Side, Supervisor};
+use transcript::{MaybeTranscript, TranscriptWriter};
+
+/// How the host reaches the agent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// QEMU's chardev socket in front of a virtio-serial port: what libvirt and most hosts
+    /// use, and what `qga-harness mock` serves by default.
+    #[default]
+    VirtioSerial,
+    /// qemu-ga's own listening socket (`qemu-ga -m unix-listen`).
+    UnixListen,
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::VirtioSerial => "virtio-serial",
+            Transport::UnixListen => "unix-listen",
+        })
+    }
+}
+
+/// The text was not a transport name.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown transport '{0}': expected virtio-serial or unix-listen")]
+pub struct TransportError(String);
+
+impl FromStr for Transport {
+    type Err = TransportError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "virtio-serial" => Ok(Transport::VirtioSerial),
+            "unix-listen" => Ok(Transport::UnixListen),
+            _ => Err(TransportError(s.to_owned())),
+        }
+    }
+}
+
+/// What a successful guest-shutdown or guest-suspend-* does to the VM.
+///
+/// On a real guest (QEMU 7.2, measured) the agent kept answering for about half a second
+/// after guest-shutdown, then the port went silent (the agent was stopped), and about half
+/// a second later QEMU closed the socket (EOF) and exited. The defaults repeat those
+/// timings; with systemd the gaps are typically several seconds.
+///
+/// - shutdown (any mode; reboot as QEMU with `-no-reboot`) and suspend-disk (hibernation
+///   powers the VM off): answer for [`PowerPolicy::answer_for`], then silence for
+///   [`PowerPolicy::silent_for`], then the VM exits.
+/// - suspend-ram and suspend-hybrid: answer for `answer_for`, then the guest sleeps: the
+///   agent is frozen, nothing is answered and nothing is closed, and host bytes are
+///   buffered, until [`AgentLife::resume`] (QMP `system_wakeup`) or, when set,
+///   [`PowerPolicy::wake_after`]; then the agent answers everything late, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PowerPolicy {
+    /// How long the agent keeps answering after the command (540 ms by default).
+    pub answer_for: Duration,
+    /// How long the port is silent between the agent's end and the VM's exit (530 ms).
+    pub silent_for: Duration,
+    /// When a suspended guest wakes up by itself (`None`, the default: never).
+    pub wake_after: Option<Duration>,
+}
+
+impl Default for PowerPolicy {
+    fn default() -> Self {
+        Self {
+            answer_for: supervisor::DEFAULT_ANSWER_FOR,
+            silent_for: supervisor::DEFAULT_SILENT_FOR,
+            wake_after: None,
+        }
+    }
+}
+
+/// When the first agent process starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum AgentStart {
+    #[default]
+    Now,
+    /// After the guest's boot time.
+    After(Duration),
+    /// Only when [`AgentLife::start`] is called.
+    Manually,
+}
+
+/// Everything the channel needs to serve.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ChannelConfig {
+    pub(crate) transport: Transport,
+    pub(crate) start: AgentStart,
+    pub(crate) fresh_parser_per_connection: bool,
+    pub(crate) power: PowerPolicy,
+    pub(crate) agent: AgentConfig,
+}
+
+/// A transcript file being written, started at the mock's start.
+#[derive(Debug)]
+pub(crate) struct TranscriptFile(TranscriptWriter);
+
+/// Removes the socket file a listener is bound to.
+pub(crate) fn remove_listener_file(listener: &UnixListener) {
+    if let Some(path) = bind::listener_path(listener) {
+        bind::remove_socket_file(&path);
+    }
+}
+
+/// Creates (truncates) the transcript file; its clock starts now.
+pub(crate) fn open_transcript(path: &Path) -> Result<TranscriptFile, TranscriptError> {
+    TranscriptWriter::create(path, Instant::now()).map(TranscriptFile)
+}
+
+/// Serves the VM on `listener` until it exits or `shutdown` completes, then closes the
+/// socket and removes its file.
+pub(crate) async fn serve(
+    config: ChannelConfig,
+    guest: Guest,
+    listener: UnixListener,
+    life: LifeInbox,
+    transcript_file: Option<TranscriptFile>,
+    shutdown: impl Future<Output = ()>,
+) -> VmEnd {
+    let writer = transcript_file.map(|file| file.0);
+    let transcript = writer.as_ref().map(TranscriptWriter::handle);
+    transcript.event("mock-started", Some(config.transport.to_string()));
+    let path = bind::listener_path(&listener);
+    let guest = Arc::new(Mutex::new(guest));
+    let status = life.status.clone();
+    let supervisor = |side| Supervisor {
+        side,
+        guest: guest.clone(),
+        config: config.agent.clone(),
+        start: config.start,
+        power: config.power,
+        fresh_parser_per_connection: config.fresh_parser_per_connection,
+        life,
+        transcript: transcript.clone(),
+        status: status.clone(),
+    };
+    let end = match config.transport {
+        Transport::VirtioSerial => {
+            let port = Arc::new(Port::default());
+            let chardev = Chardev::new(
+                listener,
+                port.clone(),
+                config.fresh_parser_per_connection,
+                transcript.clone(),
+                status.clone(),
+            );
+            let end = tokio::select! {
+                end = supervisor(Side::VirtioSerial { port }).run(shutdown) => end,
+                never = chardev.run() => match never {},
+            };
+            // The chardev is gone, and with it the client's connection: EOF.
+            if let Some(conn) = status.serving() {
+                status.disconnected();
+                transcript.conn_event(conn, "disconnected", Some("vm-exit".into()));
+            }
+            end
+        }
+        Transport::UnixListen => {
+            supervisor(Side::UnixListen {
+                path: path.clone(),
+                listener: Some(listener),
+            })
+            .run(shutdown)
+            .await
+        }
+    };
+    if let Some(path) = &path {
+        bind::remove_socket_file(path);
+    }
+    drop(transcript);
+    if let Some(writer) = writer {
+        writer.finish();
+    }
+    end
+}

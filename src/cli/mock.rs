@@ -1,10 +1,148 @@
 //! `qga-harness mock`: runs a mock qemu-ga behind a unix socket.
 
-/// Runs a mock qemu-ga behind a unix socket.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::channel::bind_socket;
+use crate::guest::Profile;
+use crate::{MockAgent, Transport};
+
+/// Runs a mock qemu-ga behind a unix socket until SIGINT or SIGTERM (or until the emulated
+/// VM powers off after guest-shutdown), then removes the socket.
 #[derive(Debug, clap::Args)]
-pub struct MockArgs {}
+pub struct MockArgs {
+    /// The unix socket to create (a stale socket file there is replaced).
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+
+    /// virtio-serial: QEMU's chardev socket in front of the agent (the socket outlives the
+    /// agent, one client at a time). unix-listen: qemu-ga's own socket (`-m unix-listen`).
+    #[arg(long, value_enum, default_value_t = TransportArg::VirtioSerial)]
+    transport: TransportArg,
+
+    /// The simulated guest, as a JSON profile (default: a built-in Linux guest).
+    #[arg(long, value_name = "FILE")]
+    profile: Option<PathBuf>,
+
+    /// Commands to disable, comma-separated (qemu-ga's --block-rpcs); replaces the
+    /// profile's list.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    block_rpcs: Option<Vec<String>>,
+
+    /// The only commands to enable, comma-separated (qemu-ga's --allow-rpcs); replaces the
+    /// profile's list.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    allow_rpcs: Option<Vec<String>>,
+
+    /// Record every byte both ways and every life event in FILE, as JSON lines.
+    #[arg(long, value_name = "FILE")]
+    transcript: Option<PathBuf>,
+
+    /// Start the agent MS milliseconds after the socket exists (a booting guest).
+    #[arg(long, value_name = "MS")]
+    start_delay: Option<u64>,
+
+    /// Give every client a fresh parser (the real agent keeps a gone client's partial input).
+    #[arg(long)]
+    fresh_parser_per_connection: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TransportArg {
+    VirtioSerial,
+    UnixListen,
+}
+
+impl From<TransportArg> for Transport {
+    fn from(arg: TransportArg) -> Self {
+        match arg {
+            TransportArg::VirtioSerial => Transport::VirtioSerial,
+            TransportArg::UnixListen => Transport::UnixListen,
+        }
+    }
+}
+
+/// A failure that ends the command with exit code 2.
+#[derive(Debug)]
+struct Usage(String);
+
+/// The error and every cause under it, on one line each.
+fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!("\n  caused by: {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+async fn serve(args: MockArgs) -> Result<(), Usage> {
+    let mut builder = MockAgent::builder()
+        .transport(args.transport.into())
+        .fresh_parser_per_connection(args.fresh_parser_per_connection);
+    if let Some(path) = &args.profile {
+        builder = builder.profile(Profile::load(path).map_err(|e| Usage(describe(&e)))?);
+    }
+    if let Some(block) = args.block_rpcs {
+        builder = builder.block_rpcs(block);
+    }
+    if let Some(allow) = args.allow_rpcs {
+        builder = builder.allow_rpcs(allow);
+    }
+    if let Some(ms) = args.start_delay {
+        builder = builder.start_delay(Duration::from_millis(ms));
+    }
+    if let Some(path) = &args.transcript {
+        builder = builder.transcript(path);
+    }
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| Usage(format!("cannot watch SIGTERM: {e}")))?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| Usage(format!("cannot watch SIGINT: {e}")))?;
+    let listener = bind_socket(&args.socket).map_err(|e| Usage(describe(&e)))?;
+    let listener = tokio::net::UnixListener::from_std(listener)
+        .map_err(|e| Usage(format!("cannot use socket {}: {e}", args.socket.display())))?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    };
+    builder
+        .serve(listener, shutdown)
+        .await
+        .map_err(|e| Usage(describe(&e)))?;
+    Ok(())
+}
 
 pub fn run(args: MockArgs) -> i32 {
-    let _ = args;
-    todo!()
+    // One thread: the agent is single-threaded, and a current-thread runtime has the
+    // shortest path from a socket event to the reply.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("qga-harness mock: cannot start the runtime: {e}");
+            return 2;
+        }
+    };
+    // Served from a spawned task rather than as the block_on future: a spawned task that
+    // wakes itself (the chardev and the agent take turns) is simply queued again, while a
+    // block_on future that wakes itself costs a round through the I/O driver each time.
+    match runtime.block_on(async { tokio::spawn(serve(args)).await }) {
+        Ok(Ok(())) => 0,
+        Ok(Err(Usage(message))) => {
+            eprintln!("qga-harness mock: {message}");
+            2
+        }
+        Err(e) => {
+            eprintln!("qga-harness mock: the mock failed: {e}");
+            1
+        }
+    }
 }

@@ -174,7 +174,7 @@ impl Lexer {
     }
 
     fn begin(&mut self, byte: u8, state: State) -> usize {
-        self.token.push(byte);
+        self.append(&[byte]);
         self.state = state;
         1
     }
@@ -191,7 +191,7 @@ impl Lexer {
         let plain = |b: &u8| (0x20..=0xFD).contains(b) && *b != quote && *b != b'\\';
         match rest.first() {
             Some(&b) if b == quote => {
-                self.token.push(b);
+                self.append(&[b]);
                 self.finish(Token::String, on_token);
                 1
             }
@@ -218,7 +218,7 @@ impl Lexer {
 
     /// Appends one byte that keeps the token going, then applies the size limit.
     fn grow(&mut self, byte: u8, state: State, on_token: &mut impl FnMut(Token, &[u8])) -> usize {
-        self.token.push(byte);
+        self.append(&[byte]);
         self.state = state;
         self.enforce_size(on_token);
         1
@@ -234,7 +234,7 @@ impl Lexer {
     ) -> usize {
         let room = MAX_TOKEN_SIZE + 1 - self.token.len().min(MAX_TOKEN_SIZE);
         let take = run_len(&rest[..rest.len().min(room)], stays).max(1);
-        self.token.extend_from_slice(&rest[..take.min(rest.len())]);
+        self.append(&rest[..take.min(rest.len())]);
         self.enforce_size(on_token);
         take
     }
@@ -257,11 +257,24 @@ impl Lexer {
 
     /// `byte` cannot continue the token: it joins the error token, and recovery begins.
     fn fail(&mut self, byte: u8, on_token: &mut impl FnMut(Token, &[u8])) -> usize {
-        self.token.push(byte);
+        self.append(&[byte]);
         on_token(Token::Error, &self.token);
         self.clear_token();
         self.state = State::Recovery;
         1
+    }
+
+    /// Appends to the token, growing the buffer geometrically but never past the largest
+    /// token (64 MiB + 1), so a maximal token costs 64 MiB and not a doubled 128 MiB.
+    fn append(&mut self, bytes: &[u8]) {
+        let needed = self.token.len() + bytes.len();
+        if needed > self.token.capacity() {
+            let target = (self.token.capacity() * 2)
+                .clamp(16, MAX_TOKEN_SIZE + 1)
+                .max(needed);
+            self.token.reserve_exact(target - self.token.len());
+        }
+        self.token.extend_from_slice(bytes);
     }
 
     fn clear_token(&mut self) {

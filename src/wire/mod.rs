@@ -1,6 +1,18 @@
 //! The byte level of the agent protocol: QEMU's streaming JSON lexer, streamer and parser
 //! (framing by brace balance, 0xFF recovery, limits), and a writer that produces the exact
 //! bytes qemu-ga writes.
+//!
+//! - [`Streamer`] takes bytes in any chunking and yields one [`Parsed`] item per reply
+//!   qemu-ga would send for them: a finished top-level value, or an error desc. Framing is
+//!   by `{}`/`[]` balance, never by newline; a top-level number waits for one more byte.
+//!   Any byte that cannot continue a token (0xFF, 0xFE, control bytes, ...) gives one
+//!   `stray` error, drops the pending message, and skips input up to a structural or
+//!   control byte. Limits: 64 MiB per token and per message, 2 Mi tokens, nesting 1024.
+//! - [`write_json`] prints a value exactly as qemu-ga does: `": "` and `", "`, pure ASCII
+//!   with uppercase `\uXXXX` escapes, `%.17g` doubles, members in QDict order
+//!   ([`Object::iter_qdict_order`]).
+//! - [`Value`] and [`Object`] model QEMU's QObject: int64, uint64 and double numbers, and
+//!   objects that remember insertion order, which decides the QDict order.
 
 mod lexer;
 mod parser;
@@ -14,7 +26,7 @@ mod tests;
 
 pub use streamer::Streamer;
 pub use value::{Object, Value};
-pub use writer::{qdict_bucket, write_json};
+pub use writer::write_json;
 
 /// What the streamer produced from the input: one finished top-level value, or one error.
 ///

@@ -17,6 +17,9 @@ use super::value::{Object, Value};
 /// QEMU formats parser messages into a 1024-byte buffer, so longer ones are cut.
 const MESSAGE_BUFFER: usize = 1024;
 
+/// Every parser error's desc starts so (`parse_error` in json-parser.c).
+const PREFIX: &str = "JSON parse error, ";
+
 /// Objects with more members than this get a hash index for the duplicate-key check.
 const INDEX_FROM: usize = 16;
 
@@ -24,7 +27,7 @@ const INDEX_FROM: usize = 16;
 pub(crate) struct Parser {
     stack: Vec<Frame>,
     result: Option<Value>,
-    /// The first error's message, without the `JSON parse error, ` prefix.
+    /// The first error, as the full desc text.
     error: Option<String>,
     hasher: RandomState,
 }
@@ -127,14 +130,14 @@ impl Parser {
     /// Ends the message: its value, or the first error as the full desc text.
     pub(crate) fn finish(&mut self) -> Result<Value, String> {
         let outcome = match (self.error.take(), self.result.take()) {
-            (Some(message), _) => Err(message),
+            (Some(desc), _) => Err(desc),
             (None, Some(value)) => Ok(value),
             // Unreachable through the streamer, which only ends a message on a token that
             // completes it or on one the parser rejects; kept as QEMU's own wording.
-            (None, None) => Err("premature EOI".to_owned()),
+            (None, None) => Err(format!("{PREFIX}premature EOI")),
         };
         self.stack.clear();
-        outcome.map_err(|message| format!("JSON parse error, {message}"))
+        outcome
     }
 
     pub(crate) fn reset(&mut self) {
@@ -224,14 +227,20 @@ impl Parser {
         self.complete(value);
     }
 
+    /// Latches the first error (a fixed text) and frees the partial value.
     fn fail(&mut self, message: &str) {
-        self.fail_with(message.as_bytes().to_vec());
+        let mut desc = String::with_capacity(PREFIX.len() + message.len());
+        desc.push_str(PREFIX);
+        desc.push_str(message);
+        self.error = Some(desc);
+        self.stack.clear();
     }
 
-    /// Latches the first error and frees the partial value.
+    /// Latches the first error, a text built from input bytes: cut to QEMU's buffer and
+    /// quoted as the writer will print it.
     fn fail_with(&mut self, mut message: Vec<u8>) {
         message.truncate(MESSAGE_BUFFER - 1);
-        self.error = Some(utf8::c_string_lossy(&message));
+        self.error = Some(utf8::c_string_lossy_between(PREFIX, &message, ""));
         self.stack.clear();
     }
 }
@@ -257,7 +266,8 @@ fn decode_string(token: &[u8]) -> Result<String, Vec<u8>> {
     // QEMU walks a NUL-terminated copy of the token; reading past it yields NUL here too.
     let at = |i: usize| token.get(i).copied().unwrap_or(0);
     let quote = at(0);
-    let mut out = String::with_capacity(token.len());
+    // The text is never longer than the token without its quotes.
+    let mut out = String::with_capacity(token.len().saturating_sub(2));
     let mut i = 1;
     loop {
         let byte = at(i);
@@ -398,7 +408,7 @@ mod tests {
     #[case::surrogate_utf8(b"\"\xED\xA0\x80\"", Err("invalid UTF-8 sequence in string"))]
     #[case::lone_continuation(b"\"\x80\"", Err("invalid UTF-8 sequence in string"))]
     fn strings(#[case] token: &[u8], #[case] expected: Result<&str, &str>) {
-        let got = decode_string(token).map_err(|m| utf8::c_string_lossy(&m));
+        let got = decode_string(token).map_err(|m| utf8::c_string_lossy_between("", &m, ""));
         assert_eq!(got.as_deref(), expected.map_err(str::to_owned).as_deref());
     }
 

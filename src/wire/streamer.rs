@@ -16,8 +16,13 @@ const MAX_NESTING: i64 = 1 << 10;
 
 /// QEMU's JSON message parser: lexer + streamer + parser, fed bytes in any chunking.
 ///
-/// Memory stays bounded on any input: at most one token (64 MiB) is buffered, and a message
-/// is held only as its partial value, which the per-message limits bound.
+/// There is one per agent process, not per connection: partial input from one client is
+/// completed by the next client's bytes, as in qemu-ga.
+///
+/// Memory stays bounded on any input: at most one token (64 MiB + 1 bytes) is buffered, and a
+/// message is held only as its partial value, which the per-message limits bound (about
+/// 100 MiB at worst). A stray-token error quotes its token: invalid UTF-8 bytes become
+/// U+FFFD there, so that desc can reach 3 times the token's size, as qemu-ga's own does.
 #[derive(Debug, Default)]
 pub struct Streamer {
     lexer: Lexer,
@@ -70,9 +75,7 @@ impl Framing {
             Token::Error => {
                 // The desc is a C string: it ends at a NUL, and the writer prints each
                 // invalid UTF-8 sequence as U+FFFD.
-                let mut desc = String::from("JSON parse error, stray '");
-                desc.push_str(&utf8::c_string_lossy(text));
-                desc.push('\'');
+                let desc = utf8::c_string_lossy_between("JSON parse error, stray '", text, "'");
                 return self.abandon(desc, sink);
             }
             _ => {}

@@ -49,29 +49,58 @@ pub(crate) fn decode(s: &[u8]) -> (Option<u32>, usize) {
     (Some(cp), len)
 }
 
-/// Converts bytes from a C string to the text qemu-ga's writer effectively prints for them:
-/// cut at the first NUL, every valid character kept (`C0 80` as U+0000), every invalid
-/// sequence replaced by U+FFFD.
-pub(crate) fn c_string_lossy(bytes: &[u8]) -> String {
+/// Converts bytes from a C string to the text qemu-ga's writer effectively prints for them
+/// (cut at the first NUL, every valid character kept with `C0 80` as U+0000, every invalid
+/// sequence replaced by U+FFFD), between a prefix and a suffix. The result is allocated
+/// once at its exact size: a stray token can be 64 MiB, and a doubling buffer would cost
+/// twice that.
+pub(crate) fn c_string_lossy_between(prefix: &str, bytes: &[u8], suffix: &str) -> String {
     let bytes = match bytes.iter().position(|&b| b == 0) {
         Some(nul) => &bytes[..nul],
         None => bytes,
     };
-    let mut out = String::with_capacity(bytes.len());
+    let mut size = prefix.len() + suffix.len();
+    walk(bytes, |piece| {
+        size += match piece {
+            Piece::Ascii(run) => run.len(),
+            Piece::Char(c) => c.len_utf8(),
+        }
+    });
+    let mut out = String::with_capacity(size);
+    out.push_str(prefix);
+    walk(bytes, |piece| match piece {
+        Piece::Ascii(run) => out.push_str(run),
+        Piece::Char(c) => out.push(c),
+    });
+    out.push_str(suffix);
+    out
+}
+
+enum Piece<'a> {
+    Ascii(&'a str),
+    Char(char),
+}
+
+/// Splits NUL-free bytes into ASCII runs and single decoded characters (U+FFFD for each
+/// invalid sequence).
+fn walk<'a>(bytes: &'a [u8], mut each: impl FnMut(Piece<'a>)) {
     let mut rest = bytes;
     while !rest.is_empty() {
         let ascii = rest.iter().position(|&b| b >= 0x80).unwrap_or(rest.len());
         if ascii > 0 {
             // An ASCII run is valid UTF-8 as it is.
-            out.push_str(std::str::from_utf8(&rest[..ascii]).unwrap_or_default());
+            each(Piece::Ascii(
+                std::str::from_utf8(&rest[..ascii]).unwrap_or_default(),
+            ));
             rest = &rest[ascii..];
             continue;
         }
         let (cp, used) = decode(rest);
-        out.push(cp.and_then(char::from_u32).unwrap_or('\u{FFFD}'));
+        each(Piece::Char(
+            cp.and_then(char::from_u32).unwrap_or('\u{FFFD}'),
+        ));
         rest = &rest[used.max(1)..];
     }
-    out
 }
 
 #[cfg(test)]
@@ -114,6 +143,6 @@ mod tests {
     #[case::modified_nul_kept(b"a\xC0\x80b", "a\0b")]
     #[case::valid_kept(b"\"guest-pi\xC3\xA9", "\"guest-pi\u{E9}")]
     fn lossy_like_the_writer(#[case] input: &[u8], #[case] expected: &str) {
-        assert_eq!(c_string_lossy(input), expected);
+        assert_eq!(c_string_lossy_between("", input, ""), expected);
     }
 }

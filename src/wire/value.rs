@@ -104,6 +104,19 @@ impl Object {
     pub fn keys(&self) -> impl ExactSizeIterator<Item = &str> {
         self.members.iter().map(|(k, _)| k.as_str())
     }
+
+    /// Members in QDict iteration order: the order qemu-ga writes them in, and the order
+    /// QEMU walks a QDict in (`qdict_first`/`qdict_next`), e.g. when the dispatcher checks
+    /// the members of a request. Ascending `tdb_hash(key) % 512`, and within one bucket the
+    /// newest insertion first.
+    pub fn iter_qdict_order(&self) -> impl Iterator<Item = (&str, &Value)> {
+        let mut order = vec![(0, 0); self.members.len()];
+        super::writer::qdict_order(self, &mut order);
+        order
+            .into_iter()
+            .filter_map(move |(_, index)| self.members.get(index))
+            .map(|(k, v)| (k.as_str(), v))
+    }
 }
 
 impl FromIterator<(String, Value)> for Object {

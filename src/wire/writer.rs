@@ -44,26 +44,21 @@ pub fn write_json(value: &Value, out: &mut Vec<u8>) {
 
 fn write_object(object: &Object, out: &mut Vec<u8>) {
     out.push(b'{');
-    let mut inline = [(0u32, 0u32); INLINE_ORDER];
+    let mut inline = [(0u32, 0usize); INLINE_ORDER];
     let mut heap = Vec::new();
-    let order: &mut [(u32, u32)] = if object.len() <= INLINE_ORDER {
+    let order: &mut [(u32, usize)] = if object.len() <= INLINE_ORDER {
         &mut inline[..object.len()]
     } else {
         heap.resize(object.len(), (0, 0));
         &mut heap
     };
-    for (slot, (index, key)) in order.iter_mut().zip(object.keys().enumerate()) {
-        // Member counts are bounded far below u32::MAX by the parser's token limit.
-        *slot = (qdict_bucket(key), index as u32);
-    }
-    // Ascending bucket; within a bucket the newest insertion (largest index) first.
-    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    qdict_order(object, order);
     let members = object.members();
     for (n, &(_, index)) in order.iter().enumerate() {
         if n > 0 {
             out.extend_from_slice(b", ");
         }
-        if let Some((key, value)) = members.get(index as usize) {
+        if let Some((key, value)) = members.get(index) {
             write_str(key, out);
             out.extend_from_slice(b": ");
             write_json(value, out);
@@ -72,9 +67,17 @@ fn write_object(object: &Object, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
+/// Fills `order` (one slot per member) with `(bucket, insertion index)` pairs in QDict
+/// iteration order: ascending bucket, and within a bucket the newest insertion first.
+pub(crate) fn qdict_order(object: &Object, order: &mut [(u32, usize)]) {
+    for (slot, (index, key)) in order.iter_mut().zip(object.keys().enumerate()) {
+        *slot = (qdict_bucket(key), index);
+    }
+    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+}
+
 /// The QDict bucket of `key`: `tdb_hash(key) % 512`.
-#[must_use]
-pub fn qdict_bucket(key: &str) -> u32 {
+pub(crate) fn qdict_bucket(key: &str) -> u32 {
     tdb_hash(key) % QDICT_BUCKETS
 }
 
@@ -298,7 +301,7 @@ mod tests {
     #[case("desc", 377)]
     #[case("aa", 110)]
     #[case("aq", 110)]
-    fn reference_buckets(#[case] key: &str, #[case] bucket: u32) {
+    fn known_buckets(#[case] key: &str, #[case] bucket: u32) {
         assert_eq!(qdict_bucket(key), bucket);
     }
 
@@ -423,6 +426,26 @@ mod tests {
     }
 
     #[test]
+    fn qdict_order_is_the_written_order() {
+        let object = Object::new()
+            .with("foo", Value::Int(1))
+            .with("execute", Value::from("guest-ping"))
+            .with("aa", Value::Int(2))
+            .with("aq", Value::Int(3))
+            .with("arguments", Value::Object(Object::new()));
+        let keys: Vec<&str> = object.iter_qdict_order().map(|(k, _)| k).collect();
+        // qemu-ga checks `execute` before `arguments` before `foo` (buckets 299, 447, 490).
+        assert_eq!(keys, ["aq", "aa", "execute", "arguments", "foo"]);
+        let written = json(&Value::Object(object.clone()));
+        let mut at = 0;
+        for key in keys {
+            at += written[at..]
+                .find(&format!("\"{key}\""))
+                .expect("key written in order");
+        }
+    }
+
+    #[test]
     fn echoed_objects_are_reordered() {
         let inner = obj(&[("z", Value::Int(0)), ("y", Value::Array(vec![]))]);
         let outer = obj(&[("b", Value::Int(1)), ("a", Value::Int(2)), ("c", inner)]);
@@ -478,6 +501,114 @@ mod tests {
             json(&obj(&[("return", osinfo)])),
             r##"{"return": {"name": "Debian GNU/Linux", "kernel-release": "6.18.44-fc-v657", "version": "12 (bookworm)", "pretty-name": "Debian GNU/Linux 12 (bookworm)", "version-id": "12", "kernel-version": "#1 SMP PREEMPT_DYNAMIC @0", "machine": "x86_64", "id": "debian"}}"##
         );
+    }
+
+    /// The whole guest-info reply of qemu-ga 7.2 (with the safe block list), rebuilt the way QAPI's output
+    /// visitor builds it (members in schema order, commands in reverse registration order).
+    #[test]
+    fn guest_info_reply_is_byte_exact() {
+        const REGISTERED: [&str; 42] = [
+            "guest-sync-delimited",
+            "guest-sync",
+            "guest-ping",
+            "guest-get-time",
+            "guest-set-time",
+            "guest-info",
+            "guest-shutdown",
+            "guest-file-open",
+            "guest-file-close",
+            "guest-file-read",
+            "guest-file-write",
+            "guest-file-seek",
+            "guest-file-flush",
+            "guest-fsfreeze-status",
+            "guest-fsfreeze-freeze",
+            "guest-fsfreeze-freeze-list",
+            "guest-fsfreeze-thaw",
+            "guest-fstrim",
+            "guest-suspend-disk",
+            "guest-suspend-ram",
+            "guest-suspend-hybrid",
+            "guest-network-get-interfaces",
+            "guest-get-vcpus",
+            "guest-set-vcpus",
+            "guest-get-disks",
+            "guest-get-fsinfo",
+            "guest-set-user-password",
+            "guest-get-memory-blocks",
+            "guest-set-memory-blocks",
+            "guest-get-memory-block-info",
+            "guest-exec-status",
+            "guest-exec",
+            "guest-get-host-name",
+            "guest-get-users",
+            "guest-get-timezone",
+            "guest-get-osinfo",
+            "guest-get-devices",
+            "guest-ssh-get-authorized-keys",
+            "guest-ssh-add-authorized-keys",
+            "guest-ssh-remove-authorized-keys",
+            "guest-get-diskstats",
+            "guest-get-cpustats",
+        ];
+        let disabled = |name: &str| {
+            crate::real_agent::SAFE_BLOCK_LIST.contains(&name) || name == "guest-get-devices"
+        };
+        let no_reply = |name: &str| name == "guest-shutdown" || name.starts_with("guest-suspend-");
+        let commands = REGISTERED
+            .iter()
+            .rev()
+            .map(|name| {
+                obj(&[
+                    ("name", Value::from(*name)),
+                    ("enabled", Value::Bool(!disabled(name))),
+                    ("success-response", Value::Bool(!no_reply(name))),
+                ])
+            })
+            .collect();
+        let info = obj(&[
+            ("version", Value::from("7.2.22")),
+            ("supported_commands", Value::Array(commands)),
+        ]);
+        let expected = concat!(
+            r#"{"return": {"version": "7.2.22", "supported_commands": [{"enabled": true, "name": "guest-g"#,
+            r#"et-cpustats", "success-response": true}, {"enabled": true, "name": "guest-get-diskstats", "#,
+            r#""success-response": true}, {"enabled": false, "name": "guest-ssh-remove-authorized-keys", "#,
+            r#""success-response": true}, {"enabled": false, "name": "guest-ssh-add-authorized-keys", "su"#,
+            r#"ccess-response": true}, {"enabled": true, "name": "guest-ssh-get-authorized-keys", "succes"#,
+            r#"s-response": true}, {"enabled": false, "name": "guest-get-devices", "success-response": tr"#,
+            r#"ue}, {"enabled": true, "name": "guest-get-osinfo", "success-response": true}, {"enabled": "#,
+            r#"true, "name": "guest-get-timezone", "success-response": true}, {"enabled": true, "name": ""#,
+            r#"guest-get-users", "success-response": true}, {"enabled": true, "name": "guest-get-host-nam"#,
+            r#"e", "success-response": true}, {"enabled": false, "name": "guest-exec", "success-response""#,
+            r#": true}, {"enabled": true, "name": "guest-exec-status", "success-response": true}, {"enabl"#,
+            r#"ed": true, "name": "guest-get-memory-block-info", "success-response": true}, {"enabled": f"#,
+            r#"alse, "name": "guest-set-memory-blocks", "success-response": true}, {"enabled": true, "nam"#,
+            r#"e": "guest-get-memory-blocks", "success-response": true}, {"enabled": false, "name": "gues"#,
+            r#"t-set-user-password", "success-response": true}, {"enabled": true, "name": "guest-get-fsin"#,
+            r#"fo", "success-response": true}, {"enabled": true, "name": "guest-get-disks", "success-resp"#,
+            r#"onse": true}, {"enabled": false, "name": "guest-set-vcpus", "success-response": true}, {"e"#,
+            r#"nabled": true, "name": "guest-get-vcpus", "success-response": true}, {"enabled": true, "na"#,
+            r#"me": "guest-network-get-interfaces", "success-response": true}, {"enabled": false, "name":"#,
+            r#" "guest-suspend-hybrid", "success-response": false}, {"enabled": false, "name": "guest-sus"#,
+            r#"pend-ram", "success-response": false}, {"enabled": false, "name": "guest-suspend-disk", "s"#,
+            r#"uccess-response": false}, {"enabled": false, "name": "guest-fstrim", "success-response": t"#,
+            r#"rue}, {"enabled": false, "name": "guest-fsfreeze-thaw", "success-response": true}, {"enabl"#,
+            r#"ed": false, "name": "guest-fsfreeze-freeze-list", "success-response": true}, {"enabled": f"#,
+            r#"alse, "name": "guest-fsfreeze-freeze", "success-response": true}, {"enabled": true, "name""#,
+            r#": "guest-fsfreeze-status", "success-response": true}, {"enabled": true, "name": "guest-fil"#,
+            r#"e-flush", "success-response": true}, {"enabled": true, "name": "guest-file-seek", "success"#,
+            r#"-response": true}, {"enabled": false, "name": "guest-file-write", "success-response": true"#,
+            r#"}, {"enabled": true, "name": "guest-file-read", "success-response": true}, {"enabled": tru"#,
+            r#"e, "name": "guest-file-close", "success-response": true}, {"enabled": false, "name": "gues"#,
+            r#"t-file-open", "success-response": true}, {"enabled": false, "name": "guest-shutdown", "suc"#,
+            r#"cess-response": false}, {"enabled": true, "name": "guest-info", "success-response": true},"#,
+            r#" {"enabled": false, "name": "guest-set-time", "success-response": true}, {"enabled": true,"#,
+            r#" "name": "guest-get-time", "success-response": true}, {"enabled": true, "name": "guest-pin"#,
+            r#"g", "success-response": true}, {"enabled": true, "name": "guest-sync", "success-response":"#,
+            r#" true}, {"enabled": true, "name": "guest-sync-delimited", "success-response": true}]}}"#,
+        );
+        assert_eq!(json(&obj(&[("return", info)])), expected);
     }
 
     #[test]

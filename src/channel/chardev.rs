@@ -1,0 +1,231 @@
+//! virtio-serial, host side: QEMU's `-chardev socket,server=on,wait=off` in front of the
+//! guest's port (QEMU chardev/char-socket.c, hw/char/virtio-serial-bus.c).
+//!
+//! - The socket exists and accepts from the start, whatever the agent does; one client is
+//!   served at a time, the others wait in the listen backlog and are served in order.
+//! - Host bytes are read only while the agent has the port open and the guest has room
+//!   (`virtio_serial_guest_ready`); until then they stay in the kernel's socket buffer, so a
+//!   writer blocks once that is full, as with QEMU.
+//! - Agent death and restart are invisible here: no EOF, no bytes.
+//! - Reading EOF drops the client at once, so a half-close is a full disconnect. A client
+//!   that hangs up while nothing is read is noticed by the hang-up alone (QEMU's HUP watch),
+//!   and its unread bytes die with its socket.
+//! - Replies the agent wrote that were not yet written to a client go to the next one.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::io::{Interest, Ready};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::port::Port;
+use super::status::StatusBoard;
+use super::transcript::{Direction, MaybeTranscript, Transcript};
+
+/// The most the chardev reads from the host socket at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A pause after a failed accept (out of file descriptors, say).
+const ACCEPT_RETRY: Duration = Duration::from_millis(20);
+
+/// How often a client that shut down its writing half while nothing was read is checked
+/// for a full hang-up. epoll reports nothing new for it (the read-closed state stays set),
+/// so this is polled; QEMU's HUP watch would see it at once.
+const HANGUP_CHECK: Duration = Duration::from_millis(100);
+
+/// QEMU's chardev socket for the agent's port.
+#[derive(Debug)]
+pub(crate) struct Chardev {
+    listener: UnixListener,
+    port: Arc<Port>,
+    fresh_parser_per_connection: bool,
+    transcript: Option<Transcript>,
+    status: StatusBoard,
+    buf: Box<[u8]>,
+}
+
+impl Chardev {
+    pub(crate) fn new(
+        listener: UnixListener,
+        port: Arc<Port>,
+        fresh_parser_per_connection: bool,
+        transcript: Option<Transcript>,
+        status: StatusBoard,
+    ) -> Self {
+        Self {
+            listener,
+            port,
+            fresh_parser_per_connection,
+            transcript,
+            status,
+            buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
+        }
+    }
+
+    /// Serves clients one after the other, for as long as the VM runs (until dropped).
+    pub(crate) async fn run(mut self) -> Infallible {
+        loop {
+            let stream = match self.listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    self.transcript.event("accept-failed", Some(e.to_string()));
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
+            };
+            let number = self.status.connected();
+            self.transcript.conn_event(number, "connected", None);
+            self.port.host_connected(self.fresh_parser_per_connection);
+            let detail = self.serve(&stream, number).await;
+            self.port.host_disconnected();
+            self.status.disconnected();
+            self.transcript
+                .conn_event(number, "disconnected", Some(detail));
+        }
+    }
+
+    /// Moves bytes both ways until the client goes; returns why it went.
+    async fn serve(&mut self, stream: &UnixStream, number: u64) -> String {
+        let fd = stream.as_raw_fd();
+        // The client shut down its writing half while nothing was read.
+        let mut half_closed = false;
+        loop {
+            // Replies first: a new client gets stale replies before anything else.
+            let mut write_blocked = false;
+            loop {
+                let (transcript, status) = (&self.transcript, &self.status);
+                let written = self.port.write_front(|bytes| {
+                    let n = stream.try_write(bytes)?;
+                    status.wrote(n);
+                    transcript.bytes(number, Direction::Out, &bytes[..n]);
+                    Ok::<usize, io::Error>(n)
+                });
+                match written {
+                    None => break,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                        write_blocked = true;
+                        break;
+                    }
+                    Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Some(Err(e)) => return e.to_string(),
+                }
+            }
+
+            let room = self.port.input_room();
+            if room > 0 {
+                let want = room.min(self.buf.len());
+                match recv_nonblocking(fd, &mut self.buf[..want]) {
+                    Ok(0) => return "eof".into(),
+                    Ok(n) => {
+                        self.status.read(n);
+                        self.transcript.bytes(number, Direction::In, &self.buf[..n]);
+                        self.port.push_input(&self.buf[..n]);
+                        if n == want {
+                            // There may be more: read on before waiting.
+                            continue;
+                        }
+                        // A short read drained the socket. If the client had already shut
+                        // down its writing half, EOF is next: QEMU reads it at once, before
+                        // the guest could answer, so the client is dropped now.
+                        if cached_readiness(stream).is_some_and(|r| r.is_read_closed()) {
+                            return "eof".into();
+                        }
+                        // Otherwise the next byte brings a new readiness event.
+                        clear_read_readiness(stream);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        clear_read_readiness(stream);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return e.to_string(),
+                }
+            }
+
+            // Not reading, a half-closed client can only hang up: it is checked for that
+            // on a timer rather than by a readiness that stays set.
+            let watch_read = !(room == 0 && half_closed);
+            let interest = match (watch_read, write_blocked) {
+                (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+                (true, false) => Some(Interest::READABLE),
+                (false, true) => Some(Interest::WRITABLE),
+                (false, false) => None,
+            };
+            tokio::select! {
+                ready = stream.ready(interest.unwrap_or(Interest::READABLE)), if interest.is_some() => {
+                    let ready = match ready {
+                        Ok(ready) => ready,
+                        Err(e) => return e.to_string(),
+                    };
+                    if room == 0 && watch_read && (ready.is_readable() || ready.is_read_closed()) {
+                        // Nothing is read now, but QEMU still notices a hang-up.
+                        if peer_hung_up(fd) {
+                            return "hangup".into();
+                        }
+                        half_closed |= ready.is_read_closed();
+                        clear_read_readiness(stream);
+                    }
+                }
+                () = self.port.host_notified() => {}
+                () = tokio::time::sleep(HANGUP_CHECK), if !watch_read => {
+                    if peer_hung_up(fd) {
+                        return "hangup".into();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads without tokio's readiness cache, which may have been cleared while data waited.
+fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes, and `fd` is an open socket
+    // owned by the caller for the duration of the call.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast::<libc::c_void>(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        // `n` is non-negative and at most `buf.len()`.
+        Ok(n.unsigned_abs())
+    }
+}
+
+/// The read readiness tokio has cached from the last epoll round, without a syscall.
+fn cached_readiness(stream: &UnixStream) -> Option<Ready> {
+    let ready = std::pin::pin!(stream.ready(Interest::READABLE));
+    match ready.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(Ok(ready)) => Some(ready),
+        Poll::Ready(Err(_)) | Poll::Pending => None,
+    }
+}
+
+/// Forgets a read readiness event tokio cached, so the next wait needs a new one.
+fn clear_read_readiness(stream: &UnixStream) {
+    let _ = stream.try_io(Interest::READABLE, || {
+        Err::<(), io::Error>(io::ErrorKind::WouldBlock.into())
+    });
+}
+
+/// True when the peer closed its socket completely (not just its writing half).
+fn peer_hung_up(fd: RawFd) -> bool {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let rc = unsafe { libc::poll(&mut pollfd, 1, 0) };
+    rc > 0 && pollfd.revents & (libc::POLLHUP | libc::POLLERR) != 0
+}

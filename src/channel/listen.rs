@@ -1,0 +1,146 @@
+//! unix-listen: qemu-ga's own socket (`-m unix-listen`), owned by the agent process.
+//!
+//! The process accepts one client at a time and only when it has none (the others wait in
+//! the listen backlog). It reads the client until EOF, handling everything read before it
+//! looks again, so a client that half-closes still gets its replies and then EOF; a client
+//! that went away still has its buffered commands run, and their replies fail with EPIPE.
+//! The socket dies with the process.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{UnixListener, UnixStream};
+
+use super::process::{Input, StopSignal};
+use super::status::StatusBoard;
+use super::transcript::{Direction, MaybeTranscript, Transcript};
+
+/// A pause after a failed accept (out of file descriptors, say), so a persistent failure
+/// does not spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(20);
+
+#[derive(Debug)]
+struct Client {
+    stream: UnixStream,
+    number: u64,
+}
+
+/// The listening socket and the client being served.
+#[derive(Debug)]
+pub(crate) struct ListenLink {
+    listener: UnixListener,
+    client: Option<Client>,
+    /// Connection numbers go on across agent restarts.
+    status: StatusBoard,
+    fresh_parser_per_connection: bool,
+    transcript: Option<Transcript>,
+}
+
+impl ListenLink {
+    pub(crate) fn new(
+        listener: UnixListener,
+        status: StatusBoard,
+        fresh_parser_per_connection: bool,
+        transcript: Option<Transcript>,
+    ) -> Self {
+        Self {
+            listener,
+            client: None,
+            status,
+            fresh_parser_per_connection,
+            transcript,
+        }
+    }
+
+    fn disconnect(&mut self, detail: String) {
+        if let Some(client) = self.client.take() {
+            self.status.disconnected();
+            self.transcript
+                .conn_event(client.number, "disconnected", Some(detail));
+        }
+    }
+
+    pub(crate) async fn read(&mut self, buf: &mut [u8], stop: &StopSignal) -> Input {
+        loop {
+            let Some(client) = &mut self.client else {
+                let accepted = tokio::select! {
+                    accepted = self.listener.accept() => accepted,
+                    () = stop.requested() => return Input::Stop,
+                };
+                match accepted {
+                    Ok((stream, _)) => {
+                        let number = self.status.connected();
+                        self.transcript.conn_event(number, "connected", None);
+                        self.client = Some(Client { stream, number });
+                        if self.fresh_parser_per_connection {
+                            return Input::NewConnection;
+                        }
+                    }
+                    Err(e) => {
+                        self.transcript.event("accept-failed", Some(e.to_string()));
+                        tokio::time::sleep(ACCEPT_RETRY).await;
+                    }
+                }
+                continue;
+            };
+            let read = tokio::select! {
+                read = client.stream.read(buf) => read,
+                () = stop.requested() => return Input::Stop,
+            };
+            match read {
+                Ok(0) => self.disconnect("eof".into()),
+                Ok(n) => {
+                    self.status.read(n);
+                    self.transcript
+                        .bytes(client.number, Direction::In, &buf[..n]);
+                    return Input::Bytes(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => self.disconnect(e.to_string()),
+            }
+        }
+    }
+
+    /// Writes one reply to the client, waiting while its socket is full. A failed write
+    /// (the client went away) drops the rest of the reply, and the agent goes on.
+    pub(crate) async fn write(&mut self, reply: &[u8]) {
+        let Some(client) = &self.client else {
+            return;
+        };
+        let mut at = 0;
+        while at < reply.len() {
+            match client.stream.try_write(&reply[at..]) {
+                Ok(n) => {
+                    self.status.wrote(n);
+                    self.transcript
+                        .bytes(client.number, Direction::Out, &reply[at..at + n]);
+                    at += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(e) = client.stream.writable().await {
+                        self.transcript.conn_event(
+                            client.number,
+                            "write-failed",
+                            Some(e.to_string()),
+                        );
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.transcript
+                        .conn_event(client.number, "write-failed", Some(e.to_string()));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ListenLink {
+    /// The process ended: the kernel closes its sockets, the client sees EOF.
+    fn drop(&mut self) {
+        self.disconnect("agent-died".into());
+    }
+}

@@ -1,0 +1,368 @@
+//! The virtio-serial port between QEMU's chardev (host side) and the agent (guest side).
+//!
+//! It holds what a real port holds in flight:
+//! - host → guest: bytes QEMU has read from the host socket and handed to the guest, which
+//!   the agent has not read yet. QEMU hands bytes over only while the agent has the port
+//!   open; they are discarded when the agent closes it (dies), as the guest driver does.
+//! - guest → host: replies the agent wrote that QEMU has not written to the host socket yet.
+//!   They survive the agent's death and a host disconnect, so they reach the next client.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+
+/// Host bytes the guest side holds for an agent that has not read them: the virtio-console
+/// driver's receive queue of 128 page-sized buffers.
+pub(crate) const GUEST_INPUT_LIMIT: usize = 128 * 4096;
+
+/// Reply bytes the agent may have written before its writes block while the host socket
+/// does not take them (the port's queue; the host socket's own buffer comes on top). A
+/// reply up to this size goes in whole once the queue is below it, a larger one in pieces
+/// of this size, so at most twice this much waits, and an agent killed while writing a
+/// large reply leaves a cut-off prefix on the wire, as a real one does.
+pub(crate) const GUEST_OUTPUT_LIMIT: usize = 64 * 1024;
+
+/// What an agent read from the port gave.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum PortRead {
+    /// `n` bytes were copied into the buffer.
+    Bytes(usize),
+    /// The bytes that follow came from a new host connection, and the parser is set to
+    /// start afresh for each connection.
+    NewConnection,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The agent has the port open (it is running, hung or suspended).
+    open: bool,
+    /// A host client is connected to the chardev.
+    host_connected: bool,
+    input: VecDeque<u8>,
+    /// Total bytes ever taken from `input` and ever put in: the offsets of `boundaries`.
+    taken: u64,
+    put: u64,
+    /// Offsets in the input stream where a new host connection's bytes begin (only kept
+    /// when the parser is reset per connection).
+    boundaries: VecDeque<u64>,
+    output: VecDeque<Vec<u8>>,
+    /// How much of the front reply is already written to the host.
+    front_written: usize,
+    output_bytes: usize,
+}
+
+/// The port, shared by the chardev and the agent process.
+#[derive(Debug, Default)]
+pub(crate) struct Port {
+    state: Mutex<State>,
+    /// Wakes the agent: input arrived, a host connected, output room freed.
+    agent_wake: Notify,
+    /// Wakes the chardev: output arrived, input room freed, the port opened or closed.
+    host_wake: Notify,
+}
+
+impl Port {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    // ---- guest side -------------------------------------------------------------------
+
+    /// The agent opened the port (a process started).
+    pub(crate) fn open(&self) {
+        self.lock().open = true;
+        self.host_wake.notify_one();
+    }
+
+    /// The agent closed the port (its process died): unread host bytes are discarded.
+    pub(crate) fn close(&self) {
+        {
+            let mut s = self.lock();
+            s.open = false;
+            let unread = s.input.len() as u64;
+            s.input.clear();
+            s.taken += unread;
+            s.boundaries.clear();
+        }
+        self.host_wake.notify_one();
+    }
+
+    /// Waits for host bytes and copies at most `buf.len()` of them, never past the start
+    /// of another connection's bytes.
+    pub(crate) async fn read(&self, buf: &mut [u8]) -> PortRead {
+        loop {
+            {
+                let mut s = self.lock();
+                if s.boundaries.front() == Some(&s.taken) {
+                    s.boundaries.pop_front();
+                    return PortRead::NewConnection;
+                }
+                if !s.input.is_empty() {
+                    let until_boundary = s.boundaries.front().map_or(usize::MAX, |b| {
+                        usize::try_from(b - s.taken).unwrap_or(usize::MAX)
+                    });
+                    let n = buf.len().min(s.input.len()).min(until_boundary);
+                    let was_full = s.input.len() >= GUEST_INPUT_LIMIT;
+                    for (dst, src) in buf.iter_mut().zip(s.input.drain(..n)) {
+                        *dst = src;
+                    }
+                    s.taken += n as u64;
+                    drop(s);
+                    if was_full {
+                        self.host_wake.notify_one();
+                    }
+                    return PortRead::Bytes(n);
+                }
+            }
+            self.agent_wake.notified().await;
+        }
+    }
+
+    /// Writes one reply. Blocks, as the guest driver does, while no host client is
+    /// connected or while the port's queue is full.
+    pub(crate) async fn write(&self, reply: Vec<u8>) {
+        if reply.len() <= GUEST_OUTPUT_LIMIT {
+            self.push_when_room(reply).await;
+        } else {
+            for piece in reply.chunks(GUEST_OUTPUT_LIMIT) {
+                self.push_when_room(piece.to_vec()).await;
+            }
+        }
+    }
+
+    async fn push_when_room(&self, reply: Vec<u8>) {
+        if reply.is_empty() {
+            return;
+        }
+        loop {
+            {
+                let mut s = self.lock();
+                if s.host_connected && s.output_bytes < GUEST_OUTPUT_LIMIT {
+                    s.output_bytes += reply.len();
+                    s.output.push_back(reply);
+                    drop(s);
+                    self.host_wake.notify_one();
+                    return;
+                }
+            }
+            self.agent_wake.notified().await;
+        }
+    }
+
+    // ---- host side --------------------------------------------------------------------
+
+    /// A host client connected; with `new_parser`, the agent's parser starts afresh at
+    /// this client's first byte.
+    pub(crate) fn host_connected(&self, new_parser: bool) {
+        {
+            let mut s = self.lock();
+            s.host_connected = true;
+            if new_parser {
+                let at = s.put;
+                if s.boundaries.back() != Some(&at) {
+                    s.boundaries.push_back(at);
+                }
+            }
+        }
+        self.agent_wake.notify_one();
+    }
+
+    pub(crate) fn host_disconnected(&self) {
+        self.lock().host_connected = false;
+    }
+
+    /// How many host bytes the guest would take now: none while the agent has the port
+    /// closed.
+    pub(crate) fn input_room(&self) -> usize {
+        let s = self.lock();
+        if s.open {
+            GUEST_INPUT_LIMIT.saturating_sub(s.input.len())
+        } else {
+            0
+        }
+    }
+
+    /// Hands host bytes to the guest. Bytes beyond the room are never offered, as the
+    /// chardev reads at most [`Port::input_room`].
+    pub(crate) fn push_input(&self, bytes: &[u8]) {
+        {
+            let mut s = self.lock();
+            if !s.open {
+                return;
+            }
+            s.input.extend(bytes);
+            s.put += bytes.len() as u64;
+        }
+        self.agent_wake.notify_one();
+    }
+
+    /// Calls `write` with the unwritten part of the oldest reply, if any; `write` returns
+    /// how many bytes the host socket took. Returns that count, or `None` when nothing is
+    /// pending.
+    pub(crate) fn write_front<E>(
+        &self,
+        write: impl FnOnce(&[u8]) -> Result<usize, E>,
+    ) -> Option<Result<usize, E>> {
+        let mut s = self.lock();
+        let at = s.front_written;
+        let front = s.output.front()?;
+        let result = write(&front[at..]);
+        if let Ok(n) = result {
+            let len = front.len();
+            s.front_written += n;
+            s.output_bytes -= n;
+            let done = s.front_written >= len;
+            let had_no_room = s.output_bytes + n >= GUEST_OUTPUT_LIMIT;
+            if done {
+                s.output.pop_front();
+                s.front_written = 0;
+            }
+            drop(s);
+            if had_no_room && n > 0 {
+                self.agent_wake.notify_one();
+            }
+        }
+        Some(result)
+    }
+
+    /// Waits until the agent changed something the chardev cares about.
+    pub(crate) async fn host_notified(&self) {
+        self.host_wake.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_port() -> Port {
+        let port = Port::default();
+        port.open();
+        port
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_takes_no_input_and_close_discards_unread_bytes() {
+        let port = Port::default();
+        assert_eq!(port.input_room(), 0);
+        port.push_input(b"lost");
+        port.open();
+        assert_eq!(port.input_room(), GUEST_INPUT_LIMIT);
+        port.push_input(b"abc");
+        assert_eq!(port.input_room(), GUEST_INPUT_LIMIT - 3);
+        port.close();
+        port.open();
+        port.push_input(b"xy");
+        let mut buf = [0u8; 16];
+        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(2));
+        assert_eq!(&buf[..2], b"xy");
+    }
+
+    #[tokio::test]
+    async fn reads_stop_at_a_new_connection_when_asked() {
+        let port = open_port();
+        port.host_connected(true);
+        port.push_input(b"{\"a\"");
+        port.host_disconnected();
+        port.host_connected(true);
+        port.push_input(b"}");
+        let mut buf = [0u8; 16];
+        assert_eq!(port.read(&mut buf).await, PortRead::NewConnection);
+        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(4));
+        assert_eq!(port.read(&mut buf).await, PortRead::NewConnection);
+        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(1));
+        assert_eq!(buf[0], b'}');
+    }
+
+    #[tokio::test]
+    async fn reads_run_across_connections_by_default() {
+        let port = open_port();
+        port.host_connected(false);
+        port.push_input(b"{\"a\"");
+        port.host_disconnected();
+        port.host_connected(false);
+        port.push_input(b"}");
+        let mut buf = [0u8; 16];
+        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(5));
+    }
+
+    #[tokio::test]
+    async fn reads_take_at_most_the_buffer() {
+        let port = open_port();
+        port.push_input(&[b' '; 10_000]);
+        let mut buf = [0u8; 4096];
+        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(4096));
+        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(4096));
+        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(1808));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_wait_for_a_host() {
+        let port = std::sync::Arc::new(open_port());
+        let writer = {
+            let port = port.clone();
+            tokio::spawn(async move { port.write(b"reply\n".to_vec()).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(port.write_front(|_: &[u8]| Ok::<usize, ()>(0)).is_none());
+        port.host_connected(false);
+        writer.await.expect("writer");
+        let mut seen = Vec::new();
+        let n = port.write_front(|b: &[u8]| {
+            seen.extend_from_slice(&b[..2]);
+            Ok::<usize, ()>(2)
+        });
+        assert_eq!(n, Some(Ok(2)));
+        port.write_front(|b: &[u8]| {
+            seen.extend_from_slice(b);
+            Ok::<usize, ()>(b.len())
+        });
+        assert_eq!(seen, b"reply\n");
+        assert!(port.write_front(|_: &[u8]| Ok::<usize, ()>(0)).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_reply_goes_in_pieces_as_the_host_takes_them() {
+        let port = std::sync::Arc::new(open_port());
+        port.host_connected(false);
+        let reply: Vec<u8> = (0..GUEST_OUTPUT_LIMIT * 3 + 5).map(|i| i as u8).collect();
+        let writer = {
+            let port = port.clone();
+            let reply = reply.clone();
+            tokio::spawn(async move { port.write(reply).await })
+        };
+        tokio::task::yield_now().await;
+        let mut seen = Vec::new();
+        let mut segments = 0;
+        while seen.len() < reply.len() {
+            let taken = port.write_front(|b: &[u8]| {
+                assert!(b.len() <= GUEST_OUTPUT_LIMIT, "one piece at a time");
+                seen.extend_from_slice(b);
+                Ok::<usize, ()>(b.len())
+            });
+            if taken.is_some() {
+                segments += 1;
+            }
+            tokio::task::yield_now().await;
+        }
+        writer.await.expect("writer");
+        assert_eq!(seen, reply);
+        assert_eq!(segments, 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_block_when_the_queue_is_full() {
+        let port = std::sync::Arc::new(open_port());
+        port.host_connected(false);
+        port.write(vec![b'x'; GUEST_OUTPUT_LIMIT]).await;
+        let blocked = {
+            let port = port.clone();
+            tokio::spawn(async move { port.write(b"next\n".to_vec()).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!blocked.is_finished());
+        port.write_front(|b: &[u8]| Ok::<usize, ()>(b.len()));
+        blocked.await.expect("writer");
+    }
+}

@@ -1,0 +1,354 @@
+//! The transcript: every byte both ways and every connection and agent life event, as JSON
+//! lines, written by a thread of its own so the mock's event loop never waits on the disk.
+//!
+//! # Format
+//!
+//! One JSON object per line. Every line has `t_us`, the microseconds since the mock started
+//! (on the mock's clock, so a test with paused time gets virtual time). Then one of:
+//!
+//! - bytes: `{"t_us": 812, "conn": 1, "dir": "in", "text": "{\"execute\":\"guest-ping\"}"}`.
+//!   `dir` is `"in"` (read from the client) or `"out"` (written to the client); one line per
+//!   read or write, so the lines also show how the bytes were chunked on the socket. The
+//!   bytes are in `text` when they are valid UTF-8 with no control characters other than
+//!   tab, line feed and carriage return; otherwise they are in `b64` (standard base64 with
+//!   padding), and `text` is absent.
+//! - a connection event: `{"t_us": 10, "conn": 1, "event": "connected"}`; `"disconnected"`
+//!   carries a `detail` (`"eof"`, `"hangup"`, an I/O error, `"vm-exit"`, `"agent-died"`...).
+//! - an agent or VM life event, without `conn`: `"mock-started"` (with `detail` naming the
+//!   transport), `"agent-started"`, `"agent-hung"`, `"agent-resumed"`, `"agent-stopped"`,
+//!   `"agent-killed"`, `"agent-restarting"`, `"agent-failed"`, `"guest-suspended"`,
+//!   `"power-event"`, `"vm-exit"`, `"shutdown"`; `detail` adds what is known.
+//! - a write the agent could not finish: `{"conn": 2, "event": "write-failed", "detail": "Broken pipe (os error 32)"}`.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+use base64::Engine as _;
+use tokio::time::Instant;
+
+/// How many records may wait for the writer thread before the mock waits for the disk.
+/// Bounds the transcript's memory to this many records (each at most one read or write).
+const QUEUE_RECORDS: usize = 1024;
+
+/// Which way bytes went, seen from the mock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Read from the client.
+    In,
+    /// Written to the client.
+    Out,
+}
+
+#[derive(Debug)]
+enum Body {
+    Bytes {
+        conn: u64,
+        dir: Direction,
+        data: Vec<u8>,
+    },
+    Event {
+        conn: Option<u64>,
+        event: &'static str,
+        detail: Option<String>,
+    },
+}
+
+#[derive(Debug)]
+struct Record {
+    t_us: u128,
+    body: Body,
+}
+
+/// Why the transcript could not be started.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot create the transcript file {}", path.display())]
+pub struct TranscriptError {
+    path: PathBuf,
+    #[source]
+    source: io::Error,
+}
+
+/// The owner of the transcript: the writer thread and the clock origin.
+#[derive(Debug)]
+pub(crate) struct TranscriptWriter {
+    handle: Transcript,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A cheap handle that components use to add records. Records sent after the writer
+/// finished are dropped.
+#[derive(Clone, Debug)]
+pub(crate) struct Transcript {
+    tx: SyncSender<Record>,
+    origin: Instant,
+}
+
+impl TranscriptWriter {
+    /// Creates (truncates) `path` and starts the writer thread.
+    pub(crate) fn create(path: &Path, origin: Instant) -> Result<Self, TranscriptError> {
+        let file = File::create(path).map_err(|source| TranscriptError {
+            path: path.to_owned(),
+            source,
+        })?;
+        let (tx, rx) = mpsc::sync_channel(QUEUE_RECORDS);
+        let thread = std::thread::Builder::new()
+            .name("qga-transcript".into())
+            .spawn(move || write_records(rx, BufWriter::new(file)))
+            .map_err(|source| TranscriptError {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            handle: Transcript { tx, origin },
+            thread: Some(thread),
+        })
+    }
+
+    pub(crate) fn handle(&self) -> Transcript {
+        self.handle.clone()
+    }
+
+    /// Waits until every record sent so far is on disk. Every other handle must be dropped
+    /// first, or this waits for them.
+    pub(crate) fn finish(mut self) {
+        self.close();
+    }
+
+    fn close(&mut self) {
+        // The thread ends when the last sender is gone: drop ours by replacing it with a
+        // sender of a channel nobody reads.
+        let (dead, _) = mpsc::sync_channel(0);
+        self.handle.tx = dead;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for TranscriptWriter {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Transcript {
+    fn send(&self, body: Body) {
+        let t_us = self.origin.elapsed().as_micros();
+        // A full queue makes the mock wait for the disk: better than unbounded memory.
+        let _ = self.tx.send(Record { t_us, body });
+    }
+
+    pub(crate) fn bytes(&self, conn: u64, dir: Direction, data: &[u8]) {
+        self.send(Body::Bytes {
+            conn,
+            dir,
+            data: data.to_vec(),
+        });
+    }
+
+    pub(crate) fn conn_event(&self, conn: u64, event: &'static str, detail: Option<String>) {
+        self.send(Body::Event {
+            conn: Some(conn),
+            event,
+            detail,
+        });
+    }
+
+    pub(crate) fn event(&self, event: &'static str, detail: Option<String>) {
+        self.send(Body::Event {
+            conn: None,
+            event,
+            detail,
+        });
+    }
+}
+
+/// Helpers so callers with an optional transcript stay one line long.
+pub(crate) trait MaybeTranscript {
+    fn bytes(&self, conn: u64, dir: Direction, data: &[u8]);
+    fn conn_event(&self, conn: u64, event: &'static str, detail: Option<String>);
+    fn event(&self, event: &'static str, detail: Option<String>);
+}
+
+impl MaybeTranscript for Option<Transcript> {
+    fn bytes(&self, conn: u64, dir: Direction, data: &[u8]) {
+        if let Some(t) = self {
+            t.bytes(conn, dir, data);
+        }
+    }
+
+    fn conn_event(&self, conn: u64, event: &'static str, detail: Option<String>) {
+        if let Some(t) = self {
+            t.conn_event(conn, event, detail);
+        }
+    }
+
+    fn event(&self, event: &'static str, detail: Option<String>) {
+        if let Some(t) = self {
+            t.event(event, detail);
+        }
+    }
+}
+
+fn write_records(rx: Receiver<Record>, mut out: BufWriter<File>) {
+    let mut line = Vec::with_capacity(256);
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(record) = next {
+            line.clear();
+            render(&record, &mut line);
+            if out.write_all(&line).is_err() {
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        // Flush whenever the queue runs dry: a reader of the file sees every record as soon
+        // as the mock goes idle, and a busy mock still writes in large blocks.
+        if out.flush().is_err() {
+            return;
+        }
+    }
+    let _ = out.flush();
+}
+
+/// True when `text` can be shown as a JSON string that a person can read.
+fn is_plain_text(text: &str) -> bool {
+    !text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+}
+
+/// Appends `text` as a JSON string.
+fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    // Serialising a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// Writes the fields in a fixed order (time, connection, what, payload) so the file reads
+/// well line after line.
+fn render(record: &Record, out: &mut Vec<u8>) {
+    use std::io::Write as _;
+    let _ = write!(out, "{{\"t_us\":{}", record.t_us);
+    match &record.body {
+        Body::Bytes { conn, dir, data } => {
+            let dir = match dir {
+                Direction::In => "in",
+                Direction::Out => "out",
+            };
+            let _ = write!(out, ",\"conn\":{conn},\"dir\":\"{dir}\"");
+            match std::str::from_utf8(data) {
+                Ok(text) if is_plain_text(text) => {
+                    out.extend_from_slice(b",\"text\":");
+                    push_json_string(out, text);
+                }
+                _ => {
+                    out.extend_from_slice(b",\"b64\":\"");
+                    out.extend_from_slice(
+                        base64::engine::general_purpose::STANDARD
+                            .encode(data)
+                            .as_bytes(),
+                    );
+                    out.push(b'"');
+                }
+            }
+        }
+        Body::Event {
+            conn,
+            event,
+            detail,
+        } => {
+            if let Some(conn) = conn {
+                let _ = write!(out, ",\"conn\":{conn}");
+            }
+            out.extend_from_slice(b",\"event\":");
+            push_json_string(out, event);
+            if let Some(detail) = detail {
+                out.extend_from_slice(b",\"detail\":");
+                push_json_string(out, detail);
+            }
+        }
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(body: Body) -> serde_json::Value {
+        let mut out = Vec::new();
+        render(&Record { t_us: 7, body }, &mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        assert!(out.starts_with(b"{\"t_us\":7,"), "time first");
+        serde_json::from_slice(&out).expect("one JSON object per line")
+    }
+
+    #[test]
+    fn text_bytes_are_a_json_string() {
+        let v = rendered(Body::Bytes {
+            conn: 3,
+            dir: Direction::Out,
+            data: b"{\"return\": {}}\n".to_vec(),
+        });
+        assert_eq!(
+            v,
+            serde_json::json!({"t_us": 7, "conn": 3, "dir": "out", "text": "{\"return\": {}}\n"})
+        );
+    }
+
+    #[test]
+    fn binary_bytes_are_base64() {
+        let v = rendered(Body::Bytes {
+            conn: 1,
+            dir: Direction::In,
+            data: vec![0xff, b'{'],
+        });
+        assert_eq!(
+            v,
+            serde_json::json!({"t_us": 7, "conn": 1, "dir": "in", "b64": "/3s="})
+        );
+        let nul = rendered(Body::Bytes {
+            conn: 1,
+            dir: Direction::In,
+            data: b"a\0b".to_vec(),
+        });
+        assert_eq!(nul["b64"], "YQBi");
+    }
+
+    #[test]
+    fn events_carry_conn_only_when_they_have_one() {
+        let v = rendered(Body::Event {
+            conn: None,
+            event: "agent-killed",
+            detail: None,
+        });
+        assert_eq!(v, serde_json::json!({"t_us": 7, "event": "agent-killed"}));
+        let v = rendered(Body::Event {
+            conn: Some(2),
+            event: "disconnected",
+            detail: Some("eof".into()),
+        });
+        assert_eq!(
+            v,
+            serde_json::json!({"t_us": 7, "conn": 2, "event": "disconnected", "detail": "eof"})
+        );
+    }
+
+    #[tokio::test]
+    async fn every_record_is_on_disk_after_finish() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.jsonl");
+        let writer = TranscriptWriter::create(&path, Instant::now()).expect("create");
+        let handle = writer.handle();
+        for i in 0..5000u64 {
+            handle.bytes(i, Direction::In, b"x");
+        }
+        drop(handle);
+        writer.finish();
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), 5000);
+    }
+}
