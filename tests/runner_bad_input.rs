@@ -78,7 +78,7 @@ fn fails_clearly(client: Client, kind: BrokenKind) -> String {
     let results = run(
         load(&ws.path().join("cases")),
         client,
-        Arc::new(standin::StandIn),
+        Arc::new(standin::Agents),
     );
     assert!(
         started.elapsed() < Duration::from_secs(5),

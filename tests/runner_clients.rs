@@ -95,7 +95,7 @@ fn a_naive_socat_oneshot_client_fails_the_hostile_cases() {
     let results = run(
         load(&ws.path().join("cases")),
         oneshot(support::NAIVE_ONESHOT),
-        Arc::new(standin::StandIn),
+        Arc::new(standin::Agents),
     );
     expect(
         &results,
@@ -118,7 +118,7 @@ fn a_naive_python_session_client_fails_the_hostile_cases() {
     let results = run(
         load(&ws.path().join("cases")),
         client,
-        Arc::new(standin::StandIn),
+        Arc::new(standin::Agents),
     );
     expect(
         &results,
@@ -152,7 +152,7 @@ fn a_careful_python_session_client_passes_everything() {
     let results = run(
         load(&ws.path().join("cases")),
         client,
-        Arc::new(standin::StandIn),
+        Arc::new(standin::Agents),
     );
     expect(
         &results,

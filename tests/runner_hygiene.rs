@@ -80,7 +80,7 @@ fn run_hanging(client: impl Fn(&Path) -> Client, startup: Duration) {
     let results = run(
         load(&ws.path().join("cases")),
         client(&record),
-        Arc::new(standin::StandIn),
+        Arc::new(standin::Agents),
     );
     let took = started.elapsed();
     let result = &results[0];

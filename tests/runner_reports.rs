@@ -57,7 +57,7 @@ fn run_cases() -> Run {
     let client = session(&ws.python_session("careful.py", support::CAREFUL_SESSION_PY));
     let options = RunOptions {
         client: client.clone(),
-        launcher: Arc::new(standin::StandIn),
+        launcher: Arc::new(standin::Agents),
         jobs: 2,
         seed: 1234,
         max_rss_kib: runner::DEFAULT_MAX_RSS_KIB,

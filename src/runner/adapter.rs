@@ -546,7 +546,7 @@ async fn session_step(
             return (answer, written);
         }
     }
-    let started = match wait_until_read(stdin, process, read_limit).await {
+    let started = match wait_until_read(stdin, process, written, read_limit).await {
         Reading::Read(started) => started,
         Reading::Gone => {
             let why = format!("it closed its stdin before reading step {}", request.id);
@@ -583,10 +583,13 @@ enum Reading {
 async fn wait_until_read(
     stdin: &pipe::Sender,
     process: &mut ClientProcess,
+    written: Instant,
     limit: Instant,
 ) -> Reading {
     let fd = stdin.as_raw_fd();
-    let mut last_unread = Instant::now();
+    // Before the first look, all that is known is that the line was not read before it
+    // was written.
+    let mut last_unread = written;
     loop {
         let mut unread: libc::c_int = 0;
         // SAFETY: FIONREAD writes one int to the pointer, which is valid for the call.

@@ -229,7 +229,11 @@ pub fn judge(e: &Evidence<'_>) -> Judgement {
                     describe_outcomes(&step.non_strict)
                 ));
             }
-            let lines = analysis.step_lines(index);
+            let lines = if matches!(record.answer, Answer::NotRun { .. }) {
+                None
+            } else {
+                analysis.step_lines(index)
+            };
             findings.push(Finding {
                 severity: if result == StepResult::Fail {
                     Severity::Fail
@@ -864,12 +868,21 @@ fn integer(value: &Value) -> Option<i128> {
         .or_else(|| value.as_u64().map(i128::from))
 }
 
-/// Pairs the client's items with the agent's reply lines, per connection: first by echoed
-/// `id`, then in order (qemu-ga answers strictly in order, one line per item, none for a
-/// successful no-reply command). Lines left unpaired are stale or unsolicited.
+/// Pairs the client's items with the agent's reply lines, per connection: a sync with the
+/// first later reply that returns its id; an item with an `id` with the reply that echoes
+/// it; the rest in order (qemu-ga answers strictly in order, one line per item, none for a
+/// successful no-reply command), a parser flush only with an error. Lines left unpaired are
+/// stale or unsolicited.
 fn pair_replies(wire: &Wire) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
     let mut reply_of = vec![None; wire.items.len()];
     let mut item_of = vec![None; wire.replies.len()];
+    let returned = |r: usize| wire.replies[r].value.as_ref().and_then(|v| v.get("return"));
+    let is_error = |r: usize| {
+        wire.replies[r]
+            .value
+            .as_ref()
+            .is_some_and(|v| v.get("error").is_some())
+    };
     for &conn in &wire.connections {
         let items: Vec<usize> = (0..wire.items.len())
             .filter(|&i| wire.items[i].conn == conn)
@@ -879,13 +892,15 @@ fn pair_replies(wire: &Wire) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
             .collect();
         let echoes_ids = replies.iter().any(|&r| wire.replies[r].id().is_some());
         for &i in &items {
-            let Some(id) = wire.items[i].id() else {
-                continue;
-            };
+            let item = &wire.items[i];
             let found = replies.iter().copied().find(|&r| {
                 item_of[r].is_none()
-                    && wire.replies[r].lines.0 > wire.items[i].lines.1
-                    && wire.replies[r].id() == Some(id)
+                    && wire.replies[r].lines.0 > item.lines.1
+                    && match (item.sync_id(), item.id()) {
+                        (Some(sync_id), _) => returned(r) == Some(sync_id),
+                        (None, Some(id)) => wire.replies[r].id() == Some(id),
+                        (None, None) => false,
+                    }
             });
             if let Some(r) = found {
                 reply_of[i] = Some(r);
@@ -900,7 +915,7 @@ fn pair_replies(wire: &Wire) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
         let mut next = 0;
         for &i in &items {
             let item = &wire.items[i];
-            if reply_of[i].is_some() || (item.id().is_some() && echoes_ids) {
+            if reply_of[i].is_some() || item.is_sync() || (item.id().is_some() && echoes_ids) {
                 continue;
             }
             while next < pool.len() && wire.replies[pool[next]].lines.0 <= item.lines.1 {
@@ -909,11 +924,9 @@ fn pair_replies(wire: &Wire) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
             let Some(&r) = pool.get(next) else {
                 break;
             };
-            let is_error = wire.replies[r]
-                .value
-                .as_ref()
-                .is_some_and(|v| v.get("error").is_some());
-            if item.execute().is_some_and(is_no_reply_command) && !is_error {
+            let only_an_error = matches!(item.kind, ItemKind::Flush(_))
+                || item.execute().is_some_and(is_no_reply_command);
+            if only_an_error && !is_error(r) {
                 continue;
             }
             reply_of[i] = Some(r);
@@ -932,15 +945,24 @@ struct Request {
     after_answer: bool,
 }
 
-/// For each step, the item that was its request: the last item with the step's command
-/// (and arguments) sent after the previous step's request and before the step's answer;
-/// failing that, the first one that reached the agent after the answer but before the next
-/// step began (the client answered before its request even arrived).
+/// For each step, the item that was its request: the first item with the step's command
+/// (and arguments) after the previous step's request that reached the agent no later than
+/// the step's answer; for a step answered with the agent's return or error, failing that,
+/// the first one that reached the agent after the answer, before the next step's answer
+/// (the client answered before its request even arrived).
+///
+/// Steps run one after the other, so order decides; the clocks are only used where their
+/// bound is certain (a transcript time is never later than the runner's time of the same
+/// moment).
 fn find_step_requests(e: &Evidence<'_>) -> Vec<Option<Request>> {
     let items = &e.wire.items;
     let mut found = Vec::with_capacity(e.run.steps.len());
     let mut after = 0usize;
     for (n, record) in e.run.steps.iter().enumerate() {
+        if matches!(record.answer, Answer::NotRun { .. }) {
+            found.push(None);
+            continue;
+        }
         let step = e.scenario.steps.get(record.index);
         let wanted_arguments = step
             .and_then(|s| s.arguments.clone())
@@ -954,26 +976,24 @@ fn find_step_requests(e: &Evidence<'_>) -> Vec<Option<Request>> {
                     .unwrap_or_else(|| Value::Object(Default::default()))
                     == wanted_arguments
         };
-        let from_us = record.started_us.saturating_sub(e.launch_span_us);
-        let to_us = record.ended_us();
-        let next_start = e.run.steps.get(n + 1).map_or(u64::MAX, |s| s.started_us);
-        let during = (after..items.len()).rfind(|&i| {
-            items[i].t_us >= from_us && items[i].t_us <= to_us && is_request(&items[i])
-        });
-        let chosen = match during {
-            Some(item) => Some(Request {
-                item,
-                after_answer: false,
-            }),
-            None => (after..items.len())
-                .find(|&i| {
-                    items[i].t_us > to_us && items[i].t_us <= next_start && is_request(&items[i])
-                })
-                .map(|item| Request {
-                    item,
-                    after_answer: true,
-                }),
+        let answered = record.ended_us();
+        // Only an answer from the agent can have been given before its request arrived;
+        // a step that failed on the client's side claims nothing later.
+        let agent_answer = matches!(
+            record.answer,
+            Answer::Return { .. } | Answer::AgentError { .. }
+        );
+        let next_answered = match e.run.steps.get(n + 1) {
+            _ if !agent_answer => answered,
+            Some(next) => next.ended_us(),
+            None => u64::MAX,
         };
+        let chosen = (after..items.len())
+            .find(|&i| items[i].t_us <= next_answered && is_request(&items[i]))
+            .map(|item| Request {
+                item,
+                after_answer: items[item].t_us > answered,
+            });
         if let Some(request) = chosen {
             after = request.item + 1;
         }

@@ -373,3 +373,31 @@ impl Agent {
         Some(reply(body, id, false))
     }
 }
+
+/// The crate's mock for every case it can run, the stand-in for the fault rules and agent
+/// states the mock does not execute yet.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Agents;
+
+impl AgentLauncher for Agents {
+    fn launch<'a>(
+        &'a self,
+        request: LaunchRequest<'a>,
+    ) -> BoxFuture<'a, Result<Box<dyn RunningAgent>, LaunchError>> {
+        let setup = &request.case.scenario.agent;
+        let state = &setup.state;
+        let mock_lacks = !setup.faults.is_empty()
+            || state.pending_output.is_some()
+            || state.parser_input.is_some()
+            || state.frozen;
+        if mock_lacks {
+            StandIn.launch(request)
+        } else {
+            Box::pin(async move {
+                qga_harness::runner::MockLauncher::default()
+                    .launch(request)
+                    .await
+            })
+        }
+    }
+}

@@ -520,3 +520,62 @@ fn an_answer_given_before_the_request_reached_the_agent_is_stale() {
     assert!(actual.contains("only after that (line 2)"), "{actual}");
     assert!(actual.contains("stale or unsolicited"), "{actual}");
 }
+
+#[test]
+fn a_step_that_never_sent_its_command_does_not_claim_the_next_steps_request() {
+    let s = scenario(
+        ping_steps(2),
+        json!(["no-stale-attribution", "sync-after-timeout"]),
+    );
+    // Step 1 timed out in its sync (no ping sent); step 2 synced again and pinged.
+    let wire = Script::default()
+        .client_sends(10, 1, SYNC)
+        .client_sends(200_000, 1, SYNC)
+        .agent_sends(200_100, 1, SYNC_REPLY)
+        .client_sends(200_200, 1, PING)
+        .agent_sends(200_300, 1, EMPTY)
+        .wire();
+    let run = run_of(vec![
+        step(0, "guest-ping", 5, 100_000, timeout()),
+        step(1, "guest-ping", 150_000, 60_000, ret(json!({}))),
+    ]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(
+        duty(&j, "no-stale-attribution").status,
+        DutyStatus::Met,
+        "{:#?}",
+        j.findings
+    );
+    assert_eq!(
+        duty(&j, "sync-after-timeout").status,
+        DutyStatus::Met,
+        "{:#?}",
+        j.findings
+    );
+}
+
+#[test]
+fn fast_steps_with_the_same_command_get_their_own_requests() {
+    let s = scenario(ping_steps(2), json!(["no-stale-attribution"]));
+    let wire = Script::default()
+        .client_sends(100, 1, b"{\"execute\": \"guest-ping\", \"id\": 1}")
+        .agent_sends(110, 1, b"{\"return\": {}, \"id\": 1}\n")
+        .client_sends(120, 1, b"{\"execute\": \"guest-ping\", \"id\": 2}")
+        .agent_sends(130, 1, b"{\"return\": {}, \"id\": 2}\n")
+        .wire();
+    // The runner's clock runs ahead of the transcript's by up to the launch span.
+    let run = run_of(vec![
+        step(0, "guest-ping", 1_000, 150, ret(json!({}))),
+        step(1, "guest-ping", 1_160, 100, ret(json!({}))),
+    ]);
+    let j = judge(&Evidence {
+        scenario: &s,
+        run: &run,
+        wire: &wire,
+        launch_span_us: 5_000,
+        oneshot: false,
+        in_process: false,
+        max_rss_kib: 1024,
+    });
+    assert_eq!(j.verdict, Verdict::Pass, "{:#?}", j.findings);
+}
