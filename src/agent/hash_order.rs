@@ -1,6 +1,6 @@
 //! The two hash orders qemu-ga's checks walk in.
 //!
-//! - QDict iteration order (QEMU qobject/qdict.c, bucket from [`qdict_bucket`]): buckets in
+//! - QDict iteration order (QEMU qobject/qdict.c, bucket from the wire writer): buckets in
 //!   ascending order, newest-inserted key first within a bucket. The top-level member check
 //!   of a request walks the object in this order, and so does the argument visitor when it
 //!   fills its table of unvisited keys.
@@ -13,7 +13,7 @@
 //! `g_str_hash` runs over the bytes of QEMU's C string for the key: UTF-8, except that U+0000
 //! is held as the overlong pair C0 80 (QEMU's JSON parser never puts a NUL byte in a string).
 
-use crate::wire::{qdict_bucket, Object, Value};
+use crate::wire::{Object, Value};
 
 /// The bytes QEMU holds for `s` (see the module comment).
 fn c_bytes(s: &str) -> impl Iterator<Item = u8> + '_ {
@@ -27,13 +27,7 @@ fn c_bytes(s: &str) -> impl Iterator<Item = u8> + '_ {
 /// The members of `object` in QDict iteration order, given that they were inserted in the
 /// object's order (which is what QEMU's parser does).
 pub(crate) fn qdict_order(object: &Object) -> Vec<(&str, &Value)> {
-    let mut members: Vec<(u32, usize, &str, &Value)> = object
-        .iter()
-        .enumerate()
-        .map(|(i, (k, v))| (qdict_bucket(k), i, k, v))
-        .collect();
-    members.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-    members.into_iter().map(|(_, _, k, v)| (k, v)).collect()
+    object.iter_qdict_order().collect()
 }
 
 /// GLib's `g_str_hash`: djb2 over the bytes taken as *signed* chars.
@@ -257,7 +251,7 @@ mod tests {
     #[case::aa("aa", 110)]
     #[case::aq("aq", 110)]
     fn tdb_buckets_match_the_measured_ones(#[case] key: &str, #[case] bucket: u32) {
-        assert_eq!(qdict_bucket(key), bucket);
+        assert_eq!(crate::wire::qdict_bucket(key), bucket);
     }
 
     #[rstest]

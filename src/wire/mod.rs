@@ -26,6 +26,8 @@ mod tests;
 
 pub use streamer::Streamer;
 pub use value::{Object, Value};
+#[cfg(test)]
+pub(crate) use writer::qdict_bucket;
 pub use writer::write_json;
 
 /// What the streamer produced from the input: one finished top-level value, or one error.

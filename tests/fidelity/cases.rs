@@ -66,7 +66,6 @@ const STABLE_READS: &[&str] = &[
     "guest-get-host-name",
     "guest-get-users",
     "guest-get-vcpus",
-    "guest-get-fsinfo",
     "guest-get-disks",
     "guest-get-memory-blocks",
     "guest-get-memory-block-info",
@@ -74,9 +73,10 @@ const STABLE_READS: &[&str] = &[
     "guest-get-devices",
 ];
 
-/// Read commands whose values move (clock, counters).
+/// Read commands whose values move (clock, counters, disk usage).
 const MOVING_READS: &[&str] = &[
     "guest-get-time",
+    "guest-get-fsinfo",
     "guest-network-get-interfaces",
     "guest-get-diskstats",
     "guest-get-cpustats",
