@@ -41,15 +41,17 @@ pub struct ExitRecord {
 }
 
 impl ExitRecord {
-    /// `exit 0`, `exit 3`, `signal 9 (killed by the runner)`.
+    /// `exit 0`, `ended by signal 11`, `stopped by the runner at its deadline (signal 9)`.
     pub fn describe(&self) -> String {
-        match (self.code, self.signal) {
-            (_, Some(signal)) if self.killed_by_runner => {
-                format!("killed by the runner with signal {signal} at its deadline")
-            }
-            (_, Some(signal)) => format!("ended by signal {signal}"),
+        let how = match (self.code, self.signal) {
+            (_, Some(signal)) => format!("signal {signal}"),
             (Some(code), None) => format!("exit {code}"),
             (None, None) => "unknown exit status".to_owned(),
+        };
+        match (self.killed_by_runner, self.signal) {
+            (true, _) => format!("stopped by the runner at its deadline ({how})"),
+            (false, Some(_)) => format!("ended by {how}"),
+            (false, None) => how,
         }
     }
 }
