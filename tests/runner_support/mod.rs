@@ -110,6 +110,66 @@ for text in sys.stdin:
     print(json.dumps(answer), flush=True)
 "#;
 
+/// Benign cases (`ok.*`) and hostile ones (`hostile.*`). Timeouts that the verdict does not
+/// hinge on are generous, so a loaded machine cannot turn a pass into a failure.
+pub const CASES: &[(&str, &str)] = &[
+    (
+        "ok-1.json",
+        r#"{"id": "ok.1", "title": "ping", "requirement": "A ping returns {}.",
+            "steps": [{"execute": "guest-ping", "timeout_ms": 3000, "expect": [{"return": {}}]}],
+            "duties": ["total-deadline"]}"#,
+    ),
+    (
+        "ok-2.json",
+        r#"{"id": "ok.2", "title": "host name", "requirement": "The host name comes back whole.",
+            "steps": [{"execute": "guest-get-host-name", "timeout_ms": 3000,
+                       "expect": [{"return-contains": {"host-name": "vm"}}]}]}"#,
+    ),
+    (
+        "ok-3.json",
+        r#"{"id": "ok.3", "title": "blocked command", "requirement": "A blocked command is an agent error.",
+            "agent": {"block_rpcs": ["guest-get-time"]},
+            "steps": [{"execute": "guest-get-time", "timeout_ms": 3000,
+                       "expect": [{"error": {"class": "CommandNotFound", "desc_contains": "disabled"}}]}]}"#,
+    ),
+    (
+        "hostile-1.json",
+        r#"{"id": "hostile.1", "title": "agent never starts", "requirement": "The call times out within its deadline.",
+            "agent": {"state": {"started": false}},
+            "steps": [{"execute": "guest-ping", "timeout_ms": 300,
+                       "expect": [{"client-error": {"class": "Timeout", "max_ms": 800}}]}],
+            "duties": ["total-deadline"]}"#,
+    ),
+    (
+        "hostile-2.json",
+        r#"{"id": "hostile.2", "title": "stale output at connect", "requirement": "Stale output is discarded by a sync.",
+            "agent": {"state": {"pending_output": "{\"return\": {\"host-name\": \"stale\"}}\n"}},
+            "steps": [{"execute": "guest-get-host-name", "timeout_ms": 3000,
+                       "expect": [{"return-contains": {"host-name": "vm"}}]}],
+            "duties": ["sync-first", "no-stale-attribution"]}"#,
+    ),
+    (
+        "hostile-3.json",
+        r#"{"id": "hostile.3", "title": "hang after sync", "requirement": "A hung command times out.",
+            "agent": {"faults": ["guest-get-osinfo:hang"]},
+            "steps": [{"execute": "guest-get-osinfo", "timeout_ms": 300,
+                       "expect": [{"client-error": {"class": "Timeout", "max_ms": 800}}]}],
+            "duties": ["total-deadline"]}"#,
+    ),
+    (
+        "hostile-4.json",
+        r#"{"id": "hostile.4", "title": "late reply during the next call", "single_connection": true,
+            "requirement": "The late reply to an abandoned call is not taken for the next one.",
+            "agent": {"faults": ["guest-get-time#1:delay=500ms"]},
+            "steps": [
+              {"execute": "guest-get-time", "timeout_ms": 200,
+               "expect": [{"client-error": {"class": "Timeout", "max_ms": 600}}]},
+              {"execute": "guest-get-host-name", "timeout_ms": 1500,
+               "expect": [{"return-contains": {"host-name": "vm"}}]}],
+            "duties": ["sync-after-timeout", "no-stale-attribution"]}"#,
+    ),
+];
+
 /// A temp dir holding scenario files and client scripts.
 pub struct Workspace {
     pub dir: tempfile::TempDir,
