@@ -135,3 +135,57 @@ fn a_hanging_oneshot_client_and_its_grandchild_are_killed_at_the_deadline() {
         Duration::ZERO,
     );
 }
+
+#[test]
+fn an_interrupted_run_kills_its_clients_and_removes_its_temp_dirs() {
+    let ws = Workspace::new();
+    ws.write(
+        "scenarios/hygiene.json",
+        &CASE.replace("\"timeout_ms\": 300", "\"timeout_ms\": 60000"),
+    );
+    let record = ws.path().join("record");
+    std::fs::create_dir(&record).expect("dir");
+    let mut runner = std::process::Command::new(env!("CARGO_BIN_EXE_qga-harness"))
+        .args(["run", "--client-session", &hanging_client(&record, true)])
+        .current_dir(ws.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("qga-harness runs");
+    // Wait (with a deadline) until the client has started its grandchild.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !record.join("grandchild").exists() {
+        assert!(Instant::now() < deadline, "the client never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = libc::pid_t::try_from(runner.id()).expect("pid");
+    // SAFETY: sends SIGINT to the runner this test started.
+    unsafe {
+        libc::kill(pid, libc::SIGINT);
+    }
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = runner.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the runner did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = runner.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // The kill is asynchronous: give the kernel a moment to finish the group.
+    let pgid = read_number(record.join("pgid"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count_group_members(pgid) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_all_gone(&record);
+}

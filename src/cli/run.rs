@@ -179,9 +179,26 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
     let mut human = HumanReport::new(stdout.lock(), terminal, cases.len());
     let _ = human.start(&info);
     let started = Instant::now();
-    let results = runtime.block_on(runner::run_all(cases, &options, |result, done| {
-        let _ = human.case_done(result, done);
-    }));
+    let results = runtime.block_on(async {
+        tokio::select! {
+            results = runner::run_all(cases, &options, |result, done| {
+                let _ = human.case_done(result, done);
+            }) => Some(results),
+            signal = interrupted() => {
+                let _ = signal;
+                None
+            }
+        }
+    });
+    // Dropping the runtime drops every case still running: their clients' process groups
+    // are killed, their agents stopped and their temp dirs removed.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    let Some(results) = results else {
+        drop(human);
+        return Err(Usage(
+            "interrupted: the running cases were stopped, their clients killed".into(),
+        ));
+    };
     info.elapsed = started.elapsed();
     let _ = human.finish(&results, &info);
     drop(human);
@@ -370,6 +387,23 @@ fn program_name() -> String {
                 .map(|n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_else(|| "qga-harness".to_owned())
+}
+
+/// Completes on SIGINT or SIGTERM (never, when the handlers cannot be installed).
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 /// The agent every case runs against.
