@@ -184,15 +184,13 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
             results = runner::run_all(cases, &options, |result, done| {
                 let _ = human.case_done(result, done);
             }) => Some(results),
-            signal = interrupted() => {
-                let _ = signal;
-                None
-            }
+            () = interrupted() => None,
         }
     });
     // Dropping the runtime drops every case still running: their clients' process groups
     // are killed, their agents stopped and their temp dirs removed.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    runner::finish_reaping(std::time::Duration::from_secs(5));
     let Some(results) = results else {
         drop(human);
         return Err(Usage(

@@ -39,7 +39,7 @@ pub use judge::{
     DutyReport, DutyStatus, Finding, Judgement, Severity, StepResult, Verdict,
 };
 pub use mock::MockLauncher;
-pub use process::{count_group_members, ExitRecord};
+pub use process::{count_group_members, finish_reaping, ExitRecord};
 pub use template::{shell_quote, Placeholder, Template, TemplateError};
 pub use transcript::Wire;
 

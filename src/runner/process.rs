@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::Once;
+use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
@@ -310,11 +310,15 @@ impl Drop for ClientProcess {
                 }
             }
         };
-        if std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("qga-client-reap".into())
-            .spawn(reaper)
-            .is_err()
-        {
+            .spawn(reaper);
+        if let Ok(handle) = spawned {
+            if let Ok(mut reapers) = REAPERS.lock() {
+                reapers.retain(|h| !h.is_finished());
+                reapers.push(handle);
+            }
+        } else {
             // No thread to spare: reap the leader here (it was sent SIGKILL).
             let mut status = 0;
             // SAFETY: as above.
@@ -331,6 +335,28 @@ impl Drop for ClientProcess {
 pub struct Status {
     pub code: Option<i32>,
     pub signal: Option<i32>,
+}
+
+/// Reaper threads of processes dropped before they were finished.
+static REAPERS: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
+
+/// Waits, up to `limit`, until every process dropped unfinished (its case abandoned) has
+/// been killed and reaped with its group. A program that exits right after abandoning
+/// cases calls this first, so it leaves no zombie behind.
+pub fn finish_reaping(limit: Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    let handles = match REAPERS.lock() {
+        Ok(mut reapers) => std::mem::take(&mut *reapers),
+        Err(_) => return,
+    };
+    for handle in handles {
+        while !handle.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if handle.is_finished() {
+            let _ = handle.join();
+        }
+    }
 }
 
 /// Blocks until `pid` (our child) has exited, leaving it a zombie; returns its status.
