@@ -65,8 +65,9 @@ impl ListenLink {
         loop {
             let Some(client) = &mut self.client else {
                 let accepted = tokio::select! {
-                    accepted = self.listener.accept() => accepted,
+                    biased;
                     () = stop.requested() => return Input::Stop,
+                    accepted = self.listener.accept() => accepted,
                 };
                 match accepted {
                     Ok((stream, _)) => {
@@ -85,8 +86,9 @@ impl ListenLink {
                 continue;
             };
             let read = tokio::select! {
-                read = client.stream.read(buf) => read,
+                biased;
                 () = stop.requested() => return Input::Stop,
+                read = client.stream.read(buf) => read,
             };
             match read {
                 Ok(0) => self.disconnect("eof".into()),

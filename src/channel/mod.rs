@@ -221,7 +221,9 @@ pub(crate) async fn serve(
                 transcript.clone(),
                 status.clone(),
             );
+            // Biased: no random branch order, so a run is as repeatable as the kernel lets it.
             let end = tokio::select! {
+                biased;
                 end = supervisor(Side::VirtioSerial { port }).run(shutdown) => end,
                 never = chardev.run() => match never {},
             };
