@@ -1,6 +1,7 @@
 //! The runner's own cost: per case (temp dir, mock start on its own socket, teardown,
 //! transcript read back, judging) with a trivial in-process client, next to the client's
-//! bare work on a mock that is already running; and cases per second with two jobs.
+//! bare work on a mock that is already running; cases per second with two jobs; and the
+//! same cases with the reference client run as a program, a process per case.
 //!
 //! `cargo bench --bench runner` prints a table. Targets: at most 5 ms of overhead per case,
 //! and 100 trivial cases in at most 2 s with `--jobs 2`.
@@ -169,6 +170,22 @@ fn main() {
     let (parallel, results) = run(&runtime, &cases, &options(trivial.clone(), 2));
     check(&results);
 
+    // The same cases with the reference client as a program (`qga-harness session`): a
+    // process per case, its start-up and its sync included.
+    let reference = Client::Session(
+        runner::Template::parse(
+            &format!(
+                "exec {} session --socket {{socket}}",
+                runner::shell_quote(env!("CARGO_BIN_EXE_qga-harness"))
+            ),
+            "reference",
+            runner::Placeholder::SESSION,
+        )
+        .expect("template"),
+    );
+    let (with_reference, results) = run(&runtime, &cases, &options(reference, 2));
+    check(&results);
+
     let per_case = sequential / CASES as u32;
     let overhead = per_case.saturating_sub(bare);
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -196,5 +213,11 @@ fn main() {
         "{:<48} {:>9.0} /s",
         "cases per second, --jobs 2",
         CASES as f64 / parallel.as_secs_f64()
+    );
+    println!(
+        "{:<48} {:>9.3} s    ({:.0} cases/s)",
+        "100 cases, --jobs 2, reference client process",
+        with_reference.as_secs_f64(),
+        CASES as f64 / with_reference.as_secs_f64()
     );
 }

@@ -890,3 +890,23 @@ mod tests {
         assert!(text.contains("guest-ping"), "{text}");
     }
 }
+
+#[cfg(test)]
+mod large {
+    use super::*;
+
+    #[test]
+    fn a_huge_reply_is_measured_not_kept() {
+        let mut line = String::from("{\"return\": \"");
+        line.push_str(&"x".repeat(20 << 20));
+        line.push_str("\"}\n");
+        let record = serde_json::json!({"t_us": 1, "conn": 1, "dir": "out", "text": line});
+        let w = Wire::parse(record.to_string().as_bytes()).expect("parses");
+        assert_eq!(w.replies.len(), 1);
+        let reply = &w.replies[0];
+        assert_eq!(reply.len, line.len() - 1);
+        assert!(reply.value.is_none());
+        assert!(reply.text.len() < 400, "{}", reply.text.len());
+        assert!(w.records[0].text.len() < 400);
+    }
+}
