@@ -28,5 +28,8 @@ pub mod runner;
 pub mod scenario;
 pub mod wire;
 
-pub use channel::{AgentLife, AgentState, ChannelStatus, LifeError, PowerPolicy, Transport, VmEnd};
+pub use channel::{
+    AgentLife, AgentState, ChannelStatus, FaultControl, LifeError, ListedRule, PowerPolicy,
+    RuleError, Transport, VmEnd,
+};
 pub use mock::{MockAgent, MockAgentBuilder, MockError};

@@ -16,18 +16,23 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use tokio::net::UnixListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::agent::{AgentConfig, ConfigError};
+use crate::agent::{AgentConfig, AgentVersion, ConfigError, VersionError};
+use crate::channel::control::ControlServer;
 use crate::channel::{
-    self, AgentLife, AgentStart, BindError, ChannelConfig, LifeInbox, PowerPolicy, TranscriptError,
-    Transport, VmEnd,
+    self, AgentLife, AgentStart, BindError, ChannelConfig, FaultControl, FaultHub, LifeInbox,
+    PowerPolicy, Replay, ReplayError, RuleError, TranscriptError, Transport, VmEnd,
 };
-use crate::guest::{Guest, Profile};
+use crate::fault::Rule;
+use crate::guest::{Guest, Profile, ProfileError};
+use crate::scenario::{self, AgentSetup, Bytes, FaultEntry, ProfileSource};
 
 /// The file name [`MockAgentBuilder::start_in`] gives the socket.
 pub(crate) const SOCKET_FILE_NAME: &str = "qga.sock";
@@ -54,6 +59,40 @@ pub enum MockError {
     /// The task serving the mock panicked or was cancelled.
     #[error("the mock agent's task ended abnormally")]
     Task(#[source] tokio::task::JoinError),
+    /// The profile could not be loaded or is invalid.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// The agent version is not a version.
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    /// A fault rule cannot be carried out.
+    #[error("fault rule {index} (counting from 0): {source}")]
+    Fault {
+        index: usize,
+        #[source]
+        source: RuleError,
+    },
+    /// A value of the agent's state is invalid.
+    #[error("agent.state.{field}: {message}")]
+    State {
+        field: &'static str,
+        message: String,
+    },
+    /// The control socket could not be created.
+    #[error("the control socket: {0}")]
+    Control(#[source] BindError),
+    /// The transcript to replay could not be read.
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+}
+
+/// Where the guest's profile came from, as the transcript records it for a replay.
+#[derive(Clone, Debug, Default)]
+enum ProfileOrigin {
+    #[default]
+    Default,
+    File(PathBuf),
+    Value,
 }
 
 /// Builds a mock qemu-ga. Every setting has the real agent's default.
@@ -87,8 +126,14 @@ pub enum MockError {
 #[derive(Debug)]
 pub struct MockAgentBuilder {
     profile: Option<Profile>,
+    profile_origin: ProfileOrigin,
+    version: Option<AgentVersion>,
     block_rpcs: Option<Vec<String>>,
     allow_rpcs: Option<Vec<String>>,
+    frozen: bool,
+    seed: u64,
+    rules: Vec<Rule>,
+    control: Option<PathBuf>,
     config: ChannelConfig,
     transcript: Option<PathBuf>,
     life: AgentLife,
@@ -101,6 +146,8 @@ struct Prepared {
     guest: Guest,
     inbox: LifeInbox,
     transcript: Option<channel::TranscriptFile>,
+    control: Option<ControlServer>,
+    faults: FaultControl,
 }
 
 /// A running mock qemu-ga on its own socket; it shuts down when dropped.
@@ -128,6 +175,7 @@ struct Prepared {
 pub struct MockAgent {
     socket: PathBuf,
     life: AgentLife,
+    faults: FaultControl,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<VmEnd>>,
 }
@@ -138,13 +186,25 @@ impl MockAgent {
         let (life, inbox) = channel::life_channel(crate::AgentState::NotStarted);
         MockAgentBuilder {
             profile: None,
+            profile_origin: ProfileOrigin::Default,
+            version: None,
             block_rpcs: None,
             allow_rpcs: None,
+            frozen: false,
+            seed: 0,
+            rules: Vec::new(),
+            control: None,
             config: ChannelConfig::default(),
             transcript: None,
             life,
             inbox,
         }
+    }
+
+    /// Changes the fault rules while the mock runs.
+    #[must_use]
+    pub fn faults(&self) -> FaultControl {
+        self.faults.clone()
     }
 
     /// The unix socket clients connect to.
@@ -193,7 +253,147 @@ impl MockAgentBuilder {
     /// version selects the version-dependent behaviour.
     pub fn profile(mut self, profile: Profile) -> Self {
         self.profile = Some(profile);
+        self.profile_origin = ProfileOrigin::Value;
         self
+    }
+
+    /// The simulated guest from a profile file; the transcript records the file's path.
+    pub fn profile_file(mut self, path: impl AsRef<Path>) -> Result<Self, MockError> {
+        let path = path.as_ref();
+        self.profile = Some(Profile::load(path)?);
+        self.profile_origin =
+            ProfileOrigin::File(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()));
+        Ok(self)
+    }
+
+    /// The emulated qemu-ga version, instead of the profile's.
+    pub fn agent_version(mut self, version: AgentVersion) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// The seed of the mock's one random source (default 0): the same seed and the same
+    /// client bytes give the same faults.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Adds a fault rule (see [`crate::fault`]); rules apply in the order added.
+    pub fn fault(mut self, rule: Rule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// Adds fault rules, in order.
+    pub fn faults(mut self, rules: impl IntoIterator<Item = Rule>) -> Self {
+        self.rules.extend(rules);
+        self
+    }
+
+    /// The guest's filesystems are frozen when the agent starts: a previous agent left
+    /// the frozen marker behind, so the agent starts in the frozen state.
+    pub fn frozen(mut self, frozen: bool) -> Self {
+        self.frozen = frozen;
+        self
+    }
+
+    /// Bytes the first agent process finds in its parser before any client writes, as a
+    /// previous client's half request leaves them.
+    pub fn parser_input(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.config.parser_input = Some(bytes.into());
+        self
+    }
+
+    /// Bytes waiting in the channel for the first client, as replies a previous client
+    /// never read do (virtio-serial; with unix-listen they are written to the first
+    /// client as soon as it is accepted).
+    pub fn pending_output(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.config.pending_output = Some(bytes.into());
+        self
+    }
+
+    /// Opens a control socket at `path` (JSON lines; see `qga-harness ctl`) to change the
+    /// fault rules and drive the agent's life while the mock runs.
+    pub fn control(mut self, path: impl Into<PathBuf>) -> Self {
+        self.control = Some(path.into());
+        self
+    }
+
+    /// Takes the agent side of a scenario: profile (`"default"`, a file relative to
+    /// `base_dir`, or inline), transport, version, block and allow lists, seed, state, and
+    /// fault rules (added before any added later).
+    pub fn scenario_agent(
+        mut self,
+        agent: &AgentSetup,
+        base_dir: &Path,
+    ) -> Result<Self, MockError> {
+        match &agent.profile {
+            None => {}
+            Some(ProfileSource::Named(name)) if name == "default" => {
+                self.profile = None;
+                self.profile_origin = ProfileOrigin::Default;
+            }
+            Some(ProfileSource::Named(path)) => {
+                self = self.profile_file(base_dir.join(path))?;
+            }
+            Some(ProfileSource::Inline(map)) => {
+                let profile =
+                    Profile::from_value(serde_json::Value::Object(map.clone()), "agent.profile")?;
+                self = self.profile(profile);
+            }
+        }
+        self.config.transport = match agent.transport {
+            scenario::Transport::VirtioSerial => Transport::VirtioSerial,
+            scenario::Transport::UnixListen => Transport::UnixListen,
+        };
+        if let Some(version) = &agent.version {
+            self.version = Some(version.parse()?);
+        }
+        if !agent.block_rpcs.is_empty() {
+            self.block_rpcs = Some(agent.block_rpcs.clone());
+        }
+        if let Some(allow) = &agent.allow_rpcs {
+            self.allow_rpcs = Some(allow.clone());
+        }
+        if let Some(seed) = agent.seed {
+            self.seed = seed;
+        }
+        let state = &agent.state;
+        self = if !state.started {
+            self.start_manually()
+        } else {
+            self.start_delay(Duration::from_millis(state.start_delay_ms.unwrap_or(0)))
+        };
+        self.frozen = state.frozen;
+        if let Some(bytes) = &state.parser_input {
+            self.config.parser_input = Some(decode(bytes, "parser_input")?);
+        }
+        if let Some(bytes) = &state.pending_output {
+            self.config.pending_output = Some(decode(bytes, "pending_output")?);
+        }
+        for entry in &agent.faults {
+            let rule = match entry {
+                FaultEntry::Rule(rule) => rule.clone(),
+                FaultEntry::Spec(spec) => {
+                    crate::fault::parse_spec(spec).map_err(|e| MockError::Fault {
+                        index: self.rules.len(),
+                        source: RuleError::from(e),
+                    })?
+                }
+            };
+            self.rules.push(rule);
+        }
+        Ok(self)
+    }
+
+    /// Takes the agent side recorded in a transcript (see [`Replay`]): the same seed and
+    /// the same client bytes give the same agent bytes.
+    pub fn replay(self, transcript: impl AsRef<Path>) -> Result<Self, MockError> {
+        let transcript = transcript.as_ref();
+        let replay = Replay::from_transcript(transcript)?;
+        let base = transcript.parent().unwrap_or(Path::new("."));
+        self.scenario_agent(&replay.agent, base)
     }
 
     /// The transport (default: [`Transport::VirtioSerial`]).
@@ -281,31 +481,118 @@ impl MockAgentBuilder {
         self.life.clone()
     }
 
+    /// The agent side of a scenario that reproduces this mock's setup, as the transcript
+    /// records it.
+    fn setup_record(&self, agent: &AgentConfig, profile: &Profile) -> AgentSetup {
+        let profile_source = match &self.profile_origin {
+            ProfileOrigin::Default => None,
+            ProfileOrigin::File(path) => Some(ProfileSource::Named(path.display().to_string())),
+            ProfileOrigin::Value => match serde_json::to_value(profile) {
+                Ok(serde_json::Value::Object(map)) => Some(ProfileSource::Inline(map)),
+                _ => None,
+            },
+        };
+        let (start_delay_ms, started) = match self.config.start {
+            AgentStart::Now => (None, true),
+            AgentStart::After(delay) => (
+                Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+                true,
+            ),
+            AgentStart::Manually => (None, false),
+        };
+        AgentSetup {
+            profile: profile_source,
+            transport: match self.config.transport {
+                Transport::VirtioSerial => scenario::Transport::VirtioSerial,
+                Transport::UnixListen => scenario::Transport::UnixListen,
+            },
+            version: Some(agent.version.to_string()),
+            block_rpcs: agent.block_rpcs.clone(),
+            allow_rpcs: agent.allow_rpcs.clone(),
+            seed: Some(self.seed),
+            state: scenario::AgentState {
+                start_delay_ms,
+                started,
+                frozen: self.frozen,
+                parser_input: self.config.parser_input.as_deref().map(encode),
+                pending_output: self.config.pending_output.as_deref().map(encode),
+            },
+            faults: self.rules.iter().cloned().map(FaultEntry::Rule).collect(),
+        }
+    }
+
+    /// The fault hub with the rules, checked.
+    fn hub(&self) -> Result<Arc<FaultHub>, MockError> {
+        for (index, rule) in self.rules.iter().enumerate() {
+            channel::check_rule(rule).map_err(|source| MockError::Fault { index, source })?;
+        }
+        let version = self
+            .version
+            .or_else(|| self.profile.as_ref().map(Profile::agent_version))
+            .unwrap_or_default();
+        Ok(Arc::new(FaultHub::new(
+            self.seed,
+            self.rules.clone(),
+            version.at_least(4, 0),
+            self.life.clone(),
+            tokio::time::Instant::now(),
+        )))
+    }
+
     /// Everything `serve` needs, checked. The agent's lists come from the builder when
     /// set, else from the profile (as a qemu-ga command line overrides its configuration
     /// file).
     fn prepare(self) -> Result<Prepared, MockError> {
-        let profile = self.profile.unwrap_or_else(Profile::default_linux);
-        let mut config = self.config;
-        config.agent = AgentConfig {
+        let hub = self.hub()?;
+        let mut profile = self.profile.clone().unwrap_or_else(Profile::default_linux);
+        if let Some(version) = self.version {
+            profile.agent.version = version;
+        }
+        if self.frozen {
+            profile.fsfreeze.frozen = true;
+        }
+        let agent = AgentConfig {
             version: profile.agent_version(),
             block_rpcs: self
                 .block_rpcs
+                .clone()
                 .or_else(|| profile.agent.block_rpcs.clone())
                 .unwrap_or_default(),
-            allow_rpcs: self.allow_rpcs.or_else(|| profile.agent.allow_rpcs.clone()),
+            allow_rpcs: self
+                .allow_rpcs
+                .clone()
+                .or_else(|| profile.agent.allow_rpcs.clone()),
         };
-        config.agent.validate()?;
+        agent.validate()?;
+        let setup = self.setup_record(&agent, &profile);
+        let mut record = serde_json::Map::new();
+        record.insert("seed".into(), self.seed.into());
+        record.insert(
+            "agent".into(),
+            serde_json::to_value(&setup).unwrap_or_default(),
+        );
+        let mut config = self.config;
+        config.agent = agent;
+        config.faults = Some(hub.clone());
+        config.setup_record = Some(record);
         let transcript = self
             .transcript
             .as_deref()
             .map(channel::open_transcript)
             .transpose()?;
+        let control = self
+            .control
+            .as_deref()
+            .map(|path| ControlServer::bind(path, hub.clone(), self.life.clone()))
+            .transpose()
+            .map_err(MockError::Control)?;
         Ok(Prepared {
             config,
             guest: Guest::new(profile),
             inbox: self.inbox,
             transcript,
+            control,
+            faults: FaultControl(hub),
         })
     }
 
@@ -344,7 +631,7 @@ impl MockAgentBuilder {
                 return Err(e);
             }
         };
-        Ok(channel::serve(p.config, p.guest, listener, p.inbox, p.transcript, shutdown).await)
+        Ok(serve_prepared(p, listener, shutdown).await)
     }
 
     /// Creates the socket at `path` (replacing a stale socket file, refusing a live one
@@ -353,6 +640,7 @@ impl MockAgentBuilder {
         let path = path.as_ref();
         let life = self.life.clone();
         let p = self.prepare()?;
+        let faults = p.faults.clone();
         let std_listener = channel::bind_socket(path)?;
         let listener =
             UnixListener::from_std(std_listener).map_err(|source| MockError::Register {
@@ -364,20 +652,14 @@ impl MockAgentBuilder {
             // A dropped sender is a shutdown too.
             let _ = rx.await;
         };
-        let task = tokio::spawn(channel::serve(
-            p.config,
-            p.guest,
-            listener,
-            p.inbox,
-            p.transcript,
-            shutdown,
-        ));
+        let task = tokio::spawn(serve_prepared(p, listener, shutdown));
         // Return once the socket is as the transport wants it (with unix-listen and a
         // delayed start: gone until the agent starts).
         life.serving().await;
         Ok(MockAgent {
             socket: path.to_owned(),
             life,
+            faults,
             shutdown: Some(tx),
             task: Some(task),
         })
@@ -386,5 +668,52 @@ impl MockAgentBuilder {
     /// [`MockAgentBuilder::bind`] at `dir/qga.sock`.
     pub async fn start_in(self, dir: impl AsRef<Path>) -> Result<MockAgent, MockError> {
         self.bind(dir.as_ref().join(SOCKET_FILE_NAME)).await
+    }
+}
+
+/// Serves a prepared mock, with its control socket if it has one.
+async fn serve_prepared(
+    p: Prepared,
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()>,
+) -> VmEnd {
+    let serving = channel::serve(p.config, p.guest, listener, p.inbox, p.transcript, shutdown);
+    match p.control {
+        Some(control) => {
+            tokio::select! {
+                end = serving => end,
+                never = control.run() => match never {},
+            }
+        }
+        None => serving.await,
+    }
+}
+
+/// A scenario's bytes (text or base64).
+fn decode(bytes: &Bytes, field: &'static str) -> Result<Vec<u8>, MockError> {
+    match bytes {
+        Bytes::Text(text) => Ok(text.as_bytes().to_vec()),
+        Bytes::Base64 { base64 } => base64::engine::general_purpose::STANDARD
+            .decode(base64)
+            .map_err(|e| MockError::State {
+                field,
+                message: format!("base64 does not decode: {e}"),
+            }),
+    }
+}
+
+/// Bytes for a scenario: text when they are printable UTF-8, else base64.
+fn encode(bytes: &[u8]) -> Bytes {
+    match std::str::from_utf8(bytes) {
+        Ok(text)
+            if !text
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) =>
+        {
+            Bytes::Text(text.to_owned())
+        }
+        _ => Bytes::Base64 {
+            base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+        },
     }
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
 
+use super::intercept::Interceptor;
 use super::port::Port;
 use super::status::StatusBoard;
 use super::transcript::{Direction, MaybeTranscript, Transcript};
@@ -44,6 +45,7 @@ pub(crate) struct Chardev {
     fresh_parser_per_connection: bool,
     transcript: Option<Transcript>,
     status: StatusBoard,
+    faults: Interceptor,
     buf: Box<[u8]>,
 }
 
@@ -54,6 +56,7 @@ impl Chardev {
         fresh_parser_per_connection: bool,
         transcript: Option<Transcript>,
         status: StatusBoard,
+        faults: Interceptor,
     ) -> Self {
         Self {
             listener,
@@ -61,6 +64,7 @@ impl Chardev {
             fresh_parser_per_connection,
             transcript,
             status,
+            faults,
             buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
         }
     }
@@ -79,8 +83,10 @@ impl Chardev {
             let number = self.status.connected();
             self.transcript.conn_event(number, "connected", None);
             self.port.host_connected(self.fresh_parser_per_connection);
+            self.faults.connected(number);
             let detail = self.serve(&stream, number).await;
             self.port.host_disconnected();
+            self.faults.disconnected();
             self.status.disconnected();
             self.transcript
                 .conn_event(number, "disconnected", Some(detail));
@@ -96,6 +102,9 @@ impl Chardev {
         // epoll reports more (tokio's cached readiness is cleared along with it).
         let mut maybe_readable = true;
         loop {
+            if self.port.take_drop_request() {
+                return "closed by a fault".into();
+            }
             // Replies first: a new client gets stale replies before anything else.
             let mut write_blocked = false;
             loop {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
 
+use super::intercept::Interceptor;
 use super::process::{Input, StopSignal};
 use super::status::StatusBoard;
 use super::transcript::{Direction, MaybeTranscript, Transcript};
@@ -35,6 +36,10 @@ pub(crate) struct ListenLink {
     status: StatusBoard,
     fresh_parser_per_connection: bool,
     transcript: Option<Transcript>,
+    faults: Interceptor,
+    /// Bytes for the first client, written as soon as it is accepted (a scenario's stale
+    /// output; qemu-ga's own socket has no buffer of its own to keep them in).
+    first_output: Option<Vec<u8>>,
 }
 
 impl ListenLink {
@@ -43,6 +48,8 @@ impl ListenLink {
         status: StatusBoard,
         fresh_parser_per_connection: bool,
         transcript: Option<Transcript>,
+        faults: Interceptor,
+        first_output: Option<Vec<u8>>,
     ) -> Self {
         Self {
             listener,
@@ -50,11 +57,19 @@ impl ListenLink {
             status,
             fresh_parser_per_connection,
             transcript,
+            faults,
+            first_output,
         }
+    }
+
+    /// Closes the current client's connection (a fault); the agent goes on.
+    pub(crate) fn close_client(&mut self) {
+        self.disconnect("closed by a fault".into());
     }
 
     fn disconnect(&mut self, detail: String) {
         if let Some(client) = self.client.take() {
+            self.faults.disconnected();
             self.status.disconnected();
             self.transcript
                 .conn_event(client.number, "disconnected", Some(detail));
@@ -74,6 +89,12 @@ impl ListenLink {
                         let number = self.status.connected();
                         self.transcript.conn_event(number, "connected", None);
                         self.client = Some(Client { stream, number });
+                        if let Some(bytes) = self.first_output.take() {
+                            self.write(&bytes).await;
+                        }
+                        // After the write: a connect plan makes the process stop reading
+                        // to carry it out, which must not cut the write short.
+                        self.faults.connected(number);
                         if self.fresh_parser_per_connection {
                             return Input::NewConnection;
                         }

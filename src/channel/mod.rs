@@ -41,11 +41,15 @@
 
 mod bind;
 mod chardev;
+pub(crate) mod control;
+mod faults;
 mod intercept;
 mod life;
 mod listen;
 mod port;
 mod process;
+mod replay;
+mod reply_writer;
 mod status;
 mod supervisor;
 mod transcript;
@@ -61,17 +65,21 @@ use tokio::net::UnixListener;
 use tokio::time::Instant;
 
 pub use bind::{BindError, MAX_SOCKET_PATH};
+pub use faults::{FaultControl, ListedRule, RuleError};
 pub use life::{AgentLife, AgentState, LifeError};
+pub use replay::{Replay, ReplayError};
 pub use status::ChannelStatus;
 pub use supervisor::VmEnd;
 pub use transcript::TranscriptError;
 
 pub(crate) use bind::bind_socket;
+pub(crate) use faults::{check_rule, FaultHub};
 pub(crate) use life::{life_channel, LifeInbox};
 
 use crate::agent::AgentConfig;
 use crate::guest::Guest;
 use chardev::Chardev;
+use intercept::Interceptor;
 use port::Port;
 use supervisor::{Side, Supervisor};
 use transcript::{MaybeTranscript, TranscriptWriter};
@@ -166,6 +174,15 @@ pub(crate) struct ChannelConfig {
     pub(crate) fresh_parser_per_connection: bool,
     pub(crate) power: PowerPolicy,
     pub(crate) agent: AgentConfig,
+    /// The mock's fault rules; none: the real agent's behaviour.
+    pub(crate) faults: Option<Arc<FaultHub>>,
+    /// Bytes the first agent process finds in its parser.
+    pub(crate) parser_input: Option<Vec<u8>>,
+    /// Bytes waiting in the channel for the first client.
+    pub(crate) pending_output: Option<Vec<u8>>,
+    /// The agent's setup, recorded at the top of the transcript (the fields of the
+    /// `agent-setup` record).
+    pub(crate) setup_record: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A transcript file being written, started at the mock's start.
@@ -197,9 +214,21 @@ pub(crate) async fn serve(
     let writer = transcript_file.map(|file| file.0);
     let transcript = writer.as_ref().map(TranscriptWriter::handle);
     transcript.event("mock-started", Some(config.transport.to_string()));
+    if let (Some(t), Some(fields)) = (&transcript, config.setup_record) {
+        t.fields("agent-setup", fields);
+    }
+    if let Some(hub) = &config.faults {
+        hub.attach_transcript(transcript.clone());
+    }
+    let faults = Interceptor::new(config.faults.clone());
     let path = bind::listener_path(&listener);
     let guest = Arc::new(Mutex::new(guest));
     let status = life.status.clone();
+    let mut pending_output = config.pending_output;
+    let first_output = match config.transport {
+        Transport::UnixListen => pending_output.take(),
+        Transport::VirtioSerial => None,
+    };
     let supervisor = |side| Supervisor {
         side,
         guest: guest.clone(),
@@ -210,16 +239,23 @@ pub(crate) async fn serve(
         life,
         transcript: transcript.clone(),
         status: status.clone(),
+        faults: faults.clone(),
+        parser_input: config.parser_input,
+        first_output,
     };
     let end = match config.transport {
         Transport::VirtioSerial => {
             let port = Arc::new(Port::default());
+            if let Some(bytes) = pending_output {
+                port.preload_output(bytes);
+            }
             let chardev = Chardev::new(
                 listener,
                 port.clone(),
                 config.fresh_parser_per_connection,
                 transcript.clone(),
                 status.clone(),
+                faults.clone(),
             );
             // Biased: no random branch order, so a run is as repeatable as the kernel lets it.
             let end = tokio::select! {
@@ -245,6 +281,10 @@ pub(crate) async fn serve(
     };
     if let Some(path) = &path {
         bind::remove_socket_file(path);
+    }
+    if let Some(hub) = &config.faults {
+        // The transcript's writer finishes once every handle is gone.
+        hub.attach_transcript(None);
     }
     drop(transcript);
     if let Some(writer) = writer {

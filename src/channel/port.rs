@@ -50,6 +50,8 @@ struct State {
     /// How much of the front reply is already written to the host.
     front_written: usize,
     output_bytes: usize,
+    /// A fault asked the chardev to close the current client's connection.
+    drop_client: bool,
 }
 
 /// The port, shared by the chardev and the agent process.
@@ -84,6 +86,39 @@ impl Port {
             s.input.clear();
             s.taken += unread;
             s.boundaries.clear();
+        }
+        self.host_wake.notify_one();
+    }
+
+    /// The agent died before it read `unread`, bytes it had already taken: they go back in
+    /// front of what it has not taken, and nothing is discarded, as if they had never
+    /// reached the guest (they were still in QEMU's or the kernel's hands).
+    pub(crate) fn close_returning(&self, unread: &[u8]) {
+        {
+            let mut s = self.lock();
+            s.open = false;
+            for &byte in unread.iter().rev() {
+                s.input.push_front(byte);
+            }
+            s.taken = s.taken.saturating_sub(unread.len() as u64);
+        }
+        self.host_wake.notify_one();
+    }
+
+    /// True when host bytes wait for the agent.
+    pub(crate) fn has_input(&self) -> bool {
+        !self.lock().input.is_empty()
+    }
+
+    /// Asks the chardev to close the current client's connection. Replies written after
+    /// this wait for the next client.
+    pub(crate) fn drop_client(&self) {
+        {
+            let mut s = self.lock();
+            if !s.host_connected {
+                return;
+            }
+            s.drop_client = true;
         }
         self.host_wake.notify_one();
     }
@@ -169,7 +204,25 @@ impl Port {
     }
 
     pub(crate) fn host_disconnected(&self) {
-        self.lock().host_connected = false;
+        let mut s = self.lock();
+        s.host_connected = false;
+        s.drop_client = false;
+    }
+
+    /// True (once) when a fault asked to close the current client's connection.
+    pub(crate) fn take_drop_request(&self) -> bool {
+        std::mem::take(&mut self.lock().drop_client)
+    }
+
+    /// Bytes the agent wrote before the mock started (a previous session's replies that
+    /// no client read): the next client gets them first.
+    pub(crate) fn preload_output(&self, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut s = self.lock();
+        s.output_bytes += bytes.len();
+        s.output.push_back(bytes);
     }
 
     /// How many host bytes the guest would take now: none while the agent has the port
@@ -205,6 +258,10 @@ impl Port {
         write: impl FnOnce(&[u8]) -> Result<usize, E>,
     ) -> Option<Result<usize, E>> {
         let mut s = self.lock();
+        if s.drop_client {
+            // The client is about to be dropped: nothing more goes to it.
+            return None;
+        }
         let at = s.front_written;
         let front = s.output.front()?;
         let result = write(&front[at..]);
@@ -349,6 +406,43 @@ mod tests {
         writer.await.expect("writer");
         assert_eq!(seen, reply);
         assert_eq!(segments, 4);
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_died_before_reading_gives_its_bytes_back() {
+        let port = open_port();
+        port.push_input(b"{\"a\":1}{\"b\":2}");
+        let mut buf = [0u8; 7];
+        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(7));
+        port.close_returning(b"{\"a\":1}");
+        assert_eq!(port.input_room(), 0);
+        assert!(port.has_input());
+        port.open();
+        let mut buf = [0u8; 64];
+        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(14));
+        assert_eq!(&buf[..14], b"{\"a\":1}{\"b\":2}");
+    }
+
+    #[test]
+    fn a_drop_request_holds_back_output_until_the_client_is_gone() {
+        let port = open_port();
+        port.drop_client();
+        assert!(!port.take_drop_request(), "no client, nothing to drop");
+        port.host_connected(false);
+        port.preload_output(b"stale\n".to_vec());
+        port.drop_client();
+        assert!(port
+            .write_front(|b: &[u8]| Ok::<usize, ()>(b.len()))
+            .is_none());
+        assert!(port.take_drop_request());
+        port.host_disconnected();
+        port.host_connected(false);
+        let mut seen = Vec::new();
+        port.write_front(|b: &[u8]| {
+            seen.extend_from_slice(b);
+            Ok::<usize, ()>(b.len())
+        });
+        assert_eq!(seen, b"stale\n");
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,23 +6,34 @@
 //! process: a new process starts with fresh ones. The guest outlives the process.
 //!
 //! Dropping the future returned by [`run`] is the process dying: what it read and did not
-//! answer dies with it. Not polling it is the process being frozen.
+//! answer dies with it. Not polling it is the process being frozen. Fault plans (see
+//! `faults`) are carried out here, on the same single thread: a delay or a hang holds up
+//! every later request, as a slow command does in qemu-ga; a death ends the future with
+//! [`Exit::Died`].
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 
-use super::intercept::{Interceptor, ReplyAction, Request, RequestAction};
+use super::faults::{Chunking, Out, Plan, RequestInfo};
+use super::intercept::{Interceptor, Request};
 use super::listen::ListenLink;
 use super::port::{Port, PortRead};
+use super::reply_writer::{ReplyWriter, Sink};
 use crate::agent::{AgentConfig, Dispatcher};
+use crate::fault::Restart;
 use crate::guest::{Guest, PowerEvent};
-use crate::wire::Streamer;
+use crate::wire::{write_json, Parsed, Streamer};
 
 /// qemu-ga's read size (`QGA_READ_COUNT_DEFAULT`, qga/guest-agent-core.h).
 pub(crate) const READ_SIZE: usize = 4096;
+
+/// The most raw input kept for an agent that may die before reading a request: a request
+/// longer than this goes back to the channel re-encoded rather than byte for byte.
+const RAW_INPUT_LIMIT: usize = 1 << 20;
 
 /// The guest, shared by the agent processes it sees come and go.
 pub(crate) type SharedGuest = Arc<Mutex<Guest>>;
@@ -88,6 +99,25 @@ impl Link {
         }
     }
 
+    /// True when more input can be read at once (the port has some); unknown for a
+    /// socket, so false.
+    fn has_input(&self) -> bool {
+        match self {
+            Link::Port(port) => port.has_input(),
+            Link::Listen(_) => false,
+        }
+    }
+
+    /// Closes the current client's connection; the agent goes on.
+    fn close_client(&mut self) {
+        match self {
+            Link::Port(port) => port.drop_client(),
+            Link::Listen(link) => link.close_client(),
+        }
+    }
+}
+
+impl Sink for Link {
     async fn write(&mut self, reply: Vec<u8>) {
         match self {
             Link::Port(port) => port.write(reply).await,
@@ -104,57 +134,395 @@ pub(crate) struct ProcessParts {
     pub(crate) stop: Arc<StopSignal>,
     /// Where a successful guest-shutdown or guest-suspend-* is reported.
     pub(crate) power: mpsc::UnboundedSender<PowerEvent>,
-    pub(crate) interceptor: Box<dyn Interceptor>,
+    pub(crate) faults: Interceptor,
+    /// Bytes already in the parser when the process starts (a previous client's partial
+    /// request, as a scenario sets it up).
+    pub(crate) parser_input: Option<Vec<u8>>,
 }
 
-/// The process ran until a stop request: it exited cleanly.
+/// How a process ended.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Stopped;
+pub(crate) enum Exit {
+    /// It was asked to stop and exited cleanly.
+    Stopped,
+    /// A fault killed it; it is down for `downtime`. With `unread` it died before reading
+    /// a request: those bytes go back to the channel ahead of what the process did not
+    /// read, and nothing is lost; without, what it did not read is lost.
+    Died {
+        unread: Option<Vec<u8>>,
+        downtime: Restart,
+    },
+    /// A fault made the VM exit.
+    VmExit,
+}
 
-/// Runs one agent process until it is asked to stop.
-pub(crate) async fn run(parts: ProcessParts) -> Stopped {
+/// An item from the parser, with where its raw bytes start in [`RawInput`] when kept.
+struct Item {
+    parsed: Parsed,
+    raw_from: Option<usize>,
+}
+
+/// The raw bytes of the items not handled yet, kept only while some rule can kill the
+/// agent before it reads a request: they go back to the channel then.
+#[derive(Debug, Default)]
+struct RawInput {
+    bytes: Vec<u8>,
+    /// Where the next item's bytes start in `bytes`.
+    item_start: usize,
+    /// False while the bytes of the current item are not all known (tracking started in
+    /// its middle, or it outgrew the limit).
+    valid: bool,
+    on: bool,
+}
+
+impl RawInput {
+    fn feed(
+        &mut self,
+        streamer: &mut Streamer,
+        chunk: &[u8],
+        items: &mut VecDeque<Item>,
+        track: bool,
+    ) {
+        if !track {
+            self.on = false;
+            streamer.feed(chunk, &mut |parsed| {
+                items.push_back(Item {
+                    parsed,
+                    raw_from: None,
+                });
+            });
+            return;
+        }
+        if !self.on {
+            self.on = true;
+            self.bytes.clear();
+            self.item_start = 0;
+            self.valid = streamer.is_idle();
+        }
+        // One byte at a time, so every item's first byte is known: slower, and only while
+        // a die-before-read rule is loaded.
+        for &byte in chunk {
+            if self.valid && self.bytes.len() >= RAW_INPUT_LIMIT {
+                self.valid = false;
+            }
+            if self.valid {
+                self.bytes.push(byte);
+            }
+            let from = self.valid.then_some(self.item_start);
+            let before = items.len();
+            streamer.feed(&[byte], &mut |parsed| {
+                items.push_back(Item {
+                    parsed,
+                    raw_from: from,
+                });
+            });
+            if items.len() > before {
+                if !self.valid {
+                    self.valid = true;
+                    self.bytes.clear();
+                }
+                self.item_start = self.bytes.len();
+            }
+        }
+    }
+
+    /// Every item read so far was handled: their bytes are no longer needed.
+    fn batch_done(&mut self) {
+        let start = self.item_start.min(self.bytes.len());
+        self.bytes.drain(..start);
+        self.item_start = 0;
+    }
+
+    fn reset(&mut self) {
+        self.bytes.clear();
+        self.item_start = 0;
+        self.valid = true;
+    }
+
+    /// The bytes from an item's start to the end of what was read.
+    fn from(&self, start: usize) -> &[u8] {
+        self.bytes.get(start..).unwrap_or_default()
+    }
+}
+
+/// The running process.
+struct Agent {
+    guest: SharedGuest,
+    dispatcher: Dispatcher,
+    streamer: Streamer,
+    link: Link,
+    stop: Arc<StopSignal>,
+    power: mpsc::UnboundedSender<PowerEvent>,
+    faults: Interceptor,
+    writer: ReplyWriter,
+    raw: RawInput,
+    items: VecDeque<Item>,
+    /// Reading stopped by a fault: until then, or (`Some(None)`) for good.
+    not_reading: Option<Option<Instant>>,
+}
+
+/// Runs one agent process until it is asked to stop or a fault ends it.
+pub(crate) async fn run(parts: ProcessParts) -> Exit {
     let ProcessParts {
         guest,
         config,
-        mut link,
+        link,
         stop,
         power,
-        mut interceptor,
+        faults,
+        parser_input,
     } = parts;
-    let mut streamer = Streamer::new();
-    let mut dispatcher = Dispatcher::new(config);
-    let mut items = VecDeque::new();
-    let mut buf = vec![0u8; READ_SIZE].into_boxed_slice();
-    let mut sequence = 0u64;
-    loop {
-        if stop.is_requested() {
-            return Stopped;
-        }
-        match link.read(&mut buf, &stop).await {
-            Input::Bytes(n) => streamer.feed(&buf[..n], &mut |item| items.push_back(item)),
-            Input::NewConnection => streamer.reset(),
-            Input::Stop => return Stopped,
-        }
-        while let Some(item) = items.pop_front() {
-            match interceptor.on_request(&Request::new(&item, sequence)) {
-                RequestAction::Dispatch => {}
+    let mut agent = Agent {
+        guest,
+        dispatcher: Dispatcher::new(config),
+        streamer: Streamer::new(),
+        link,
+        stop,
+        power,
+        faults,
+        writer: ReplyWriter::default(),
+        raw: RawInput {
+            valid: true,
+            ..RawInput::default()
+        },
+        items: VecDeque::new(),
+        not_reading: None,
+    };
+    agent.run(parser_input).await
+}
+
+impl Agent {
+    async fn run(&mut self, parser_input: Option<Vec<u8>>) -> Exit {
+        if let Some(plan) = self.faults.on_start() {
+            if let Some(exit) = self.execute(plan, None).await {
+                return exit;
             }
-            sequence += 1;
-            let (dispatched, power_event) = {
-                let mut guest = guest.lock().unwrap_or_else(PoisonError::into_inner);
-                let dispatched = dispatcher.dispatch(item, &mut guest);
-                (dispatched, guest.take_power_event())
-            };
-            if let Some(event) = power_event {
-                // The supervisor outlives every process, so the send cannot fail while
-                // anyone listens; if it did, nobody would care about the event.
-                let _ = power.send(event);
+        }
+        if let Some(bytes) = parser_input {
+            self.feed(&bytes);
+            if let Some(exit) = self.handle_items().await {
+                return exit;
             }
-            if let Some(reply) = dispatched.reply {
-                match interceptor.on_reply(dispatched.command.as_deref(), reply) {
-                    ReplyAction::Write(bytes) => link.write(bytes).await,
+        }
+        let mut buf = vec![0u8; READ_SIZE].into_boxed_slice();
+        loop {
+            if self.stop.is_requested() {
+                return Exit::Stopped;
+            }
+            while let Some(plan) = self.faults.take_event() {
+                if let Some(exit) = self.execute(plan, None).await {
+                    return exit;
                 }
             }
+            if let Some(until) = self.not_reading {
+                let resumed = tokio::select! {
+                    biased;
+                    () = self.stop.requested() => return Exit::Stopped,
+                    () = self.faults.event_ready() => false,
+                    () = sleep_until_opt(until) => true,
+                };
+                if resumed {
+                    self.not_reading = None;
+                }
+                continue;
+            }
+            let input = tokio::select! {
+                biased;
+                () = self.faults.event_ready() => continue,
+                input = self.link.read(&mut buf, &self.stop) => input,
+            };
+            match input {
+                Input::Bytes(n) => self.feed(&buf[..n]),
+                Input::NewConnection => {
+                    self.streamer.reset();
+                    self.raw.reset();
+                }
+                Input::Stop => return Exit::Stopped,
+            }
+            if let Some(exit) = self.handle_items().await {
+                return exit;
+            }
         }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        let track = self.faults.tracks_raw_input();
+        self.raw
+            .feed(&mut self.streamer, bytes, &mut self.items, track);
+    }
+
+    /// Handles every item read so far, in order.
+    async fn handle_items(&mut self) -> Option<Exit> {
+        while let Some(item) = self.items.pop_front() {
+            if let Some(exit) = self.handle(item).await {
+                return Some(exit);
+            }
+        }
+        self.raw.batch_done();
+        // Idle now: what a coalesce group gathered goes out.
+        if !self.link.has_input() {
+            self.writer.flush_group(&mut self.link).await;
+        }
+        None
+    }
+
+    async fn handle(&mut self, item: Item) -> Option<Exit> {
+        let fired = self.faults.on_request(&Request::new(&item.parsed));
+        match fired {
+            None => {
+                if let Some(reply) = self.dispatch(item.parsed) {
+                    self.faults.wrote_reply(&reply);
+                    if self.writer.is_idle() {
+                        self.link.write(reply).await;
+                    } else {
+                        self.writer
+                            .write(&mut self.link, Out::bytes(reply), &Chunking::Whole, None)
+                            .await;
+                    }
+                }
+                None
+            }
+            Some((plan, info)) => self.execute(plan, Some((item, info))).await,
+        }
+    }
+
+    /// Dispatches one item on the guest; returns the reply bytes, if any.
+    fn dispatch(&mut self, item: Parsed) -> Option<Vec<u8>> {
+        let (dispatched, power_event) = {
+            let mut guest = self.guest.lock().unwrap_or_else(PoisonError::into_inner);
+            let dispatched = self.dispatcher.dispatch(item, &mut guest);
+            (dispatched, guest.take_power_event())
+        };
+        if let Some(event) = power_event {
+            // The supervisor outlives every process, so the send cannot fail while anyone
+            // listens; if it did, nobody would care about the event.
+            let _ = self.power.send(event);
+        }
+        dispatched.reply
+    }
+
+    /// The bytes a request that was not read yet gives back to the channel: its own raw
+    /// bytes and everything read after it, or (when those were not kept) the request
+    /// re-encoded.
+    fn unread(&self, item: &Item) -> Vec<u8> {
+        match (item.raw_from, &item.parsed) {
+            (Some(start), _) => self.raw.from(start).to_vec(),
+            (None, Parsed::Value(value)) => {
+                let mut bytes = Vec::new();
+                write_json(value, &mut bytes);
+                bytes
+            }
+            (None, Parsed::Error(_)) => Vec::new(),
+        }
+    }
+
+    async fn write(&mut self, out: Out, chunking: &Chunking, cut: Option<usize>) {
+        self.writer.write(&mut self.link, out, chunking, cut).await;
+    }
+
+    /// Carries out a plan: for a request (with its item and what its reply needs), or for
+    /// a start or connect event (without).
+    async fn execute(
+        &mut self,
+        mut plan: Plan,
+        request: Option<(Item, RequestInfo)>,
+    ) -> Option<Exit> {
+        let died = |plan: &Plan, unread: Option<Vec<u8>>| {
+            Some(Exit::Died {
+                unread,
+                downtime: plan.downtime(),
+            })
+        };
+        if plan.die_before_read {
+            let unread = request
+                .as_ref()
+                .map(|(item, _)| self.unread(item))
+                .unwrap_or_default();
+            return died(&plan, Some(unread));
+        }
+        if !plan.delay.is_zero() {
+            tokio::time::sleep(plan.delay).await;
+        }
+        if plan.vm_exit {
+            return Some(Exit::VmExit);
+        }
+        if plan.die_after_read {
+            return died(&plan, None);
+        }
+        if plan.close_client {
+            self.link.close_client();
+        }
+        let (dispatched, info) = match request {
+            Some((item, info)) => {
+                let reply = if plan.dispatch {
+                    self.dispatch(item.parsed)
+                } else {
+                    None
+                };
+                (reply, info)
+            }
+            None => (None, RequestInfo::default()),
+        };
+        let reply = plan.shape_reply(dispatched.map(Out::bytes), &info);
+        for out in std::mem::take(&mut plan.before) {
+            self.write(out, &Chunking::Whole, None).await;
+        }
+        if plan.hang {
+            // Stuck in the command for good: nothing more is read or answered until the
+            // process is killed. Buffered output still goes out, as a blocking call would
+            // not hold it back.
+            self.writer.flush_group(&mut self.link).await;
+            return std::future::pending().await;
+        }
+        if let Some(count) = plan.coalesce {
+            self.writer.open_group(count);
+        }
+        match reply {
+            Some(reply) => {
+                if let Some(bytes) = reply.as_single_buffer() {
+                    self.faults.wrote_reply(bytes);
+                }
+                let copy = plan.duplicate.then(|| reply.clone());
+                if plan.swap && plan.cut.is_none() {
+                    self.writer.hold(reply);
+                    if let Some(copy) = copy {
+                        self.writer.hold(copy);
+                    }
+                } else {
+                    self.write(reply, &plan.chunking, plan.cut).await;
+                    if plan.cut.is_some() {
+                        return died(&plan, None);
+                    }
+                    if let Some(copy) = copy {
+                        self.write(copy, &plan.chunking, None).await;
+                    }
+                }
+            }
+            None if plan.cut.is_some() => {
+                // Nothing to cut short: the agent dies without writing.
+                self.writer.flush_group(&mut self.link).await;
+                return died(&plan, None);
+            }
+            None => {}
+        }
+        for out in std::mem::take(&mut plan.after) {
+            self.write(out, &Chunking::Whole, None).await;
+        }
+        if let Some(pause) = plan.stop_reading {
+            self.not_reading = Some(pause.map(|d| Instant::now() + d));
+        }
+        if plan.restart.is_some() {
+            // Alone, `restart` kills the agent right after its reply went out.
+            self.writer.flush_group(&mut self.link).await;
+            return died(&plan, None);
+        }
+        None
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -15,15 +15,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::bind::{rebind_socket, remove_socket_file};
-use super::intercept::Faithful;
+use super::intercept::Interceptor;
 use super::life::{AgentState, LifeCommand, LifeError, LifeInbox, LifeReply, LifeRequest};
 use super::listen::ListenLink;
 use super::port::Port;
-use super::process::{self, Link, ProcessParts, SharedGuest, StopSignal, Stopped};
+use super::process::{self, Exit, Link, ProcessParts, SharedGuest, StopSignal};
 use super::status::StatusBoard;
 use super::transcript::{MaybeTranscript, Transcript};
 use super::{AgentStart, PowerPolicy};
 use crate::agent::AgentConfig;
+use crate::fault::Restart;
 use crate::guest::PowerEvent;
 
 /// How the VM ended.
@@ -48,7 +49,7 @@ pub(crate) enum Side {
     },
 }
 
-type ProcessFuture = Pin<Box<dyn Future<Output = Stopped> + Send>>;
+type ProcessFuture = Pin<Box<dyn Future<Output = Exit> + Send>>;
 
 struct Process {
     future: ProcessFuture,
@@ -79,6 +80,11 @@ pub(crate) struct Supervisor {
     pub(crate) life: LifeInbox,
     pub(crate) transcript: Option<Transcript>,
     pub(crate) status: StatusBoard,
+    pub(crate) faults: Interceptor,
+    /// What the first process finds in its parser.
+    pub(crate) parser_input: Option<Vec<u8>>,
+    /// What the first client of qemu-ga's own socket gets at once (unix-listen).
+    pub(crate) first_output: Option<Vec<u8>>,
 }
 
 struct Run {
@@ -113,7 +119,7 @@ impl Supervisor {
 }
 
 /// Polls the process if there is one; never completes otherwise.
-async fn poll_process(process: &mut Option<Process>) -> Stopped {
+async fn poll_process(process: &mut Option<Process>) -> Exit {
     match process {
         Some(p) => p.future.as_mut().await,
         None => std::future::pending().await,
@@ -188,10 +194,10 @@ impl Run {
                     return self.end(VmEnd::VmExit);
                 }
                 () = sleep_until_opt(timer_at) => self.fire_timer(),
-                Stopped = poll_process(&mut self.process), if !frozen => {
-                    self.end_process("agent-stopped", None);
-                    self.set_state(AgentState::Dead);
-                    self.answer_stop_waiters();
+                exit = poll_process(&mut self.process), if !frozen => {
+                    if let Some(end) = self.process_exited(exit) {
+                        return self.end(end);
+                    }
                 }
             }
         }
@@ -248,6 +254,8 @@ impl Run {
                     self.s.status.clone(),
                     self.s.fresh_parser_per_connection,
                     self.s.transcript.clone(),
+                    self.s.faults.clone(),
+                    self.s.first_output.take(),
                 ))
             }
         };
@@ -258,7 +266,8 @@ impl Run {
             link,
             stop: stop.clone(),
             power: self.power_tx.clone(),
-            interceptor: Box::new(Faithful),
+            faults: self.s.faults.clone(),
+            parser_input: self.s.parser_input.take(),
         };
         self.process = Some(Process {
             future: Box::pin(process::run(parts)),
@@ -269,14 +278,64 @@ impl Run {
         Ok(())
     }
 
+    /// The process ended by itself: stopped, or ended by a fault.
+    fn process_exited(&mut self, exit: Exit) -> Option<VmEnd> {
+        match exit {
+            Exit::Stopped => {
+                self.end_process("agent-stopped", None);
+                self.set_state(AgentState::Dead);
+                self.answer_stop_waiters();
+                None
+            }
+            Exit::VmExit => {
+                self.s.transcript.event("vm-exit", Some("fault".into()));
+                Some(VmEnd::VmExit)
+            }
+            Exit::Died { unread, downtime } => {
+                self.end_process_returning("agent-killed", Some("fault".into()), unread);
+                self.answer_stop_waiters();
+                match downtime {
+                    Restart::Never => self.set_state(AgentState::Dead),
+                    Restart::AfterMs(0) => {
+                        // A failed start is in the transcript and in the state.
+                        let _ = self.spawn();
+                    }
+                    Restart::AfterMs(ms) => {
+                        self.s
+                            .transcript
+                            .event("agent-restarting", Some(format!("{ms} ms")));
+                        self.set_state(AgentState::Restarting);
+                        self.timer =
+                            Some((Instant::now() + Duration::from_millis(ms), Timer::Start));
+                    }
+                }
+                None
+            }
+        }
+    }
+
     /// The process is gone: what it held dies, the guest learns its agent restarted.
     fn end_process(&mut self, event: &'static str, detail: Option<String>) {
+        self.end_process_returning(event, detail, None);
+    }
+
+    /// As [`Run::end_process`]; with `unread` (bytes the process took but had not read,
+    /// as the guest sees it) they go back to the channel, and nothing is lost.
+    fn end_process_returning(
+        &mut self,
+        event: &'static str,
+        detail: Option<String>,
+        unread: Option<Vec<u8>>,
+    ) {
         let Some(process) = self.process.take() else {
             return;
         };
         drop(process);
         if let Side::VirtioSerial { port } = &self.s.side {
-            port.close();
+            match unread {
+                Some(unread) => port.close_returning(&unread),
+                None => port.close(),
+            }
         }
         self.s
             .guest

@@ -19,6 +19,16 @@
 //!   `"agent-killed"`, `"agent-restarting"`, `"agent-failed"`, `"guest-suspended"`,
 //!   `"power-event"`, `"vm-exit"`, `"shutdown"`; `detail` adds what is known.
 //! - a write the agent could not finish: `{"conn": 2, "event": "write-failed", "detail": "Broken pipe (os error 32)"}`.
+//! - the agent's setup, once, right after `"mock-started"`:
+//!   `{"t_us": 0, "event": "agent-setup", "seed": 7, "agent": {...}}`, where `agent` is the
+//!   agent side of a scenario file (profile, transport, version, lists, seed, state, and
+//!   the fault rules loaded at start, as JSON rules): what a replay needs.
+//! - a fault rule that fired: `{"t_us": 912, "event": "fault", "rule": 2, "on": "request",
+//!   "request": 3, "command": "guest-ping", "actions": ["die-mid-reply", "restart"]}`;
+//!   `on` is `request` (with the mock-wide request number, from 1, and the command),
+//!   `connect` (with `conn`) or `start`.
+//! - rules changed at run time: `"rule-added"` (with `rule`, the id, and `definition`),
+//!   `"rule-removed"` (`rule`), `"rules-cleared"` (`removed`: how many).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -53,6 +63,11 @@ enum Body {
         conn: Option<u64>,
         event: &'static str,
         detail: Option<String>,
+    },
+    /// An event with fields of its own, written after `event` in key order.
+    Fields {
+        event: &'static str,
+        fields: serde_json::Map<String, serde_json::Value>,
     },
 }
 
@@ -164,6 +179,14 @@ impl Transcript {
             detail,
         });
     }
+
+    pub(crate) fn fields(
+        &self,
+        event: &'static str,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) {
+        self.send(Body::Fields { event, fields });
+    }
 }
 
 /// Helpers so callers with an optional transcript stay one line long.
@@ -268,6 +291,17 @@ fn render(record: &Record, out: &mut Vec<u8>) {
             if let Some(detail) = detail {
                 out.extend_from_slice(b",\"detail\":");
                 push_json_string(out, detail);
+            }
+        }
+        Body::Fields { event, fields } => {
+            out.extend_from_slice(b",\"event\":");
+            push_json_string(out, event);
+            for (key, value) in fields {
+                out.push(b',');
+                push_json_string(out, key);
+                out.push(b':');
+                // Serialising a JSON value into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, value);
             }
         }
     }

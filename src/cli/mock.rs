@@ -6,8 +6,9 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::channel::bind_socket;
-use crate::guest::Profile;
-use crate::{MockAgent, Transport};
+use crate::fault;
+use crate::scenario::Scenario;
+use crate::{MockAgent, MockAgentBuilder, Transport};
 
 /// Runs a mock qemu-ga behind a unix socket until SIGINT or SIGTERM (or until the emulated
 /// VM powers off after guest-shutdown), then removes the socket.
@@ -17,10 +18,35 @@ pub struct MockArgs {
     #[arg(long, value_name = "PATH")]
     socket: PathBuf,
 
-    /// virtio-serial: QEMU's chardev socket in front of the agent (the socket outlives the
-    /// agent, one client at a time). unix-listen: qemu-ga's own socket (`-m unix-listen`).
-    #[arg(long, value_enum, default_value_t = TransportArg::VirtioSerial)]
-    transport: TransportArg,
+    /// virtio-serial (the default): QEMU's chardev socket in front of the agent (the socket
+    /// outlives the agent, one client at a time). unix-listen: qemu-ga's own socket
+    /// (`-m unix-listen`).
+    #[arg(long, value_enum)]
+    transport: Option<TransportArg>,
+
+    /// Serve the agent side of a scenario file: its profile, transport, version, block and
+    /// allow lists, seed, state and faults. Other options override it.
+    #[arg(long, value_name = "FILE", conflicts_with = "replay")]
+    scenario: Option<PathBuf>,
+
+    /// Serve the agent side recorded in a transcript (written with --transcript), to rerun
+    /// what a client saw: the same seed and client bytes give the same agent bytes.
+    #[arg(long, value_name = "TRANSCRIPT")]
+    replay: Option<PathBuf>,
+
+    /// A fault rule in the compact syntax, e.g. 'guest-ping@3:die-mid-reply=10,restart=500ms'
+    /// (see the README, "Faults"); repeatable, added after the scenario's rules.
+    #[arg(long = "fault", value_name = "SPEC")]
+    faults: Vec<String>,
+
+    /// The seed of the mock's random source (default: the scenario's, else 0).
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
+    /// A control socket (JSON lines) to change the faults and drive the agent's life at
+    /// run time; `qga-harness ctl --control PATH` talks to it.
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
 
     /// The simulated guest, as a JSON profile (default: a built-in Linux guest).
     #[arg(long, value_name = "FILE")]
@@ -79,12 +105,43 @@ fn describe(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The builder the options describe: the scenario's or transcript's agent first, then
+/// the options over it.
+fn builder(args: &MockArgs) -> Result<MockAgentBuilder, Usage> {
+    let mut builder = MockAgent::builder();
+    if let Some(path) = &args.scenario {
+        let scenario = Scenario::load(path).map_err(|e| Usage(describe(&e)))?;
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        builder = builder
+            .scenario_agent(&scenario.agent, base)
+            .map_err(|e| Usage(format!("{}: {}", path.display(), describe(&e))))?;
+    }
+    if let Some(path) = &args.replay {
+        builder = builder.replay(path).map_err(|e| Usage(describe(&e)))?;
+    }
+    if let Some(transport) = args.transport {
+        builder = builder.transport(transport.into());
+    }
+    if let Some(seed) = args.seed {
+        builder = builder.seed(seed);
+    }
+    for spec in &args.faults {
+        let rule = fault::parse_spec(spec).map_err(|e| Usage(format!("--fault: {e}")))?;
+        builder = builder.fault(rule);
+    }
+    if let Some(path) = &args.control {
+        builder = builder.control(path);
+    }
+    Ok(builder)
+}
+
 async fn serve(args: MockArgs) -> Result<(), Usage> {
-    let mut builder = MockAgent::builder()
-        .transport(args.transport.into())
-        .fresh_parser_per_connection(args.fresh_parser_per_connection);
+    let mut builder =
+        builder(&args)?.fresh_parser_per_connection(args.fresh_parser_per_connection);
     if let Some(path) = &args.profile {
-        builder = builder.profile(Profile::load(path).map_err(|e| Usage(describe(&e)))?);
+        builder = builder
+            .profile_file(path)
+            .map_err(|e| Usage(describe(&e)))?;
     }
     if let Some(block) = args.block_rpcs {
         builder = builder.block_rpcs(block);

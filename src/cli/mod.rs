@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 
 mod call;
 mod capture;
+mod ctl;
 mod mock;
+mod replay;
 mod run;
 mod schema;
 mod session;
@@ -26,6 +28,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Mock(mock::MockArgs),
+    Ctl(ctl::CtlArgs),
+    Replay(replay::ReplayArgs),
     Call(call::CallArgs),
     Capture(capture::CaptureArgs),
     Session(session::SessionArgs),
@@ -44,6 +48,8 @@ pub fn main() -> i32 {
     };
     match cli.command {
         Command::Mock(args) => mock::run(args),
+        Command::Ctl(args) => ctl::run(args),
+        Command::Replay(args) => replay::run(args),
         Command::Call(args) => call::run(args),
         Command::Capture(args) => capture::run(args),
         Command::Session(args) => session::run(args),

@@ -1,0 +1,287 @@
+//! How the agent's replies reach the channel when faults change the writes: chunked
+//! (`slice`, `drip`), cut off (`die-mid-reply`), held back until after the next reply
+//! (`swap`), or gathered into one write (`coalesce`).
+//!
+//! Without faults a reply is one write, exactly as before.
+//!
+//! A coalesce group holds replies until it has its count, or until the agent has handled
+//! everything it has read and would wait for more: buffered output is flushed when the
+//! writer goes idle, so a client that waits for each reply still gets it, and replies to
+//! requests that arrive together go out together. A swapped reply waits for the next reply,
+//! however long that takes.
+
+use std::collections::VecDeque;
+
+use super::faults::{Chunking, Out, PIECE};
+
+/// Where the agent's writes go (the port or the agent's own socket).
+pub(crate) trait Sink {
+    /// One write; waits until the channel took it.
+    async fn write(&mut self, bytes: Vec<u8>);
+}
+
+/// The most a coalesce group gathers in memory; a larger reply is written on its own.
+const GROUP_LIMIT: usize = 1 << 20;
+
+#[derive(Debug)]
+struct Group {
+    want: usize,
+    replies: usize,
+    bytes: Vec<u8>,
+}
+
+/// The agent process's reply writer and what it holds back.
+#[derive(Debug, Default)]
+pub(crate) struct ReplyWriter {
+    swapped: VecDeque<Out>,
+    group: Option<Group>,
+}
+
+impl ReplyWriter {
+    /// From now on, replies gather until `count` are ready (unless a group is open).
+    pub(crate) fn open_group(&mut self, count: usize) {
+        if count > 1 && self.group.is_none() {
+            self.group = Some(Group {
+                want: count,
+                replies: 0,
+                bytes: Vec::new(),
+            });
+        }
+    }
+
+    /// Holds `reply` back until the next reply has been written.
+    pub(crate) fn hold(&mut self, reply: Out) {
+        self.swapped.push_back(reply);
+    }
+
+    /// True when nothing is held back.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.swapped.is_empty() && self.group.is_none()
+    }
+
+    /// Writes what a coalesce group gathered so far, in one write.
+    pub(crate) async fn flush_group(&mut self, sink: &mut impl Sink) {
+        if let Some(group) = self.group.take() {
+            if !group.bytes.is_empty() {
+                sink.write(group.bytes).await;
+            }
+        }
+    }
+
+    /// Writes one reply: whole, chunked, or (with `cut`) only its first bytes, never the
+    /// whole of it. Replies held by `swap` follow a reply written in full.
+    pub(crate) async fn write(
+        &mut self,
+        sink: &mut impl Sink,
+        reply: Out,
+        chunking: &Chunking,
+        cut: Option<usize>,
+    ) {
+        if *chunking != Chunking::Whole || cut.is_some() {
+            self.flush_group(sink).await;
+            write_out(sink, reply, chunking, cut).await;
+            if cut.is_none() {
+                self.release_swapped(sink).await;
+            }
+            return;
+        }
+        if self.group.is_some() && reply.len() <= GROUP_LIMIT {
+            self.gather(reply);
+            // Replies held by `swap` follow this one, in the same group.
+            while let Some(held) = self.swapped.pop_front() {
+                if self.group.is_some() && held.len() <= GROUP_LIMIT {
+                    self.gather(held);
+                } else {
+                    self.flush_group(sink).await;
+                    write_out(sink, held, &Chunking::Whole, None).await;
+                }
+            }
+            if self.group.as_ref().is_some_and(|g| g.replies >= g.want) {
+                self.flush_group(sink).await;
+            }
+            return;
+        }
+        // A reply too large to gather: what was gathered goes first.
+        self.flush_group(sink).await;
+        write_out(sink, reply, &Chunking::Whole, None).await;
+        self.release_swapped(sink).await;
+    }
+
+    fn gather(&mut self, reply: Out) {
+        if let Some(group) = &mut self.group {
+            group.bytes.extend(reply.into_vec());
+            group.replies += 1;
+        }
+    }
+
+    async fn release_swapped(&mut self, sink: &mut impl Sink) {
+        while let Some(held) = self.swapped.pop_front() {
+            write_out(sink, held, &Chunking::Whole, None).await;
+        }
+    }
+}
+
+/// Writes `out` in the requested chunks; a large whole reply goes in channel-sized pieces
+/// produced as they are written.
+async fn write_out(sink: &mut impl Sink, mut out: Out, chunking: &Chunking, cut: Option<usize>) {
+    if let Some(n) = cut {
+        // A reply cut short never ends: at most all but its last byte.
+        out.truncate(n.min(out.len().saturating_sub(1)));
+    }
+    match chunking {
+        Chunking::Whole => {
+            if out.as_single_buffer().is_some() {
+                let bytes = out.into_vec();
+                if !bytes.is_empty() {
+                    sink.write(bytes).await;
+                }
+            } else {
+                while !out.is_empty() {
+                    sink.write(out.take(PIECE)).await;
+                }
+            }
+        }
+        Chunking::Sizes(sizes) => {
+            let mut next = 0;
+            while !out.is_empty() {
+                let size = sizes
+                    .get(next)
+                    .or(sizes.last())
+                    .copied()
+                    .unwrap_or(PIECE)
+                    .max(1);
+                next += 1;
+                sink.write(out.take(size)).await;
+            }
+        }
+        Chunking::Drip { bytes, interval } => {
+            let mut first = true;
+            while !out.is_empty() {
+                if !first {
+                    tokio::time::sleep(*interval).await;
+                }
+                first = false;
+                sink.write(out.take((*bytes).max(1))).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl Sink for Writes {
+        async fn write(&mut self, bytes: Vec<u8>) {
+            self.0.push(bytes);
+        }
+    }
+
+    fn out(text: &str) -> Out {
+        Out::bytes(text.as_bytes().to_vec())
+    }
+
+    fn strings(writes: &Writes) -> Vec<String> {
+        writes
+            .0
+            .iter()
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn whole_sliced_and_cut_writes() {
+        let mut writer = ReplyWriter::default();
+        let mut sink = Writes::default();
+        writer
+            .write(&mut sink, out("abcdef\n"), &Chunking::Whole, None)
+            .await;
+        writer
+            .write(
+                &mut sink,
+                out("abcdef\n"),
+                &Chunking::Sizes(vec![1, 2]),
+                None,
+            )
+            .await;
+        writer
+            .write(&mut sink, out("abcdef\n"), &Chunking::Whole, Some(4))
+            .await;
+        writer
+            .write(&mut sink, out("ab\n"), &Chunking::Whole, Some(100))
+            .await;
+        assert_eq!(
+            strings(&sink),
+            ["abcdef\n", "a", "bc", "de", "f\n", "abcd", "ab"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drips_wait_between_writes() {
+        let mut writer = ReplyWriter::default();
+        let mut sink = Writes::default();
+        let started = tokio::time::Instant::now();
+        let drip = Chunking::Drip {
+            bytes: 2,
+            interval: Duration::from_millis(10),
+        };
+        writer.write(&mut sink, out("abcde"), &drip, None).await;
+        assert_eq!(strings(&sink), ["ab", "cd", "e"]);
+        assert_eq!(started.elapsed(), Duration::from_millis(20));
+    }
+
+    #[tokio::test]
+    async fn a_swapped_reply_follows_the_next_one() {
+        let mut writer = ReplyWriter::default();
+        let mut sink = Writes::default();
+        writer.hold(out("first\n"));
+        assert!(!writer.is_idle());
+        assert!(sink.0.is_empty());
+        writer
+            .write(&mut sink, out("second\n"), &Chunking::Whole, None)
+            .await;
+        assert_eq!(strings(&sink), ["second\n", "first\n"]);
+        assert!(writer.is_idle());
+    }
+
+    #[tokio::test]
+    async fn coalesced_replies_go_in_one_write() {
+        let mut writer = ReplyWriter::default();
+        let mut sink = Writes::default();
+        writer.open_group(3);
+        for reply in ["a\n", "b\n"] {
+            writer
+                .write(&mut sink, out(reply), &Chunking::Whole, None)
+                .await;
+        }
+        assert!(sink.0.is_empty());
+        writer
+            .write(&mut sink, out("c\n"), &Chunking::Whole, None)
+            .await;
+        assert_eq!(strings(&sink), ["a\nb\nc\n"]);
+        // An idle agent flushes a group that is not full.
+        writer.open_group(2);
+        writer
+            .write(&mut sink, out("d\n"), &Chunking::Whole, None)
+            .await;
+        writer.flush_group(&mut sink).await;
+        assert_eq!(strings(&sink), ["a\nb\nc\n", "d\n"]);
+    }
+
+    #[tokio::test]
+    async fn a_large_reply_is_streamed_in_pieces() {
+        let mut big = Out::bytes(b"{".to_vec());
+        big.push_repeat(b'x', PIECE * 2);
+        big.push_slice(b"}\n");
+        let mut writer = ReplyWriter::default();
+        let mut sink = Writes::default();
+        writer.write(&mut sink, big, &Chunking::Whole, None).await;
+        assert_eq!(sink.0.len(), 3);
+        assert!(sink.0.iter().all(|w| w.len() <= PIECE));
+        assert_eq!(sink.0.iter().map(Vec::len).sum::<usize>(), PIECE * 2 + 3);
+    }
+}
