@@ -30,8 +30,12 @@ impl AgentLauncher for MockLauncher {
         request: LaunchRequest<'a>,
     ) -> BoxFuture<'a, Result<Box<dyn RunningAgent>, LaunchError>> {
         Box::pin(async move {
-            let builder = builder_for(&request.case.scenario.agent, &request.case.path, request.seed)?
-                .transcript(request.transcript);
+            let builder = builder_for(
+                &request.case.scenario.agent,
+                &request.case.path,
+                request.seed,
+            )?
+            .transcript(request.transcript);
             let mock = builder.bind(request.socket).await.map_err(|e| {
                 LaunchError::with_source(
                     format!(
@@ -57,10 +61,6 @@ fn builder_for(
     let base_dir = scenario_file.parent().unwrap_or(Path::new("."));
     let builder = MockAgent::builder().seed(seed);
     builder.scenario_agent(setup, base_dir).map_err(|e| {
-        LaunchError::with_source(
-            format!("bad agent setup in {}", scenario_file.display()),
-            e,
-        )
+        LaunchError::with_source(format!("bad agent setup in {}", scenario_file.display()), e)
     })
 }
-
