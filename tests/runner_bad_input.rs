@@ -3,13 +3,10 @@
 //! message that says where; a client that does not exist at run time, exits at once, or
 //! prints what is not JSON is a clear FAIL of its case.
 
-#[path = "runner_support/standin.rs"]
-mod standin;
 #[path = "runner_support/mod.rs"]
 mod support;
 
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qga_harness::runner::{Answer, BrokenKind, Client, Verdict};
@@ -75,11 +72,7 @@ fn fails_clearly(client: Client, kind: BrokenKind) -> String {
     let ws = Workspace::new();
     ws.write("cases/ping.json", PING);
     let started = Instant::now();
-    let results = run(
-        load(&ws.path().join("cases")),
-        client,
-        Arc::new(standin::Agents),
-    );
+    let results = run(load(&ws.path().join("cases")), client);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "took {:?}",

@@ -3,12 +3,8 @@
 //! a handful of benign and hostile cases. The naive ones must FAIL the hostile cases and
 //! PASS the benign ones; the careful one must pass everything.
 
-#[path = "runner_support/standin.rs"]
-mod standin;
 #[path = "runner_support/mod.rs"]
 mod support;
-
-use std::sync::Arc;
 
 use support::{explain, load, oneshot, run, session, verdicts, Workspace};
 
@@ -36,7 +32,6 @@ fn a_naive_socat_oneshot_client_fails_the_hostile_cases() {
     let results = run(
         load(&ws.path().join("cases")),
         oneshot(support::NAIVE_ONESHOT),
-        Arc::new(standin::Agents),
     );
     expect(
         &results,
@@ -56,11 +51,7 @@ fn a_naive_socat_oneshot_client_fails_the_hostile_cases() {
 fn a_naive_python_session_client_fails_the_hostile_cases() {
     let ws = workspace();
     let client = session(&ws.python_session("naive.py", support::NAIVE_SESSION_PY));
-    let results = run(
-        load(&ws.path().join("cases")),
-        client,
-        Arc::new(standin::Agents),
-    );
+    let results = run(load(&ws.path().join("cases")), client);
     expect(
         &results,
         &[
@@ -90,11 +81,7 @@ fn a_naive_python_session_client_fails_the_hostile_cases() {
 fn a_careful_python_session_client_passes_everything() {
     let ws = workspace();
     let client = session(&ws.python_session("careful.py", support::CAREFUL_SESSION_PY));
-    let results = run(
-        load(&ws.path().join("cases")),
-        client,
-        Arc::new(standin::Agents),
-    );
+    let results = run(load(&ws.path().join("cases")), client);
     expect(
         &results,
         &[

@@ -2,13 +2,10 @@
 //! ignores SIGTERM is killed at the step's deadline with its whole process group; nothing
 //! is left in /proc, and the case's socket and temp dir are gone.
 
-#[path = "runner_support/standin.rs"]
-mod standin;
 #[path = "runner_support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qga_harness::runner::{count_group_members, kill_after, Answer, BrokenKind, Client, Verdict};
@@ -77,11 +74,7 @@ fn run_hanging(client: impl Fn(&Path) -> Client, startup: Duration) {
     let record = ws.path().join("record");
     std::fs::create_dir(&record).expect("dir");
     let started = Instant::now();
-    let results = run(
-        load(&ws.path().join("cases")),
-        client(&record),
-        Arc::new(standin::Agents),
-    );
+    let results = run(load(&ws.path().join("cases")), client(&record));
     let took = started.elapsed();
     let result = &results[0];
     assert_eq!(result.verdict, Verdict::Fail, "{}", explain(result));

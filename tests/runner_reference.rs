@@ -1,13 +1,10 @@
 //! The reference client, driven as any other program through `qga-harness session`, passes
 //! every case the naive clients fail; and `qga-harness run` with no client flag uses it.
 
-#[path = "runner_support/standin.rs"]
-mod standin;
 #[path = "runner_support/mod.rs"]
 mod support;
 
 use std::process::Command;
-use std::sync::Arc;
 
 use qga_harness::runner::{shell_quote, Verdict};
 use support::{explain, load, run, session, Workspace};
@@ -28,7 +25,6 @@ fn the_reference_client_passes_every_case() {
     let results = run(
         load(&ws.path().join("cases")),
         session(&reference_session()),
-        Arc::new(standin::Agents),
     );
     for result in &results {
         assert_eq!(result.verdict, Verdict::Pass, "{}", explain(result));

@@ -2,8 +2,6 @@
 //! command, valid JUnit XML, the JSON report with every verdict string, one transcript per
 //! case under --artifacts, and baselines that only fail on regressions.
 
-#[path = "runner_support/standin.rs"]
-mod standin;
 #[path = "runner_support/mod.rs"]
 mod support;
 
@@ -57,7 +55,7 @@ fn run_cases() -> Run {
     let client = session(&ws.python_session("careful.py", support::CAREFUL_SESSION_PY));
     let options = RunOptions {
         client: client.clone(),
-        launcher: Arc::new(standin::Agents),
+        launcher: Arc::new(runner::MockLauncher::default()),
         jobs: 2,
         seed: 1234,
         max_rss_kib: runner::DEFAULT_MAX_RSS_KIB,

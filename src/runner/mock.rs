@@ -4,10 +4,11 @@ use std::path::Path;
 
 use super::adapter::BoxFuture;
 use super::agent::{AgentLauncher, LaunchError, LaunchRequest, RunningAgent};
-use crate::scenario::AgentSetup;
-use crate::{MockAgent, MockAgentBuilder};
+use crate::MockAgent;
 
-/// Starts the crate's mock qemu-ga for each case, as the scenario's `agent` describes it.
+/// Starts the crate's mock qemu-ga for each case, as the scenario's `agent` part describes
+/// it (profile, transport, version, block and allow lists, state, fault rules), with the
+/// case's seed unless the scenario fixes its own.
 #[derive(Clone, Debug, Default)]
 pub struct MockLauncher {}
 
@@ -30,12 +31,18 @@ impl AgentLauncher for MockLauncher {
         request: LaunchRequest<'a>,
     ) -> BoxFuture<'a, Result<Box<dyn RunningAgent>, LaunchError>> {
         Box::pin(async move {
-            let builder = builder_for(
-                &request.case.scenario.agent,
-                &request.case.path,
-                request.seed,
-            )?
-            .transcript(request.transcript);
+            let scenario_file = &request.case.path;
+            let base = scenario_file.parent().unwrap_or(Path::new("."));
+            let builder = MockAgent::builder()
+                .seed(request.seed)
+                .scenario_agent(&request.case.scenario.agent, base)
+                .map_err(|e| {
+                    LaunchError::with_source(
+                        format!("{}: bad agent part", scenario_file.display()),
+                        e,
+                    )
+                })?
+                .transcript(request.transcript);
             let mock = builder.bind(request.socket).await.map_err(|e| {
                 LaunchError::with_source(
                     format!(
@@ -48,19 +55,4 @@ impl AgentLauncher for MockLauncher {
             Ok(Box::new(RunningMock { mock }) as Box<dyn RunningAgent>)
         })
     }
-}
-
-/// The mock a scenario's `agent` part describes: profile (relative to the scenario file),
-/// transport, version, block and allow lists, state and fault rules. The case's seed is
-/// used unless the scenario fixes its own.
-fn builder_for(
-    setup: &AgentSetup,
-    scenario_file: &Path,
-    seed: u64,
-) -> Result<MockAgentBuilder, LaunchError> {
-    let base_dir = scenario_file.parent().unwrap_or(Path::new("."));
-    let builder = MockAgent::builder().seed(seed);
-    builder.scenario_agent(setup, base_dir).map_err(|e| {
-        LaunchError::with_source(format!("bad agent setup in {}", scenario_file.display()), e)
-    })
 }

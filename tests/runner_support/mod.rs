@@ -225,12 +225,8 @@ pub fn session(command: &str) -> Client {
     )
 }
 
-/// Runs `cases` against `client` with the given agent launcher, two at a time.
-pub fn run(
-    cases: Vec<LoadedCase>,
-    client: Client,
-    launcher: Arc<dyn runner::AgentLauncher>,
-) -> Vec<CaseResult> {
+/// Runs `cases` against `client` on the mock agent, two at a time.
+pub fn run(cases: Vec<LoadedCase>, client: Client) -> Vec<CaseResult> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -238,7 +234,7 @@ pub fn run(
         .expect("runtime");
     let options = RunOptions {
         client,
-        launcher,
+        launcher: Arc::new(runner::MockLauncher::default()),
         jobs: 2,
         seed: 7,
         max_rss_kib: runner::DEFAULT_MAX_RSS_KIB,
