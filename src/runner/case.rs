@@ -98,6 +98,9 @@ pub fn case_seed(run_seed: u64, scenario: &Scenario) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The error class with which a client says it cannot express a step.
+pub const UNSUPPORTED_CLASS: &str = "Unsupported";
+
 /// The hard limit on a whole case: every step's kill deadline, plus start-up and teardown.
 pub fn case_deadline(scenario: &Scenario) -> Duration {
     let steps: Duration = scenario
@@ -180,8 +183,20 @@ pub async fn run_case(case: &LoadedCase, options: &RunOptions) -> CaseResult {
         max_rss_kib: options.max_rss_kib,
     };
     let judgement = judge(&evidence);
+    // A client that cannot express a step (a typed library without that command, say)
+    // answers with the class `Unsupported`: the case says nothing about it.
+    let inexpressible = run.steps.iter().find_map(|step| match &step.answer {
+        Answer::AgentError { class, desc } if class == UNSUPPORTED_CLASS => Some(format!(
+            "the client cannot express {}: {desc}",
+            step.execute
+        )),
+        _ => None,
+    });
     result.verdict = if result.error.is_some() {
         Verdict::Fail
+    } else if let Some(reason) = inexpressible {
+        result.unsupported = Some(reason);
+        Verdict::Unsupported
     } else {
         judgement.verdict
     };
