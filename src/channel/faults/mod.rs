@@ -222,8 +222,7 @@ impl FaultHub {
         self.armed.load(Ordering::Acquire)
     }
 
-    /// Starts (or, with `None`, stops) recording fired rules in a transcript.
-    pub(crate) fn attach_transcript(&self, transcript: Option<Transcript>) {
+    fn attach_transcript(&self, transcript: Option<Transcript>) {
         *self
             .transcript
             .lock()
@@ -460,6 +459,23 @@ impl FaultHub {
                 fired,
             })
             .collect()
+    }
+}
+
+/// Records fired rules in a transcript until dropped. The hub outlives the serving (the
+/// mock's handle keeps it), but the transcript's writer waits for every handle to go.
+pub(crate) struct Recording(std::sync::Arc<FaultHub>);
+
+impl Recording {
+    pub(crate) fn attach(hub: std::sync::Arc<FaultHub>, transcript: Option<Transcript>) -> Self {
+        hub.attach_transcript(transcript);
+        Recording(hub)
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        self.0.attach_transcript(None);
     }
 }
 
