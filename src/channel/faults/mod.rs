@@ -62,59 +62,9 @@ impl From<crate::fault::SpecError> for RuleError {
     }
 }
 
-/// Checks what the rule's types cannot say.
+/// Checks what the rule's types cannot say (see [`Rule::check`]).
 pub(crate) fn check_rule(rule: &Rule) -> Result<(), RuleError> {
-    let when = &rule.when;
-    let positive = [
-        ("nth", when.nth),
-        ("from", when.from),
-        ("every", when.every),
-    ];
-    for (name, value) in positive {
-        if value == Some(0) {
-            return Err(RuleError(format!(
-                "when.{name} must be at least 1 (events are counted from 1)"
-            )));
-        }
-    }
-    if let Some(p) = when.probability {
-        if !(0.0..=1.0).contains(&p) {
-            return Err(RuleError(format!(
-                "when.probability {p} is not between 0 and 1"
-            )));
-        }
-    }
-    if when.command.is_some() && when.event != EventKind::Request {
-        return Err(RuleError(
-            "when.command applies to requests only; remove it or set event to request".into(),
-        ));
-    }
-    for (i, action) in rule.actions.iter().enumerate() {
-        let problem = match action {
-            Action::Raw { text, base64, .. } => {
-                match plan::raw_bytes(text.as_deref(), base64.as_deref()) {
-                    Some(_) => None,
-                    None if text.is_some() && base64.is_some() => {
-                        Some("give either text or base64, not both".to_owned())
-                    }
-                    None if base64.is_some() => Some("base64 does not decode".to_owned()),
-                    None => Some("needs text or base64".to_owned()),
-                }
-            }
-            Action::Drip { bytes: 0, .. } => Some("drip needs at least 1 byte per write".into()),
-            Action::Slice { sizes } if sizes.is_empty() || sizes.contains(&0) => {
-                Some("slice needs sizes of at least 1 byte".into())
-            }
-            Action::Coalesce { count } if *count < 2 => {
-                Some("coalesce needs a count of at least 2".into())
-            }
-            _ => None,
-        };
-        if let Some(problem) = problem {
-            return Err(RuleError(format!("do[{i}] ({}): {problem}", action.name())));
-        }
-    }
-    Ok(())
+    rule.check().map_err(RuleError)
 }
 
 /// Where the numbers a plan draws come from: the engine's seeded source, and memory.
@@ -625,21 +575,5 @@ mod tests {
         assert!(hub.tracks_raw_input());
         hub.remove(id);
         assert!(!hub.tracks_raw_input());
-    }
-
-    #[test]
-    fn rules_that_cannot_be_carried_out_are_refused() {
-        let bad = |json: &str| {
-            let rule: Rule = serde_json::from_str(json).expect("json");
-            check_rule(&rule).expect_err(json).to_string()
-        };
-        assert!(bad(r#"{"do":[{"action":"raw"}]}"#).contains("needs text or base64"));
-        assert!(bad(r#"{"do":[{"action":"raw","base64":"!!"}]}"#).contains("does not decode"));
-        assert!(bad(r#"{"when":{"nth":0},"do":[]}"#).contains("at least 1"));
-        assert!(bad(r#"{"do":[{"action":"slice","sizes":[]}]}"#).contains("slice"));
-        assert!(
-            bad(r#"{"when":{"event":"connect","command":"x"},"do":[]}"#).contains("requests only")
-        );
-        assert!(check_rule(&parse_spec("guest-ping:raw=x").expect("spec")).is_ok());
     }
 }
