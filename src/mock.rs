@@ -667,6 +667,9 @@ impl MockAgentBuilder {
     }
 }
 
+/// How long answers to control requests in flight may take once the mock stopped serving.
+const CONTROL_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves a prepared mock, with its control socket if it has one.
 async fn serve_prepared(
     p: Prepared,
@@ -676,10 +679,21 @@ async fn serve_prepared(
     let serving = channel::serve(p.config, p.guest, listener, p.inbox, p.transcript, shutdown);
     match p.control {
         Some(control) => {
-            tokio::select! {
+            let run = control.run();
+            tokio::pin!(run);
+            let end = tokio::select! {
                 end = serving => end,
-                never = control.run() => match never {},
-            }
+                never = &mut run => match never {},
+            };
+            // A control request that ended the mock (vm-exit) still gets its answer.
+            let settled = async {
+                tokio::select! {
+                    () = control.settled() => {}
+                    never = &mut run => match never {},
+                }
+            };
+            let _ = tokio::time::timeout(CONTROL_GRACE, settled).await;
+            end
         }
         None => serving.await,
     }
