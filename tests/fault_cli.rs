@@ -104,6 +104,23 @@ impl Drop for Running {
     }
 }
 
+/// Connects, retrying while the socket file exists but does not listen yet (bind comes
+/// before listen), with a deadline.
+fn connect(path: &Path) -> UnixStream {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match UnixStream::connect(path) {
+            Ok(stream) => return stream,
+            Err(e) if Instant::now() < deadline
+                && matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound) =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("connect {}: {e}", path.display()),
+        }
+    }
+}
+
 /// Sends `request` and reads one line.
 fn round_trip(stream: &mut UnixStream, request: &[u8]) -> Vec<u8> {
     stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
@@ -204,7 +221,7 @@ fn a_scenario_and_extra_faults_shape_the_replies() {
             transcript.to_str().expect("utf-8"),
         ],
     );
-    let mut stream = UnixStream::connect(&socket).expect("connect");
+    let mut stream = connect(&socket);
     assert_eq!(round_trip(&mut stream, PING), b"{\"return\": {}, \"id\": 1}\r\n");
     assert_eq!(
         round_trip(&mut stream, br#"{"execute":"guest-sync","arguments":{"id":8}}"#),
@@ -236,7 +253,7 @@ fn replay_serves_the_recorded_agent_and_writes_it_as_a_scenario() {
     // the client reads every spurious line, however the bytes were chunked.
     let play = |extra: &[&str]| -> Vec<u8> {
         let running = Running::start(&socket, &socket, extra);
-        let stream = UnixStream::connect(&socket).expect("connect");
+        let stream = connect(&socket);
         stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
         let mut writer = stream.try_clone().expect("clone");
         let mut reader = BufReader::new(stream);
@@ -309,7 +326,7 @@ fn ctl_changes_faults_and_life_while_the_client_stays_connected() {
         &control,
         &["--control", control.to_str().expect("utf-8")],
     );
-    let mut stream = UnixStream::connect(&socket).expect("connect");
+    let mut stream = connect(&socket);
     assert_eq!(round_trip(&mut stream, PING), b"{\"return\": {}, \"id\": 1}\n");
 
     let out = ctl(&control, &["add", "guest-ping:return=5"]);
