@@ -98,8 +98,14 @@ fn rule_sets() -> Vec<(&'static str, Vec<String>)> {
     vec![
         ("no rules", Vec::new()),
         ("10 rules on other commands", ten),
-        ("1,000 rules (980 named, 10 globs, 10 on guest-ping)", thousand),
-        ("1,000 rules on guest-ping, none firing (worst case)", all_on_ping),
+        (
+            "1,000 rules (980 named, 10 globs, 10 on guest-ping)",
+            thousand,
+        ),
+        (
+            "1,000 rules on guest-ping, none firing (worst case)",
+            all_on_ping,
+        ),
     ]
 }
 
@@ -231,7 +237,10 @@ fn main() {
     let rounds = env_usize("QGA_BENCH_ROUNDS", 10).max(1);
 
     let sets = rule_sets();
-    let mocks: Vec<MockProcess> = sets.iter().map(|(_, rules)| MockProcess::start(rules)).collect();
+    let mocks: Vec<MockProcess> = sets
+        .iter()
+        .map(|(_, rules)| MockProcess::start(rules))
+        .collect();
     let mut samples: Vec<Vec<u64>> = vec![Vec::with_capacity(sequential_n); sets.len()];
     let mut best_rate = vec![0f64; sets.len()];
     let block = sequential_n.div_ceil(rounds);

@@ -142,7 +142,10 @@ async fn life_commands_act_on_the_agent_and_the_client_never_sees_eof() {
     let stopped = control.ok(json!({"op": "life", "do": "stop"})).await;
     assert_eq!(stopped["state"], "dead");
     let refused = control.error(br#"{"op": "life", "do": "hang"}"#).await;
-    assert!(refused.contains("cannot hang the agent: it is dead"), "{refused}");
+    assert!(
+        refused.contains("cannot hang the agent: it is dead"),
+        "{refused}"
+    );
     control.ok(json!({"op": "life", "do": "start"})).await;
     client.send(&ping(4)).await;
     client.expect(&ping_reply(4)).await;
@@ -155,23 +158,53 @@ async fn every_bad_line_is_answered_with_what_was_wrong() {
     let cases: &[(&[u8], &str)] = &[
         (b"not json", "not JSON"),
         (b"[1]", "expected a JSON object"),
-        (b"{}", "missing \"op\": expected one of add, list, remove, clear, life, status"),
+        (
+            b"{}",
+            "missing \"op\": expected one of add, list, remove, clear, life, status",
+        ),
         (br#"{"op": 3}"#, "\"op\" must be a string"),
         (br#"{"op": "ad"}"#, "did you mean 'add'"),
         (br#"{"op": "add"}"#, "add needs \"rule\""),
         (br#"{"op": "add", "rule": {}, "spec": "hang"}"#, "not both"),
-        (br#"{"op": "add", "rule": {"do": [{"action": "hnag"}]}}"#, "\"rule\" is not a fault rule: unknown variant `hnag`"),
-        (br#"{"op": "add", "rule": {"when": {"nth": 0}, "do": []}}"#, "when.nth must be at least 1"),
-        (br#"{"op": "add", "spec": "guest-ping@x:hang"}"#, "column 12"),
+        (
+            br#"{"op": "add", "rule": {"do": [{"action": "hnag"}]}}"#,
+            "\"rule\" is not a fault rule: unknown variant `hnag`",
+        ),
+        (
+            br#"{"op": "add", "rule": {"when": {"nth": 0}, "do": []}}"#,
+            "when.nth must be at least 1",
+        ),
+        (
+            br#"{"op": "add", "spec": "guest-ping@x:hang"}"#,
+            "column 12",
+        ),
         (br#"{"op": "add", "spec": 5}"#, "\"spec\" must be a string"),
-        (br#"{"op": "add", "rules": {}}"#, "unknown member \"rules\" for op \"add\" (did you mean 'rule'?)"),
-        (br#"{"op": "list", "all": true}"#, "it takes no other members"),
+        (
+            br#"{"op": "add", "rules": {}}"#,
+            "unknown member \"rules\" for op \"add\" (did you mean 'rule'?)",
+        ),
+        (
+            br#"{"op": "list", "all": true}"#,
+            "it takes no other members",
+        ),
         (br#"{"op": "remove"}"#, "remove needs \"id\""),
-        (br#"{"op": "remove", "id": "1"}"#, "\"id\" must be a whole number"),
+        (
+            br#"{"op": "remove", "id": "1"}"#,
+            "\"id\" must be a whole number",
+        ),
         (br#"{"op": "life"}"#, "life needs \"do\""),
-        (br#"{"op": "life", "do": "restat"}"#, "did you mean 'restart'"),
-        (br#"{"op": "life", "do": "kill", "after_ms": 5}"#, "\"after_ms\" goes with \"restart\" only"),
-        (br#"{"op": "life", "do": "restart", "after_ms": -1}"#, "\"after_ms\" must be a whole number"),
+        (
+            br#"{"op": "life", "do": "restat"}"#,
+            "did you mean 'restart'",
+        ),
+        (
+            br#"{"op": "life", "do": "kill", "after_ms": 5}"#,
+            "\"after_ms\" goes with \"restart\" only",
+        ),
+        (
+            br#"{"op": "life", "do": "restart", "after_ms": -1}"#,
+            "\"after_ms\" must be a whole number",
+        ),
     ];
     for (line, expected) in cases {
         let error = control.error(line).await;
@@ -190,7 +223,9 @@ async fn several_control_clients_are_served_at_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (_mock, mut first) = mock_with_control(&dir).await;
     let mut second = Control::connect(&dir.path().join("control.sock")).await;
-    let added = first.ok(json!({"op": "add", "spec": "guest-ping:hang"})).await;
+    let added = first
+        .ok(json!({"op": "add", "spec": "guest-ping:hang"}))
+        .await;
     let list = second.ok(json!({"op": "list"})).await;
     assert_eq!(list["rules"][0]["id"], added["id"]);
     second.ok(json!({"op": "remove", "id": added["id"]})).await;
@@ -218,6 +253,14 @@ async fn the_control_socket_is_removed_with_the_mock() {
         .start_in(busy.path())
         .await
         .expect_err("not a socket");
-    let chain = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
-    assert!(chain.contains("control socket") && chain.contains("not a socket"), "{chain}");
+    let chain = format!(
+        "{e}: {}",
+        std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
+    assert!(
+        chain.contains("control socket") && chain.contains("not a socket"),
+        "{chain}"
+    );
 }

@@ -32,7 +32,12 @@ fn run_to_exit(command: &mut Command) -> Output {
 }
 
 fn mock(socket: &Path, extra: &[&str]) -> Output {
-    run_to_exit(Command::new(BINARY).args(["mock", "--socket"]).arg(socket).args(extra))
+    run_to_exit(
+        Command::new(BINARY)
+            .args(["mock", "--socket"])
+            .arg(socket)
+            .args(extra),
+    )
 }
 
 fn ctl(control: &Path, extra: &[&str]) -> Output {
@@ -111,8 +116,12 @@ fn connect(path: &Path) -> UnixStream {
     loop {
         match UnixStream::connect(path) {
             Ok(stream) => return stream,
-            Err(e) if Instant::now() < deadline
-                && matches!(e.kind(), std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound) =>
+            Err(e)
+                if Instant::now() < deadline
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                    ) =>
             {
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -148,9 +157,16 @@ fn a_bad_fault_spec_exits_2_with_the_offending_part() {
     assert!(err.contains("column 12 (at 'x:hang')"), "{err}");
     assert!(err.contains("expected a whole number"), "{err}");
 
-    let out = mock(&dir.path().join("s"), &["--fault", "guest-ping:die-mid-replay=10"]);
+    let out = mock(
+        &dir.path().join("s"),
+        &["--fault", "guest-ping:die-mid-replay=10"],
+    );
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("did you mean 'die-mid-reply'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did you mean 'die-mid-reply'"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!dir.path().join("s").exists(), "no socket left behind");
 }
 
@@ -193,7 +209,10 @@ fn a_bad_scenario_exits_2_with_file_line_column_and_field() {
         );
         assert_eq!(out.status.code(), Some(2), "case {i}");
         let err = stderr(&out);
-        assert!(err.contains(&format!("bad{i}.json{place}")), "case {i}: {err}");
+        assert!(
+            err.contains(&format!("bad{i}.json{place}")),
+            "case {i}: {err}"
+        );
         assert!(err.contains(what), "case {i}: {err}");
     }
 }
@@ -222,9 +241,15 @@ fn a_scenario_and_extra_faults_shape_the_replies() {
         ],
     );
     let mut stream = connect(&socket);
-    assert_eq!(round_trip(&mut stream, PING), b"{\"return\": {}, \"id\": 1}\r\n");
     assert_eq!(
-        round_trip(&mut stream, br#"{"execute":"guest-sync","arguments":{"id":8}}"#),
+        round_trip(&mut stream, PING),
+        b"{\"return\": {}, \"id\": 1}\r\n"
+    );
+    assert_eq!(
+        round_trip(
+            &mut stream,
+            br#"{"execute":"guest-sync","arguments":{"id":8}}"#
+        ),
         b"{\"return\": 9}\n"
     );
     drop(stream);
@@ -262,7 +287,10 @@ fn replay_serves_the_recorded_agent_and_writes_it_as_a_scenario() {
             let marker = 9000 + i;
             writer.write_all(request).expect("write");
             writer
-                .write_all(format!(r#"{{"execute":"guest-sync","arguments":{{"id":{marker}}}}}"#).as_bytes())
+                .write_all(
+                    format!(r#"{{"execute":"guest-sync","arguments":{{"id":{marker}}}}}"#)
+                        .as_bytes(),
+                )
                 .expect("write");
             let end = format!("{{\"return\": {marker}}}\n").into_bytes();
             loop {
@@ -287,7 +315,10 @@ fn replay_serves_the_recorded_agent_and_writes_it_as_a_scenario() {
         "--transcript",
         transcript.to_str().expect("utf-8"),
     ]);
-    assert!(recorded.windows(8).any(|w| w == b"spurious"), "some rule fired");
+    assert!(
+        recorded.windows(8).any(|w| w == b"spurious"),
+        "some rule fired"
+    );
     let replayed = play(&["--replay", transcript.to_str().expect("utf-8")]);
     assert_eq!(recorded, replayed);
 
@@ -327,13 +358,19 @@ fn ctl_changes_faults_and_life_while_the_client_stays_connected() {
         &["--control", control.to_str().expect("utf-8")],
     );
     let mut stream = connect(&socket);
-    assert_eq!(round_trip(&mut stream, PING), b"{\"return\": {}, \"id\": 1}\n");
+    assert_eq!(
+        round_trip(&mut stream, PING),
+        b"{\"return\": {}, \"id\": 1}\n"
+    );
 
     let out = ctl(&control, &["add", "guest-ping:return=5"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(answer["id"], 1);
-    assert_eq!(round_trip(&mut stream, PING), b"{\"return\": 5, \"id\": 1}\n");
+    assert_eq!(
+        round_trip(&mut stream, PING),
+        b"{\"return\": 5, \"id\": 1}\n"
+    );
 
     let out = ctl(&control, &["list"]);
     assert_eq!(out.status.code(), Some(0));
@@ -344,22 +381,36 @@ fn ctl_changes_faults_and_life_while_the_client_stays_connected() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"state\":\"restarting\""));
     // The client's connection lives through the restart; the answer comes late.
-    assert_eq!(round_trip(&mut stream, PING), b"{\"return\": 5, \"id\": 1}\n");
+    assert_eq!(
+        round_trip(&mut stream, PING),
+        b"{\"return\": 5, \"id\": 1}\n"
+    );
 
     let out = ctl(&control, &["remove", "1"]);
     assert_eq!(out.status.code(), Some(0));
-    assert_eq!(round_trip(&mut stream, PING), b"{\"return\": {}, \"id\": 1}\n");
+    assert_eq!(
+        round_trip(&mut stream, PING),
+        b"{\"return\": {}, \"id\": 1}\n"
+    );
 
     // Refused by the mock: 1. Bad usage: 2.
     let out = ctl(&control, &["remove", "1"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("no rule with id 1"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no rule with id 1"),
+        "{}",
+        stderr(&out)
+    );
     let out = ctl(&control, &["start"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("it is running"), "{}", stderr(&out));
     let out = ctl(&control, &["add", "guest-ping:hnag"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("did you mean 'hang'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did you mean 'hang'"),
+        "{}",
+        stderr(&out)
+    );
     let out = ctl(&dir.path().join("nothing.sock"), &["status"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));

@@ -117,7 +117,9 @@ async fn a_hundred_runs_of_a_random_fault_set_give_identical_transcripts() {
     let dir = tempfile::tempdir().expect("temp dir");
     let first = run(builder(rules.clone(), 7), dir.path()).await;
     assert!(
-        first.iter().any(|line| line.contains("\"event\":\"fault\"")),
+        first
+            .iter()
+            .any(|line| line.contains("\"event\":\"fault\"")),
         "some rules fired"
     );
     for round in 1..100 {

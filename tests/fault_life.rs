@@ -38,7 +38,10 @@ async fn a_request_the_agent_died_before_reading_is_answered_by_the_next_agent()
         .iter()
         .filter_map(|r| r.get("event").and_then(|e| e.as_str()).map(str::to_owned))
         .collect();
-    let died = events.iter().position(|e| e == "agent-killed").expect("killed");
+    let died = events
+        .iter()
+        .position(|e| e == "agent-killed")
+        .expect("killed");
     assert_eq!(events[died - 1], "fault");
     assert_eq!(events[died + 1], "agent-restarting");
     assert_eq!(events[died + 2], "agent-started");
@@ -53,7 +56,10 @@ async fn a_request_read_by_a_dying_agent_is_never_answered_and_later_ones_are_an
 
     client.send(&execute("guest-get-osinfo", 1)).await;
     // No EOF, no bytes: death is invisible on virtio-serial.
-    assert_eq!(client.read_within(Duration::from_millis(100)).await, Got::Quiet);
+    assert_eq!(
+        client.read_within(Duration::from_millis(100)).await,
+        Got::Quiet
+    );
     assert_eq!(mock.life().state(), AgentState::Restarting);
     client.send(&ping(2)).await;
     client.expect(&ping_reply(2)).await;
@@ -84,10 +90,7 @@ async fn die_without_restart_leaves_the_agent_dead_until_started() {
     let mut client = Client::connect(mock.socket_path()).await;
 
     client.send(&ping(1)).await;
-    mock.life()
-        .wait_for(AgentState::Dead)
-        .await
-        .expect("dead");
+    mock.life().wait_for(AgentState::Dead).await.expect("dead");
     client.send(&ping(2)).await;
     client.expect_quiet().await;
     mock.life().start().await.expect("start");
@@ -256,7 +259,10 @@ async fn start_rules_act_when_an_agent_process_starts() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mock = mock_with(
         &dir,
-        &["start@1:die-after-read,restart=100ms", "start@2:raw='hello\\n'"],
+        &[
+            "start@1:die-after-read,restart=100ms",
+            "start@2:raw='hello\\n'",
+        ],
     )
     .await;
     let mut client = Client::connect(mock.socket_path()).await;

@@ -77,7 +77,10 @@ async fn a_stale_sync_without_an_earlier_sync_is_a_made_up_old_id() {
     let (stale, rest) = text.split_once('\n').expect("two lines");
     let value: serde_json::Value = serde_json::from_str(stale).expect("json");
     assert!(value["return"].as_i64().is_some_and(|n| n > 0), "{stale}");
-    assert_eq!(format!("{rest}"), String::from_utf8(ping_reply(1)).expect("ascii"));
+    assert_eq!(
+        format!("{rest}"),
+        String::from_utf8(ping_reply(1)).expect("ascii")
+    );
     // The same seed makes the same id.
     let again = exchange(&["guest-ping:spurious=stale-sync"], &ping(1)).await;
     assert_eq!(again, text.as_bytes());
@@ -85,11 +88,20 @@ async fn a_stale_sync_without_an_earlier_sync_is_a_made_up_old_id() {
 
 #[tokio::test(start_paused = true)]
 async fn an_unknown_id_is_never_the_requests_and_of_another_type() {
-    for (request, id) in [(ping(1), serde_json::json!(1)), (br#"{"execute":"guest-ping","id":"a"}"#.to_vec(), serde_json::json!("a"))] {
+    for (request, id) in [
+        (ping(1), serde_json::json!(1)),
+        (
+            br#"{"execute":"guest-ping","id":"a"}"#.to_vec(),
+            serde_json::json!("a"),
+        ),
+    ] {
         let got = exchange(&["guest-ping:spurious=unknown-id"], &request).await;
         let text = String::from_utf8(got).expect("ascii");
         let (spurious, _) = text.split_once('\n').expect("two lines");
-        assert!(spurious.starts_with("{\"return\": {}, \"id\": "), "{spurious}");
+        assert!(
+            spurious.starts_with("{\"return\": {}, \"id\": "),
+            "{spurious}"
+        );
         let value: serde_json::Value = serde_json::from_str(spurious).expect("json");
         assert_ne!(value["id"], id);
         assert_ne!(value["id"].is_string(), id.is_string(), "{spurious}");
@@ -105,7 +117,10 @@ async fn an_event_shaped_object_comes_before_the_reply() {
     assert_eq!(value["event"], "SHUTDOWN");
     assert!(value["timestamp"]["seconds"].is_i64(), "{event}");
     assert!(event.contains("\": "), "qemu's separators: {event}");
-    assert_eq!(format!("{rest}"), String::from_utf8(ping_reply(1)).expect("ascii"));
+    assert_eq!(
+        format!("{rest}"),
+        String::from_utf8(ping_reply(1)).expect("ascii")
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -124,18 +139,33 @@ async fn a_swapped_reply_comes_after_the_next_one() {
 #[tokio::test(start_paused = true)]
 async fn a_delay_and_a_made_up_return_compose() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mock = mock_with(&dir, &["guest-network-get-interfaces:delay=200ms,return='[{\"name\": \"veth0\"}]'"]).await;
+    let mock = mock_with(
+        &dir,
+        &["guest-network-get-interfaces:delay=200ms,return='[{\"name\": \"veth0\"}]'"],
+    )
+    .await;
     let mut client = Client::connect(mock.socket_path()).await;
     let start = Instant::now();
-    client.send(&execute("guest-network-get-interfaces", 1)).await;
-    client.expect(b"{\"return\": [{\"name\": \"veth0\"}], \"id\": 1}\n").await;
+    client
+        .send(&execute("guest-network-get-interfaces", 1))
+        .await;
+    client
+        .expect(b"{\"return\": [{\"name\": \"veth0\"}], \"id\": 1}\n")
+        .await;
     assert_eq!(since(start), Duration::from_millis(200));
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_oversize_reply_is_a_string_of_n_mib_with_the_id() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mock = mock_with(&dir, &["guest-get-osinfo@1:oversize=12", "guest-get-osinfo@2:oversize=2/no-newline"]).await;
+    let mock = mock_with(
+        &dir,
+        &[
+            "guest-get-osinfo@1:oversize=12",
+            "guest-get-osinfo@2:oversize=2/no-newline",
+        ],
+    )
+    .await;
     let mut client = Client::connect(mock.socket_path()).await;
 
     client.send(&execute("guest-get-osinfo", 1)).await;
@@ -144,7 +174,9 @@ async fn an_oversize_reply_is_a_string_of_n_mib_with_the_id() {
     let got = client.exact(head.len() + (12 << 20) + tail.len()).await;
     assert_eq!(&got[..head.len()], head);
     assert_eq!(&got[got.len() - tail.len()..], tail);
-    assert!(got[head.len()..got.len() - tail.len()].iter().all(|&b| b == b'A'));
+    assert!(got[head.len()..got.len() - tail.len()]
+        .iter()
+        .all(|&b| b == b'A'));
 
     client.send(&execute("guest-get-osinfo", 2)).await;
     let tail = b"\", \"id\": 2}";

@@ -12,7 +12,8 @@ use qga_harness::{AgentState, MockAgent};
 use tokio::time::Instant;
 
 async fn mock_from(dir: &tempfile::TempDir, agent: &str) -> MockAgent {
-    let text = format!(r#"{{"id": "state.1", "title": "t", "requirement": "r", "agent": {agent}}}"#);
+    let text =
+        format!(r#"{{"id": "state.1", "title": "t", "requirement": "r", "agent": {agent}}}"#);
     let scenario = Scenario::parse(&text, Path::new("state.json")).expect("scenario");
     MockAgent::builder()
         .scenario_agent(&scenario.agent, dir.path())
@@ -67,7 +68,9 @@ async fn a_frozen_guest_starts_an_agent_in_the_frozen_state() {
     let mock = mock_from(&dir, r#"{"state": {"frozen": true}}"#).await;
     let mut client = Client::connect(mock.socket_path()).await;
     client.send(&execute("guest-fsfreeze-status", 1)).await;
-    client.expect(b"{\"return\": \"frozen\", \"id\": 1}\n").await;
+    client
+        .expect(b"{\"return\": \"frozen\", \"id\": 1}\n")
+        .await;
     client.send(&execute("guest-get-osinfo", 2)).await;
     let reply = client.until_quiet().await;
     let text = String::from_utf8(reply).expect("ascii");

@@ -21,7 +21,11 @@ async fn a_delay_holds_up_the_reply_and_every_later_request() {
     client.expect(&ping_reply(1)).await;
     assert_eq!(since(start), Duration::from_millis(200));
     client.expect(&ping_reply(2)).await;
-    assert_eq!(since(start), Duration::from_millis(200), "the agent is single-threaded");
+    assert_eq!(
+        since(start),
+        Duration::from_millis(200),
+        "the agent is single-threaded"
+    );
 }
 
 #[tokio::test(start_paused = true)]

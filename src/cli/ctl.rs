@@ -110,7 +110,8 @@ fn exchange(args: &CtlArgs, request: &Value) -> Result<Value, String> {
     if answer.is_empty() {
         return Err(format!("{path} closed the connection without an answer"));
     }
-    serde_json::from_str(&answer).map_err(|e| format!("{path} answered something that is not JSON: {e}"))
+    serde_json::from_str(&answer)
+        .map_err(|e| format!("{path} answered something that is not JSON: {e}"))
 }
 
 pub fn run(args: CtlArgs) -> i32 {

@@ -136,8 +136,7 @@ fn builder(args: &MockArgs) -> Result<MockAgentBuilder, Usage> {
 }
 
 async fn serve(args: MockArgs) -> Result<(), Usage> {
-    let mut builder =
-        builder(&args)?.fresh_parser_per_connection(args.fresh_parser_per_connection);
+    let mut builder = builder(&args)?.fresh_parser_per_connection(args.fresh_parser_per_connection);
     if let Some(path) = &args.profile {
         builder = builder
             .profile_file(path)

@@ -43,7 +43,10 @@ pub fn run(args: ReplayArgs) -> i32 {
     };
     text.push('\n');
     if let Err(e) = std::fs::write(&args.out, text) {
-        eprintln!("qga-harness replay: cannot write {}: {e}", args.out.display());
+        eprintln!(
+            "qga-harness replay: cannot write {}: {e}",
+            args.out.display()
+        );
         return 2;
     }
     0

@@ -10,7 +10,11 @@ impl Rule {
     /// expected there.
     pub fn check(&self) -> Result<(), String> {
         let when = &self.when;
-        for (name, value) in [("nth", when.nth), ("from", when.from), ("every", when.every)] {
+        for (name, value) in [
+            ("nth", when.nth),
+            ("from", when.from),
+            ("every", when.every),
+        ] {
             if value == Some(0) {
                 return Err(format!(
                     "when.{name} must be at least 1 (events are counted from 1)"
@@ -24,8 +28,7 @@ impl Rule {
         }
         if when.command.is_some() && when.event != EventKind::Request {
             return Err(
-                "when.command applies to requests only; remove it or set event to request"
-                    .into(),
+                "when.command applies to requests only; remove it or set event to request".into(),
             );
         }
         for (i, action) in self.actions.iter().enumerate() {
@@ -70,14 +73,17 @@ mod tests {
         };
         assert!(bad(r#"{"do":[{"action":"raw"}]}"#).contains("needs text or base64"));
         assert!(bad(r#"{"do":[{"action":"raw","base64":"!!"}]}"#).contains("does not decode"));
-        assert!(bad(r#"{"do":[{"action":"raw","text":"a","base64":"YQ=="}]}"#).contains("not both"));
+        assert!(
+            bad(r#"{"do":[{"action":"raw","text":"a","base64":"YQ=="}]}"#).contains("not both")
+        );
         assert!(bad(r#"{"when":{"nth":0},"do":[]}"#).contains("at least 1"));
         assert!(bad(r#"{"when":{"probability":1.5},"do":[]}"#).contains("between 0 and 1"));
         assert!(bad(r#"{"do":[{"action":"slice","sizes":[]}]}"#).contains("slice"));
         assert!(bad(r#"{"do":[{"action":"drip","bytes":0,"interval_ms":1}]}"#).contains("drip"));
         assert!(bad(r#"{"do":[{"action":"coalesce","count":1}]}"#).contains("coalesce"));
-        assert!(bad(r#"{"when":{"event":"connect","command":"x"},"do":[]}"#)
-            .contains("requests only"));
+        assert!(
+            bad(r#"{"when":{"event":"connect","command":"x"},"do":[]}"#).contains("requests only")
+        );
         assert!(super::super::parse_spec("guest-ping:raw=x")
             .expect("spec")
             .check()

@@ -125,7 +125,9 @@ impl Scenario {
         for (i, entry) in self.agent.faults.iter().enumerate() {
             let (checked, needle) = match entry {
                 FaultEntry::Spec(spec) => (
-                    fault::parse_spec(spec).map_err(|e| e.to_string()).and_then(|rule| rule.check()),
+                    fault::parse_spec(spec)
+                        .map_err(|e| e.to_string())
+                        .and_then(|rule| rule.check()),
                     spec.as_str(),
                 ),
                 // A rule object has no text of its own to point at: its list is the place.

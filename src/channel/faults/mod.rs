@@ -24,7 +24,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::fault::{Action, Context, Distribution, EventKind, FaultEngine, Fired, Rule, RuleId};
+use crate::fault::{
+    Action, Context, Distribution, EventKind, FaultEngine, Fired, Rule, RuleId, SpuriousKind,
+};
 use crate::AgentLife;
 
 use super::transcript::Transcript;
@@ -110,6 +112,8 @@ pub(crate) struct FaultHub {
     /// Some rule can kill the agent before it reads a request, so the agent keeps the raw
     /// bytes of what it has not handled yet.
     raw_input: AtomicBool,
+    /// Some rule repeats the previous reply (`spurious=duplicate`), so it is kept.
+    keeps_replies: AtomicBool,
     /// Requests handled so far by every agent process of the mock.
     requests: AtomicU64,
     origin: Instant,
@@ -143,6 +147,7 @@ impl FaultHub {
             }),
             armed: AtomicBool::new(false),
             raw_input: AtomicBool::new(false),
+            keeps_replies: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             origin,
             echo_id,
@@ -161,11 +166,24 @@ impl FaultHub {
     fn rearm(&self, state: &HubState) {
         self.armed
             .store(!state.engine.is_empty(), Ordering::Release);
-        let raw = state
-            .engine
-            .list()
-            .any(|(_, rule, _)| rule.actions.contains(&Action::DieBeforeRead));
+        let any = |wanted: fn(&Action) -> bool| {
+            state
+                .engine
+                .list()
+                .any(|(_, rule, _)| rule.actions.iter().any(wanted))
+        };
+        let raw = any(|a| matches!(a, Action::DieBeforeRead));
         self.raw_input.store(raw, Ordering::Release);
+        let keeps = any(|a| {
+            matches!(
+                a,
+                Action::Spurious {
+                    kind: SpuriousKind::Duplicate,
+                    ..
+                }
+            )
+        });
+        self.keeps_replies.store(keeps, Ordering::Release);
     }
 
     fn is_armed(&self) -> bool {
@@ -257,8 +275,13 @@ impl FaultHub {
             return None;
         }
         let mut state = self.lock();
-        let context = self.context(&state, command.unwrap_or(""));
-        let fired = state.engine.on_event(EventKind::Request, &context);
+        let name = command.unwrap_or("");
+        let fired = if state.engine.may_fire(EventKind::Request, name) {
+            let context = self.context(&state, name);
+            state.engine.on_event(EventKind::Request, &context)
+        } else {
+            Vec::new()
+        };
         if fired.is_empty() {
             if let Some(sync) = sync {
                 remember_sync(&mut state, sync);
@@ -334,9 +357,9 @@ impl FaultHub {
         self.event_ready.notified().await;
     }
 
-    /// The agent wrote this reply (kept for `spurious=duplicate` while rules are loaded).
+    /// The agent wrote this reply (kept while a `spurious=duplicate` rule is loaded).
     pub(crate) fn wrote_reply(&self, reply: &[u8]) {
-        if self.is_armed() && reply.len() <= KEPT_REPLY {
+        if self.keeps_replies.load(Ordering::Acquire) && reply.len() <= KEPT_REPLY {
             self.lock().previous_reply = Some(reply.to_vec());
         }
     }
