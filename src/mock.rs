@@ -66,12 +66,8 @@ pub enum MockError {
     #[error(transparent)]
     Version(#[from] VersionError),
     /// A fault rule cannot be carried out.
-    #[error("fault rule {index} (counting from 0): {source}")]
-    Fault {
-        index: usize,
-        #[source]
-        source: RuleError,
-    },
+    #[error("fault rule {index} (counting from 0): {reason}")]
+    Fault { index: usize, reason: RuleError },
     /// A value of the agent's state is invalid.
     #[error("agent.state.{field}: {message}")]
     State {
@@ -79,7 +75,7 @@ pub enum MockError {
         message: String,
     },
     /// The control socket could not be created.
-    #[error("the control socket: {0}")]
+    #[error("cannot open the control socket")]
     Control(#[source] BindError),
     /// The transcript to replay could not be read.
     #[error(transparent)]
@@ -378,7 +374,7 @@ impl MockAgentBuilder {
                 FaultEntry::Spec(spec) => {
                     crate::fault::parse_spec(spec).map_err(|e| MockError::Fault {
                         index: self.rules.len(),
-                        source: RuleError::from(e),
+                        reason: RuleError::from(e),
                     })?
                 }
             };
@@ -524,7 +520,7 @@ impl MockAgentBuilder {
     /// The fault hub with the rules, checked.
     fn hub(&self) -> Result<Arc<FaultHub>, MockError> {
         for (index, rule) in self.rules.iter().enumerate() {
-            channel::check_rule(rule).map_err(|source| MockError::Fault { index, source })?;
+            channel::check_rule(rule).map_err(|reason| MockError::Fault { index, reason })?;
         }
         let version = self
             .version
@@ -671,6 +667,9 @@ impl MockAgentBuilder {
     }
 }
 
+/// How long answers to control requests in flight may take once the mock stopped serving.
+const CONTROL_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves a prepared mock, with its control socket if it has one.
 async fn serve_prepared(
     p: Prepared,
@@ -680,10 +679,21 @@ async fn serve_prepared(
     let serving = channel::serve(p.config, p.guest, listener, p.inbox, p.transcript, shutdown);
     match p.control {
         Some(control) => {
-            tokio::select! {
+            let run = control.run();
+            tokio::pin!(run);
+            let end = tokio::select! {
                 end = serving => end,
-                never = control.run() => match never {},
-            }
+                never = &mut run => match never {},
+            };
+            // A control request that ended the mock (vm-exit) still gets its answer.
+            let settled = async {
+                tokio::select! {
+                    () = control.settled() => {}
+                    never = &mut run => match never {},
+                }
+            };
+            let _ = tokio::time::timeout(CONTROL_GRACE, settled).await;
+            end
         }
         None => serving.await,
     }

@@ -26,6 +26,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::bind::{bind_socket, remove_socket_file, BindError};
@@ -54,6 +55,8 @@ pub(crate) struct ControlServer {
     path: PathBuf,
     hub: Arc<FaultHub>,
     life: AgentLife,
+    /// Requests being answered: a vm-exit ends the mock while its own answer is on the way.
+    in_flight: Arc<watch::Sender<usize>>,
 }
 
 impl ControlServer {
@@ -78,11 +81,18 @@ impl ControlServer {
             path: path.to_owned(),
             hub,
             life,
+            in_flight: Arc::new(watch::channel(0).0),
         })
     }
 
+    /// Completes once no request is being answered.
+    pub(crate) async fn settled(&self) {
+        let mut count = self.in_flight.subscribe();
+        let _ = count.wait_for(|n| *n == 0).await;
+    }
+
     /// Serves control clients until dropped.
-    pub(crate) async fn run(self) -> Infallible {
+    pub(crate) async fn run(&self) -> Infallible {
         let mut connections = JoinSet::new();
         loop {
             tokio::select! {
@@ -90,7 +100,8 @@ impl ControlServer {
                     Ok((stream, _)) => {
                         let hub = self.hub.clone();
                         let life = self.life.clone();
-                        connections.spawn(serve_connection(stream, hub, life));
+                        let in_flight = self.in_flight.clone();
+                        connections.spawn(serve_connection(stream, hub, life, in_flight));
                     }
                     Err(_) => tokio::time::sleep(ACCEPT_RETRY).await,
                 },
@@ -106,7 +117,12 @@ impl Drop for ControlServer {
     }
 }
 
-async fn serve_connection(mut stream: UnixStream, hub: Arc<FaultHub>, life: AgentLife) {
+async fn serve_connection(
+    mut stream: UnixStream,
+    hub: Arc<FaultHub>,
+    life: AgentLife,
+    in_flight: Arc<watch::Sender<usize>>,
+) {
     let mut pending = Vec::new();
     let mut skipping = false;
     let mut buf = vec![0u8; 64 * 1024];
@@ -120,8 +136,11 @@ async fn serve_connection(mut stream: UnixStream, hub: Arc<FaultHub>, life: Agen
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
+            in_flight.send_modify(|n| *n += 1);
             let answer = answer(line, &hub, &life).await;
-            if write_line(&mut stream, &answer).await.is_err() {
+            let written = write_line(&mut stream, &answer).await;
+            in_flight.send_modify(|n| *n -= 1);
+            if written.is_err() {
                 return;
             }
         }

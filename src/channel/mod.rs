@@ -217,9 +217,12 @@ pub(crate) async fn serve(
     if let (Some(t), Some(fields)) = (&transcript, config.setup_record) {
         t.fields("agent-setup", fields);
     }
-    if let Some(hub) = &config.faults {
-        hub.attach_transcript(transcript.clone());
-    }
+    // Detached when serving ends, however it ends (even cancelled): declared after the
+    // writer, so it goes first, and the writer's thread is not left waiting for the hub.
+    let _recording = config
+        .faults
+        .as_ref()
+        .map(|hub| faults::Recording::attach(hub.clone(), transcript.clone()));
     let faults = Interceptor::new(config.faults.clone());
     let path = bind::listener_path(&listener);
     let guest = Arc::new(Mutex::new(guest));
@@ -282,10 +285,7 @@ pub(crate) async fn serve(
     if let Some(path) = &path {
         bind::remove_socket_file(path);
     }
-    if let Some(hub) = &config.faults {
-        // The transcript's writer finishes once every handle is gone.
-        hub.attach_transcript(None);
-    }
+    drop(_recording);
     drop(transcript);
     if let Some(writer) = writer {
         writer.finish();

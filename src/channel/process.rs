@@ -526,3 +526,53 @@ async fn sleep_until_opt(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(raw: &mut RawInput, streamer: &mut Streamer, chunk: &[u8]) -> Vec<Item> {
+        let mut items = VecDeque::new();
+        raw.feed(streamer, chunk, &mut items, true);
+        items.into_iter().collect()
+    }
+
+    #[test]
+    fn raw_input_knows_where_each_item_starts() {
+        let mut raw = RawInput {
+            valid: true,
+            ..RawInput::default()
+        };
+        let mut streamer = Streamer::new();
+        let items = feed(&mut raw, &mut streamer, b"{\"a\":1} {\"b\"");
+        assert_eq!(items.len(), 1);
+        assert_eq!(
+            raw.from(items[0].raw_from.expect("kept")),
+            b"{\"a\":1} {\"b\""
+        );
+        raw.batch_done();
+        // The partial item spans reads: its bytes start in the earlier one.
+        let items = feed(&mut raw, &mut streamer, b":2}\xff");
+        assert_eq!(items.len(), 2, "a value and a stray-byte error");
+        assert_eq!(
+            raw.from(items[0].raw_from.expect("kept")),
+            b" {\"b\":2}\xff"
+        );
+        assert_eq!(raw.from(items[1].raw_from.expect("kept")), b"\xff");
+    }
+
+    #[test]
+    fn raw_input_that_starts_mid_item_is_not_trusted_until_the_next_item() {
+        let mut raw = RawInput {
+            valid: true,
+            ..RawInput::default()
+        };
+        let mut streamer = Streamer::new();
+        let mut items = VecDeque::new();
+        raw.feed(&mut streamer, b"{\"a\"", &mut items, false);
+        let items = feed(&mut raw, &mut streamer, b":1}{\"b\":2}");
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].raw_from, None, "its first bytes were not kept");
+        assert_eq!(raw.from(items[1].raw_from.expect("kept")), b"{\"b\":2}");
+    }
+}

@@ -54,8 +54,9 @@ pub struct FaultEngine {
     /// Request rules by exact command name: the common case stays a hash lookup however
     /// many rules are loaded.
     by_command: HashMap<String, Vec<usize>>,
-    /// Request rules with a glob or no command, and all connect and start rules.
-    general: Vec<usize>,
+    /// Per event kind, the rules not in the name index: requests with a glob or no
+    /// command, and every connect and start rule.
+    general: [Vec<usize>; 3],
 }
 
 impl FaultEngine {
@@ -67,7 +68,7 @@ impl FaultEngine {
             next_id: 1,
             rules: Vec::new(),
             by_command: HashMap::new(),
-            general: Vec::new(),
+            general: Default::default(),
         }
     }
 
@@ -114,15 +115,24 @@ impl FaultEngine {
 
     fn reindex(&mut self) {
         self.by_command.clear();
-        self.general.clear();
+        for list in &mut self.general {
+            list.clear();
+        }
         for (at, armed) in self.rules.iter().enumerate() {
             match (&armed.rule.when.event, &armed.rule.when.command) {
                 (EventKind::Request, Some(name)) if !is_glob(name) => {
                     self.by_command.entry(name.clone()).or_default().push(at)
                 }
-                _ => self.general.push(at),
+                (event, _) => self.general[slot(*event)].push(at),
             }
         }
+    }
+
+    /// False when no rule can fire for this event (none listens to it, or to this
+    /// command): the caller can skip building a [`Context`].
+    pub fn may_fire(&self, event: EventKind, command: &str) -> bool {
+        !self.general[slot(event)].is_empty()
+            || (event == EventKind::Request && self.by_command.contains_key(command))
     }
 
     /// The rules that fire for this event, in the order they were added.
@@ -130,31 +140,33 @@ impl FaultEngine {
         if self.rules.is_empty() {
             return Vec::new();
         }
+        let FaultEngine {
+            rules,
+            by_command,
+            general,
+            rng,
+            ..
+        } = self;
+        let general = &general[slot(event)];
         let exact: &[usize] = match event {
-            EventKind::Request => self
-                .by_command
-                .get(context.command)
-                .map_or(&[], Vec::as_slice),
+            EventKind::Request => by_command.get(context.command).map_or(&[], Vec::as_slice),
             _ => &[],
         };
-        // Merge the two ordered index lists so rules are evaluated in insertion order.
-        let mut candidates = Vec::with_capacity(exact.len() + self.general.len());
-        let (mut i, mut j) = (0, 0);
-        while i < exact.len() || j < self.general.len() {
-            let take_exact =
-                j >= self.general.len() || (i < exact.len() && exact[i] < self.general[j]);
-            if take_exact {
-                candidates.push(exact[i]);
-                i += 1;
-            } else {
-                candidates.push(self.general[j]);
-                j += 1;
-            }
-        }
+        // Walk the two ordered index lists together, so rules are evaluated in insertion
+        // order. A rule from the name index is known to name this command.
         let mut fired = Vec::new();
-        for at in candidates {
-            let armed = &mut self.rules[at];
-            if fires(armed, event, context, &mut self.rng) {
+        let (mut i, mut j) = (0, 0);
+        while i < exact.len() || j < general.len() {
+            let named = j >= general.len() || (i < exact.len() && exact[i] < general[j]);
+            let at = if named {
+                i += 1;
+                exact[i - 1]
+            } else {
+                j += 1;
+                general[j - 1]
+            };
+            let armed = &mut rules[at];
+            if fires(armed, event, context, named, rng) {
                 fired.push(Fired {
                     rule: armed.id,
                     actions: armed.rule.actions.clone(),
@@ -187,12 +199,18 @@ impl FaultEngine {
     }
 }
 
-fn fires(armed: &mut Armed, event: EventKind, context: &Context<'_>, rng: &mut StdRng) -> bool {
+fn fires(
+    armed: &mut Armed,
+    event: EventKind,
+    context: &Context<'_>,
+    named: bool,
+    rng: &mut StdRng,
+) -> bool {
     let when = &armed.rule.when;
     if when.event != event {
         return false;
     }
-    if event == EventKind::Request {
+    if event == EventKind::Request && !named {
         if let Some(pattern) = &when.command {
             if !glob_match(pattern, context.command) {
                 return false;
@@ -237,31 +255,51 @@ fn fires(armed: &mut Armed, event: EventKind, context: &Context<'_>, rng: &mut S
     true
 }
 
+/// The index of an event kind in per-kind lists.
+fn slot(event: EventKind) -> usize {
+    match event {
+        EventKind::Request => 0,
+        EventKind::Connect => 1,
+        EventKind::Start => 2,
+    }
+}
+
 fn is_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?'])
 }
 
 /// Matches `*` (any run) and `?` (any one character), the whole text.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
+    // Command names are ASCII: then bytes are characters, and nothing is allocated (this
+    // runs for every glob rule on every request).
+    if pattern.is_ascii() && text.is_ascii() {
+        return wildcard(pattern.as_bytes(), text.as_bytes());
+    }
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    wildcard(&p, &t)
+}
+
+/// The iterative wildcard match with one backtrack point.
+fn wildcard<T: Copy + PartialEq + From<u8>>(p: &[T], t: &[T]) -> bool {
+    let (star, any) = (T::from(b'*'), T::from(b'?'));
     let (mut pi, mut ti) = (0, 0);
     let mut backtrack: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && (p[pi] == any || p[pi] == t[ti]) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == star {
             backtrack = Some((pi, ti));
             pi += 1;
-        } else if let Some((star, matched)) = backtrack {
-            pi = star + 1;
+        } else if let Some((at, matched)) = backtrack {
+            pi = at + 1;
             ti = matched + 1;
-            backtrack = Some((star, matched + 1));
+            backtrack = Some((at, matched + 1));
         } else {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == star)
 }
 
 #[cfg(test)]
@@ -289,6 +327,10 @@ mod tests {
     #[case("guest-?ing", "guest-ping", true)]
     #[case("guest-fs*-freeze*", "guest-fsfreeze-freeze-list", true)]
     #[case("guest-ping", "guest-ping ", false)]
+    #[case("gäst-*", "gäst-ping", true)]
+    #[case("g?st", "gäst", true)]
+    #[case("*a*b", "xaxxb", true)]
+    #[case("*a*b", "xaxxc", false)]
     fn globs(#[case] pattern: &str, #[case] text: &str, #[case] matches: bool) {
         assert_eq!(glob_match(pattern, text), matches);
     }
@@ -367,6 +409,8 @@ mod tests {
     fn connect_rules_ignore_requests() {
         let mut engine = FaultEngine::new(1);
         let id = engine.add(parse("connect:spurious=stale-sync").expect("spec"));
+        assert!(!engine.may_fire(EventKind::Request, "guest-ping"));
+        assert!(engine.may_fire(EventKind::Connect, ""));
         assert!(request(&mut engine, "guest-ping").is_empty());
         let fired = engine.on_event(EventKind::Connect, &Context::default());
         assert_eq!(fired.len(), 1);

@@ -1,6 +1,7 @@
 //! Fault injection: rules (`when` → `do`), the compact `--fault` syntax, and the seeded
 //! engine that decides which rules fire. The channel carries the actions out on the wire.
 
+mod check;
 mod engine;
 mod rule;
 pub mod spec;

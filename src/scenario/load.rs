@@ -123,17 +123,25 @@ impl Scenario {
             ));
         }
         for (i, entry) in self.agent.faults.iter().enumerate() {
-            if let FaultEntry::Spec(spec) = entry {
-                if let Err(e) = fault::parse_spec(spec) {
-                    let (line, column) = place("", spec);
-                    return Err(invalid(
-                        origin,
-                        line,
-                        column,
-                        format!("agent.faults[{i}]"),
-                        e.to_string(),
-                    ));
-                }
+            let (checked, needle) = match entry {
+                FaultEntry::Spec(spec) => (
+                    fault::parse_spec(spec)
+                        .map_err(|e| e.to_string())
+                        .and_then(|rule| rule.check()),
+                    spec.as_str(),
+                ),
+                // A rule object has no text of its own to point at: its list is the place.
+                FaultEntry::Rule(rule) => (rule.check(), "\"faults\""),
+            };
+            if let Err(message) = checked {
+                let (line, column) = place("", needle);
+                return Err(invalid(
+                    origin,
+                    line,
+                    column,
+                    format!("agent.faults[{i}]"),
+                    message,
+                ));
             }
         }
         for (i, duty) in self.recommended.iter().enumerate() {

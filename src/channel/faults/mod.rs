@@ -24,7 +24,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::fault::{Action, Context, Distribution, EventKind, FaultEngine, Fired, Rule, RuleId};
+use crate::fault::{
+    Action, Context, Distribution, EventKind, FaultEngine, Fired, Rule, RuleId, SpuriousKind,
+};
 use crate::AgentLife;
 
 use super::transcript::Transcript;
@@ -62,59 +64,9 @@ impl From<crate::fault::SpecError> for RuleError {
     }
 }
 
-/// Checks what the rule's types cannot say.
+/// Checks what the rule's types cannot say (see [`Rule::check`]).
 pub(crate) fn check_rule(rule: &Rule) -> Result<(), RuleError> {
-    let when = &rule.when;
-    let positive = [
-        ("nth", when.nth),
-        ("from", when.from),
-        ("every", when.every),
-    ];
-    for (name, value) in positive {
-        if value == Some(0) {
-            return Err(RuleError(format!(
-                "when.{name} must be at least 1 (events are counted from 1)"
-            )));
-        }
-    }
-    if let Some(p) = when.probability {
-        if !(0.0..=1.0).contains(&p) {
-            return Err(RuleError(format!(
-                "when.probability {p} is not between 0 and 1"
-            )));
-        }
-    }
-    if when.command.is_some() && when.event != EventKind::Request {
-        return Err(RuleError(
-            "when.command applies to requests only; remove it or set event to request".into(),
-        ));
-    }
-    for (i, action) in rule.actions.iter().enumerate() {
-        let problem = match action {
-            Action::Raw { text, base64, .. } => {
-                match plan::raw_bytes(text.as_deref(), base64.as_deref()) {
-                    Some(_) => None,
-                    None if text.is_some() && base64.is_some() => {
-                        Some("give either text or base64, not both".to_owned())
-                    }
-                    None if base64.is_some() => Some("base64 does not decode".to_owned()),
-                    None => Some("needs text or base64".to_owned()),
-                }
-            }
-            Action::Drip { bytes: 0, .. } => Some("drip needs at least 1 byte per write".into()),
-            Action::Slice { sizes } if sizes.is_empty() || sizes.contains(&0) => {
-                Some("slice needs sizes of at least 1 byte".into())
-            }
-            Action::Coalesce { count } if *count < 2 => {
-                Some("coalesce needs a count of at least 2".into())
-            }
-            _ => None,
-        };
-        if let Some(problem) = problem {
-            return Err(RuleError(format!("do[{i}] ({}): {problem}", action.name())));
-        }
-    }
-    Ok(())
+    rule.check().map_err(RuleError)
 }
 
 /// Where the numbers a plan draws come from: the engine's seeded source, and memory.
@@ -160,6 +112,8 @@ pub(crate) struct FaultHub {
     /// Some rule can kill the agent before it reads a request, so the agent keeps the raw
     /// bytes of what it has not handled yet.
     raw_input: AtomicBool,
+    /// Some rule repeats the previous reply (`spurious=duplicate`), so it is kept.
+    keeps_replies: AtomicBool,
     /// Requests handled so far by every agent process of the mock.
     requests: AtomicU64,
     origin: Instant,
@@ -193,6 +147,7 @@ impl FaultHub {
             }),
             armed: AtomicBool::new(false),
             raw_input: AtomicBool::new(false),
+            keeps_replies: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             origin,
             echo_id,
@@ -211,19 +166,31 @@ impl FaultHub {
     fn rearm(&self, state: &HubState) {
         self.armed
             .store(!state.engine.is_empty(), Ordering::Release);
-        let raw = state
-            .engine
-            .list()
-            .any(|(_, rule, _)| rule.actions.contains(&Action::DieBeforeRead));
+        let any = |wanted: fn(&Action) -> bool| {
+            state
+                .engine
+                .list()
+                .any(|(_, rule, _)| rule.actions.iter().any(wanted))
+        };
+        let raw = any(|a| matches!(a, Action::DieBeforeRead));
         self.raw_input.store(raw, Ordering::Release);
+        let keeps = any(|a| {
+            matches!(
+                a,
+                Action::Spurious {
+                    kind: SpuriousKind::Duplicate,
+                    ..
+                }
+            )
+        });
+        self.keeps_replies.store(keeps, Ordering::Release);
     }
 
     fn is_armed(&self) -> bool {
         self.armed.load(Ordering::Acquire)
     }
 
-    /// Starts (or, with `None`, stops) recording fired rules in a transcript.
-    pub(crate) fn attach_transcript(&self, transcript: Option<Transcript>) {
+    fn attach_transcript(&self, transcript: Option<Transcript>) {
         *self
             .transcript
             .lock()
@@ -308,8 +275,13 @@ impl FaultHub {
             return None;
         }
         let mut state = self.lock();
-        let context = self.context(&state, command.unwrap_or(""));
-        let fired = state.engine.on_event(EventKind::Request, &context);
+        let name = command.unwrap_or("");
+        let fired = if state.engine.may_fire(EventKind::Request, name) {
+            let context = self.context(&state, name);
+            state.engine.on_event(EventKind::Request, &context)
+        } else {
+            Vec::new()
+        };
         if fired.is_empty() {
             if let Some(sync) = sync {
                 remember_sync(&mut state, sync);
@@ -385,9 +357,9 @@ impl FaultHub {
         self.event_ready.notified().await;
     }
 
-    /// The agent wrote this reply (kept for `spurious=duplicate` while rules are loaded).
+    /// The agent wrote this reply (kept while a `spurious=duplicate` rule is loaded).
     pub(crate) fn wrote_reply(&self, reply: &[u8]) {
-        if self.is_armed() && reply.len() <= KEPT_REPLY {
+        if self.keeps_replies.load(Ordering::Acquire) && reply.len() <= KEPT_REPLY {
             self.lock().previous_reply = Some(reply.to_vec());
         }
     }
@@ -460,6 +432,23 @@ impl FaultHub {
                 fired,
             })
             .collect()
+    }
+}
+
+/// Records fired rules in a transcript until dropped. The hub outlives the serving (the
+/// mock's handle keeps it), but the transcript's writer waits for every handle to go.
+pub(crate) struct Recording(std::sync::Arc<FaultHub>);
+
+impl Recording {
+    pub(crate) fn attach(hub: std::sync::Arc<FaultHub>, transcript: Option<Transcript>) -> Self {
+        hub.attach_transcript(transcript);
+        Recording(hub)
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        self.0.attach_transcript(None);
     }
 }
 
@@ -609,21 +598,5 @@ mod tests {
         assert!(hub.tracks_raw_input());
         hub.remove(id);
         assert!(!hub.tracks_raw_input());
-    }
-
-    #[test]
-    fn rules_that_cannot_be_carried_out_are_refused() {
-        let bad = |json: &str| {
-            let rule: Rule = serde_json::from_str(json).expect("json");
-            check_rule(&rule).expect_err(json).to_string()
-        };
-        assert!(bad(r#"{"do":[{"action":"raw"}]}"#).contains("needs text or base64"));
-        assert!(bad(r#"{"do":[{"action":"raw","base64":"!!"}]}"#).contains("does not decode"));
-        assert!(bad(r#"{"when":{"nth":0},"do":[]}"#).contains("at least 1"));
-        assert!(bad(r#"{"do":[{"action":"slice","sizes":[]}]}"#).contains("slice"));
-        assert!(
-            bad(r#"{"when":{"event":"connect","command":"x"},"do":[]}"#).contains("requests only")
-        );
-        assert!(check_rule(&parse_spec("guest-ping:raw=x").expect("spec")).is_ok());
     }
 }

@@ -1,0 +1,130 @@
+//! The agent state a scenario sets up: a half request in the parser, stale replies in the
+//! channel, the frozen marker, a late or manual start.
+
+mod fault_support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use fault_support::*;
+use qga_harness::scenario::Scenario;
+use qga_harness::{AgentState, MockAgent};
+use tokio::time::Instant;
+
+async fn mock_from(dir: &tempfile::TempDir, agent: &str) -> MockAgent {
+    let text =
+        format!(r#"{{"id": "state.1", "title": "t", "requirement": "r", "agent": {agent}}}"#);
+    let scenario = Scenario::parse(&text, Path::new("state.json")).expect("scenario");
+    MockAgent::builder()
+        .scenario_agent(&scenario.agent, dir.path())
+        .expect("agent side")
+        .start_in(dir.path())
+        .await
+        .expect("start")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_half_request_in_the_parser_swallows_the_first_bytes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mock = mock_from(
+        &dir,
+        r#"{"state": {"parser_input": "{\"execute\":\"guest-sync\",\"arguments\":{\"id\":5}"}}"#,
+    )
+    .await;
+    let mut client = Client::connect(mock.socket_path()).await;
+    client.send(b"}").await;
+    client.expect(b"{\"return\": 5}\n").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_output_reaches_the_first_client_before_anything_else() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mock = mock_from(
+        &dir,
+        r#"{"state": {"pending_output": {"base64": "/3sicmV0dXJuIjogMX0K"}}}"#,
+    )
+    .await;
+    let mut client = Client::connect(mock.socket_path()).await;
+    client.expect(b"\xff{\"return\": 1}\n").await;
+    client.send(&ping(2)).await;
+    client.expect(&ping_reply(2)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_output_on_unix_listen_goes_to_the_first_client() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mock = mock_from(
+        &dir,
+        r#"{"transport": "unix-listen", "state": {"pending_output": "{\"return\": {}, \"id\": \"old\"}\n"}}"#,
+    )
+    .await;
+    let mut client = Client::connect(mock.socket_path()).await;
+    client.expect(b"{\"return\": {}, \"id\": \"old\"}\n").await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_frozen_guest_starts_an_agent_in_the_frozen_state() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mock = mock_from(&dir, r#"{"state": {"frozen": true}}"#).await;
+    let mut client = Client::connect(mock.socket_path()).await;
+    client.send(&execute("guest-fsfreeze-status", 1)).await;
+    client
+        .expect(b"{\"return\": \"frozen\", \"id\": 1}\n")
+        .await;
+    client.send(&execute("guest-get-osinfo", 2)).await;
+    let reply = client.until_quiet().await;
+    let text = String::from_utf8(reply).expect("ascii");
+    assert!(
+        text.contains("has been disabled") && text.contains("frozen"),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_start_and_a_manual_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mock = mock_from(&dir, r#"{"state": {"start_delay_ms": 300}}"#).await;
+    let mut client = Client::connect(mock.socket_path()).await;
+    let start = Instant::now();
+    client.send(&ping(1)).await;
+    client.expect(&ping_reply(1)).await;
+    assert_eq!(since(start), Duration::from_millis(300));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mock = mock_from(&dir, r#"{"state": {"started": false}}"#).await;
+    let mut client = Client::connect(mock.socket_path()).await;
+    client.send(&ping(1)).await;
+    client.expect_quiet().await;
+    assert_eq!(mock.life().state(), AgentState::NotStarted);
+    mock.life().start().await.expect("start");
+    client.expect(&ping_reply(1)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn version_lists_and_seed_come_from_the_scenario() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mock = mock_from(
+        &dir,
+        r#"{"version": "3.1.0", "block_rpcs": ["guest-get-osinfo"], "seed": 11}"#,
+    )
+    .await;
+    assert_eq!(mock.faults().seed(), 11);
+    let mut client = Client::connect(mock.socket_path()).await;
+    // qemu-ga before 4.0 echoes no id.
+    client.send(&ping(1)).await;
+    client.expect(b"{\"return\": {}}\n").await;
+    client.send(&execute("guest-get-osinfo", 2)).await;
+    let text = String::from_utf8(client.until_quiet().await).expect("ascii");
+    assert!(text.contains("has been disabled"), "{text}");
+}
+
+#[test]
+fn bad_state_bytes_are_refused_with_the_field() {
+    let text = r#"{"id": "state.1", "title": "t", "requirement": "r",
+                   "agent": {"state": {"parser_input": {"base64": "!!"}}}}"#;
+    let scenario = Scenario::parse(text, Path::new("s.json")).expect("scenario");
+    let e = MockAgent::builder()
+        .scenario_agent(&scenario.agent, Path::new("."))
+        .expect_err("bad base64");
+    assert!(e.to_string().contains("agent.state.parser_input"), "{e}");
+}
