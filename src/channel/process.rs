@@ -151,7 +151,7 @@ pub(crate) enum Exit {
         downtime: Restart,
     },
     /// A fault made the VM exit.
-    VmExit,
+    VmExited,
 }
 
 /// An item from the parser, with where its raw bytes start in [`RawInput`] when kept.
@@ -442,7 +442,7 @@ impl Agent {
             tokio::time::sleep(plan.delay).await;
         }
         if plan.vm_exit {
-            return Some(Exit::VmExit);
+            return Some(Exit::VmExited);
         }
         if plan.die_after_read {
             return died(&plan, None);

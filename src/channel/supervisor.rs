@@ -287,7 +287,7 @@ impl Run {
                 self.answer_stop_waiters();
                 None
             }
-            Exit::VmExit => {
+            Exit::VmExited => {
                 self.s.transcript.event("vm-exit", Some("fault".into()));
                 Some(VmEnd::VmExit)
             }
