@@ -6,7 +6,7 @@
 //! bench profile (release), on both transports.
 //!
 //! - sequential: one request, wait for its reply, repeat; median, p90 and p99 of 20,000
-//!   round trips per agent, taken in interleaved blocks so that drift on a shared machine
+//!   round trips per agent, taken in 10 interleaved blocks so that drift on a shared machine
 //!   hits every agent alike.
 //! - pipelined: a writer thread and a reader thread on one connection, 100,000 requests;
 //!   requests per second from the first write to the last reply (best of the rounds).
@@ -170,7 +170,7 @@ struct Figures {
 fn main() {
     let sequential_n = env_usize("QGA_BENCH_SEQUENTIAL", 20_000);
     let pipelined_n = env_usize("QGA_BENCH_PIPELINED", 100_000);
-    let rounds = env_usize("QGA_BENCH_ROUNDS", 4).max(1);
+    let rounds = env_usize("QGA_BENCH_ROUNDS", 10).max(1);
 
     let real = match RealAgent::start(&[]) {
         Ok(real) => real,

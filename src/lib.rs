@@ -9,6 +9,8 @@
 //! - [`channel`]: virtio-serial and unix-listen socket semantics, the agent's life.
 //! - [`client`]: the reference host client.
 //! - [`scenario`]: scenario files, their strict loader and JSON Schema.
+//! - [`runner`]: running cases against a host client, judging them.
+//! - [`report`]: human, JUnit, JSON reports, artifacts and baselines.
 //! - [`cli`]: the `qga-harness` command line.
 //! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
 //! - [`MockAgent`]: the mock qemu-ga as a library (`mock.rs`).
@@ -21,6 +23,8 @@ pub mod fault;
 pub mod guest;
 mod mock;
 pub mod real_agent;
+pub mod report;
+pub mod runner;
 pub mod scenario;
 pub mod wire;
 

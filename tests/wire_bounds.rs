@@ -173,20 +173,25 @@ fn every_byte_value_flood_of_100_mib() {
 /// Floods of message fragments: the first message is cut at the token count, token size
 /// or nesting limit (the rest are then small top-level values); what is held is at most
 /// one maximal message's partial value.
+/// Each flood is sized to pass the token count limit (2 Mi tokens) with a little to spare.
 #[rstest]
-#[case::numbers(b"[", b"1,")]
-#[case::strings(b"[", b"\"a\",")]
-#[case::empty_arrays(b"[", b"[],")]
-#[case::empty_objects(b"[", b"{},")]
-#[case::small_arrays(b"[", b"[1],")]
-#[case::nested_arrays(b"[", b"[[[1]]],")]
-#[case::small_objects(b"[", b"{\"a\":1},")]
-#[case::objects_of_arrays(b"[", b"{\"a\":[1]},")]
-#[case::escaped_strings(b"[", b"\"\\u00e9\",")]
-#[case::nested_objects(b"{\"execute\":\"guest-ping\",\"arguments\":", b"{\"a\":")]
-#[case::doubles(b"[", b"-1.5e300,")]
-fn fragment_floods_stay_within_two_limits(#[case] head: &[u8], #[case] pattern: &[u8]) {
-    let f = flood(head, pattern, 12 * MIB);
+#[case::numbers(b"[", b"1,", 5)]
+#[case::strings(b"[", b"\"a\",", 5)]
+#[case::empty_arrays(b"[", b"[],", 4)]
+#[case::empty_objects(b"[", b"{},", 4)]
+#[case::small_arrays(b"[", b"[1],", 3)]
+#[case::nested_arrays(b"[", b"[[[1]]],", 3)]
+#[case::small_objects(b"[", b"{\"a\":1},", 4)]
+#[case::objects_of_arrays(b"[", b"{\"a\":[1]},", 4)]
+#[case::escaped_strings(b"[", b"\"\\u00e9\",", 11)]
+#[case::nested_objects(b"{\"execute\":\"guest-ping\",\"arguments\":", b"{\"a\":", 2)]
+#[case::doubles(b"[", b"-1.5e300,", 11)]
+fn fragment_floods_stay_within_two_limits(
+    #[case] head: &[u8],
+    #[case] pattern: &[u8],
+    #[case] mib: usize,
+) {
+    let f = flood(head, pattern, mib * MIB);
     assert!(f.peak <= 2 * LIMIT + 4 * MIB, "peak {} MiB", f.peak / MIB);
 }
 
@@ -206,9 +211,10 @@ fn object_with_half_a_million_distinct_keys() {
 /// nothing is doubled beyond that. 16 MiB here keeps the debug build quick.
 #[test]
 fn stray_token_of_invalid_utf8_costs_three_times_its_size() {
+    // A token of exactly 16 MiB, so its geometrically grown buffer is 16 MiB too.
     let size = 16 * MIB;
     let mut input = vec![b'"'];
-    input.resize(size, 0x80);
+    input.resize(size - 1, 0x80);
     input.push(0x01);
     let f = flood(&input, b" ", input.len());
     assert_eq!(f.items, 1);

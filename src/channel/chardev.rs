@@ -13,14 +13,12 @@
 //! - Replies the agent wrote that were not yet written to a client go to the next one.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::io::{Interest, Ready};
+use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
 
 use super::intercept::Interceptor;
@@ -100,6 +98,9 @@ impl Chardev {
         let fd = stream.as_raw_fd();
         // The client shut down its writing half while nothing was read.
         let mut half_closed = false;
+        // Whether a read could find bytes: false once a read drained the socket, until
+        // epoll reports more (tokio's cached readiness is cleared along with it).
+        let mut maybe_readable = true;
         loop {
             if self.port.take_drop_request() {
                 return "closed by a fault".into();
@@ -127,7 +128,7 @@ impl Chardev {
             }
 
             let room = self.port.input_room();
-            if room > 0 {
+            if room > 0 && maybe_readable {
                 let want = room.min(self.buf.len());
                 match recv_nonblocking(fd, &mut self.buf[..want]) {
                     Ok(0) => return "eof".into(),
@@ -135,21 +136,15 @@ impl Chardev {
                         self.status.read(n);
                         self.transcript.bytes(number, Direction::In, &self.buf[..n]);
                         self.port.push_input(&self.buf[..n]);
-                        if n == want {
-                            // There may be more: read on before waiting.
-                            continue;
-                        }
-                        // A short read drained the socket. If the client had already shut
-                        // down its writing half, EOF is next: QEMU reads it at once, before
-                        // the guest could answer, so the client is dropped now.
-                        if cached_readiness(stream).is_some_and(|r| r.is_read_closed()) {
-                            return "eof".into();
-                        }
-                        // Otherwise the next byte brings a new readiness event.
-                        clear_read_readiness(stream);
+                        // Read on until the socket is drained: if the client shut down its
+                        // writing half after these bytes, EOF comes next, and QEMU reads it
+                        // at once, long before the guest could answer, so the client must
+                        // be dropped before any reply is written to it.
+                        continue;
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         clear_read_readiness(stream);
+                        maybe_readable = false;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => return e.to_string(),
@@ -166,22 +161,28 @@ impl Chardev {
                 (false, false) => None,
             };
             tokio::select! {
+                biased;
                 ready = stream.ready(interest.unwrap_or(Interest::READABLE)), if interest.is_some() => {
                     let ready = match ready {
                         Ok(ready) => ready,
                         Err(e) => return e.to_string(),
                     };
-                    if room == 0 && watch_read && (ready.is_readable() || ready.is_read_closed()) {
-                        // Nothing is read now, but QEMU still notices a hang-up.
-                        if peer_hung_up(fd) {
-                            return "hangup".into();
+                    if ready.is_readable() || ready.is_read_closed() {
+                        // Bytes (or EOF) to read, now or once the guest has room again.
+                        maybe_readable = true;
+                        if room == 0 {
+                            // Nothing is read now, but QEMU still notices a hang-up.
+                            if peer_hung_up(fd) {
+                                return "hangup".into();
+                            }
+                            half_closed |= ready.is_read_closed();
+                            clear_read_readiness(stream);
                         }
-                        half_closed |= ready.is_read_closed();
-                        clear_read_readiness(stream);
                     }
                 }
                 () = self.port.host_notified() => {}
-                () = tokio::time::sleep(HANGUP_CHECK), if !watch_read => {
+                // An async block, so no timer is set up on the loops that do not need one.
+                () = async { tokio::time::sleep(HANGUP_CHECK).await }, if !watch_read => {
                     if peer_hung_up(fd) {
                         return "hangup".into();
                     }
@@ -208,15 +209,6 @@ fn recv_nonblocking(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     } else {
         // `n` is non-negative and at most `buf.len()`.
         Ok(n.unsigned_abs())
-    }
-}
-
-/// The read readiness tokio has cached from the last epoll round, without a syscall.
-fn cached_readiness(stream: &UnixStream) -> Option<Ready> {
-    let ready = std::pin::pin!(stream.ready(Interest::READABLE));
-    match ready.poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(Ok(ready)) => Some(ready),
-        Poll::Ready(Err(_)) | Poll::Pending => None,
     }
 }
 

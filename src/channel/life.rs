@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::status::{ChannelStatus, StatusBoard};
+use super::status::{status_board, ChannelStatus, StatusBoard, StatusCloser, StatusView};
 
 /// Where the emulated qemu-ga process is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -132,7 +132,7 @@ pub(crate) struct LifeRequest {
 pub struct AgentLife {
     tx: mpsc::UnboundedSender<LifeRequest>,
     state: watch::Receiver<AgentState>,
-    status: watch::Receiver<ChannelStatus>,
+    status: StatusView,
 }
 
 /// The supervisor's end of an [`AgentLife`].
@@ -141,19 +141,22 @@ pub(crate) struct LifeInbox {
     pub(crate) commands: mpsc::UnboundedReceiver<LifeRequest>,
     pub(crate) state: watch::Sender<AgentState>,
     pub(crate) status: StatusBoard,
+    /// Tells waiters on the status that serving ended, when the inbox is dropped.
+    _closer: StatusCloser,
 }
 
 /// Creates a controller and the supervisor's end of it.
 pub(crate) fn life_channel(initial: AgentState) -> (AgentLife, LifeInbox) {
     let (tx, commands) = mpsc::unbounded_channel();
     let (state_tx, state) = watch::channel(initial);
-    let (board, status) = StatusBoard::new();
+    let (board, status, closer) = status_board();
     (
         AgentLife { tx, state, status },
         LifeInbox {
             commands,
             state: state_tx,
             status: board,
+            _closer: closer,
         },
     )
 }
@@ -192,7 +195,7 @@ impl AgentLife {
     /// What the socket side has seen so far (connections, bytes each way).
     #[must_use]
     pub fn channel_status(&self) -> ChannelStatus {
-        *self.status.borrow()
+        self.status.get()
     }
 
     /// Waits until the socket side's status satisfies `ready` (at once if it does), and
@@ -220,14 +223,12 @@ impl AgentLife {
     /// ```
     pub async fn wait_channel(
         &self,
-        mut ready: impl FnMut(&ChannelStatus) -> bool,
+        ready: impl FnMut(&ChannelStatus) -> bool,
     ) -> Result<ChannelStatus, LifeError> {
-        let mut rx = self.status.clone();
-        let status = rx
-            .wait_for(|s| ready(s))
+        self.status
+            .wait_for(ready)
             .await
-            .map_err(|_| LifeError::Gone)?;
-        Ok(*status)
+            .map_err(|_| LifeError::Gone)
     }
 
     /// Starts a fresh agent process now (from not started or dead; cancels a pending start).

@@ -80,8 +80,9 @@ impl ListenLink {
         loop {
             let Some(client) = &mut self.client else {
                 let accepted = tokio::select! {
-                    accepted = self.listener.accept() => accepted,
+                    biased;
                     () = stop.requested() => return Input::Stop,
+                    accepted = self.listener.accept() => accepted,
                 };
                 match accepted {
                     Ok((stream, _)) => {
@@ -106,8 +107,9 @@ impl ListenLink {
                 continue;
             };
             let read = tokio::select! {
-                read = client.stream.read(buf) => read,
+                biased;
                 () = stop.requested() => return Input::Stop,
+                read = client.stream.read(buf) => read,
             };
             match read {
                 Ok(0) => self.disconnect("eof".into()),

@@ -269,7 +269,9 @@ pub(crate) async fn serve(
                 status.clone(),
                 faults.clone(),
             );
+            // Biased: no random branch order, so a run is as repeatable as the kernel lets it.
             let end = tokio::select! {
+                biased;
                 end = supervisor(Side::VirtioSerial { port }).run(shutdown) => end,
                 never = chardev.run() => match never {},
             };

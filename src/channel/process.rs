@@ -86,12 +86,14 @@ pub(crate) enum Input {
 impl Link {
     async fn read(&mut self, buf: &mut [u8], stop: &StopSignal) -> Input {
         match self {
+            // A stop request wins over input that arrived at the same time.
             Link::Port(port) => tokio::select! {
+                biased;
+                () = stop.requested() => Input::Stop,
                 read = port.read(buf) => match read {
                     PortRead::Bytes(n) => Input::Bytes(n),
                     PortRead::NewConnection => Input::NewConnection,
                 },
-                () = stop.requested() => Input::Stop,
             },
             Link::Listen(link) => link.read(buf, stop).await,
         }

@@ -111,6 +111,8 @@ impl Replay {
             agent: self.agent.clone(),
             steps: Vec::new(),
             duties: Vec::new(),
+            recommended: Vec::new(),
+            single_connection: false,
             info: Some("recorded agent, no expectations yet".into()),
         }
     }

@@ -1,10 +1,40 @@
 //! `qga-harness schema`: prints the JSON Schema of a scenario or profile file.
 
-/// Prints the JSON Schema of a scenario or profile file.
+use std::io::Write;
+
+use crate::guest::Profile;
+
+/// Which file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaKind {
+    /// A scenario file (`scenarios/**/*.json`).
+    Scenario,
+    /// A guest profile (`mock --profile`, a scenario's `agent.profile`).
+    Profile,
+}
+
+/// Prints the JSON Schema of a scenario or profile file, for editors.
 #[derive(Debug, clap::Args)]
-pub struct SchemaArgs {}
+pub struct SchemaArgs {
+    /// The file format whose schema to print.
+    #[arg(value_enum)]
+    pub kind: SchemaKind,
+}
 
 pub fn run(args: SchemaArgs) -> i32 {
-    let _ = args;
-    todo!()
+    let schema = match args.kind {
+        SchemaKind::Scenario => crate::scenario::json_schema(),
+        SchemaKind::Profile => Profile::json_schema(),
+    };
+    match serde_json::to_string_pretty(&schema) {
+        Ok(text) => {
+            // A closed pipe (`| head`) is not an error worth a message.
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: cannot print the schema: {e}");
+            2
+        }
+    }
 }

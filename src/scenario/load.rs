@@ -144,6 +144,21 @@ impl Scenario {
                 ));
             }
         }
+        for (i, duty) in self.recommended.iter().enumerate() {
+            if self.duties.contains(duty) {
+                let (line, column) = place("", "\"recommended\"");
+                return Err(invalid(
+                    origin,
+                    line,
+                    column,
+                    format!("recommended[{i}]"),
+                    format!(
+                        "'{}' is listed both in \"duties\" (required) and in \"recommended\"; keep it in one of them",
+                        duty.name()
+                    ),
+                ));
+            }
+        }
         for (i, step) in self.steps.iter().enumerate() {
             if step.expect.is_empty() && self.info.is_none() {
                 let (line, column) = place("", "\"expect\"");

@@ -28,9 +28,17 @@ pub struct Scenario {
     /// process per step (oneshot mode).
     #[serde(default)]
     pub steps: Vec<Step>,
-    /// Duties checked on the wire, beyond the outcomes.
+    /// Duties checked on the wire, beyond the outcomes: a miss is a FAIL.
     #[serde(default)]
     pub duties: Vec<Duty>,
+    /// Duties that are recommended rather than required: a miss makes the case NON-STRICT.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recommended: Vec<Duty>,
+    /// The steps only make sense on one connection (a late reply to one step arriving
+    /// during the next): a oneshot client, one process per step, cannot express the case,
+    /// and its verdict is UNSUPPORTED.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub single_connection: bool,
     /// Why this case exists when it only records behaviour: its verdict is INFO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<String>,
@@ -237,6 +245,34 @@ pub enum Duty {
     BoundedMemory,
     /// guest-exec, guest-file-write and the like are not sent again after a timeout.
     NoRepeatedSideEffects,
+}
+
+impl Duty {
+    /// Every duty, in the order reports list them.
+    pub const ALL: [Duty; 8] = [
+        Duty::SyncFirst,
+        Duty::SyncAfterTimeout,
+        Duty::UnpredictableSyncIds,
+        Duty::FlushBeforeSync,
+        Duty::NoStaleAttribution,
+        Duty::TotalDeadline,
+        Duty::BoundedMemory,
+        Duty::NoRepeatedSideEffects,
+    ];
+
+    /// The duty's name as written in scenario files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Duty::SyncFirst => "sync-first",
+            Duty::SyncAfterTimeout => "sync-after-timeout",
+            Duty::UnpredictableSyncIds => "unpredictable-sync-ids",
+            Duty::FlushBeforeSync => "flush-before-sync",
+            Duty::NoStaleAttribution => "no-stale-attribution",
+            Duty::TotalDeadline => "total-deadline",
+            Duty::BoundedMemory => "bounded-memory",
+            Duty::NoRepeatedSideEffects => "no-repeated-side-effects",
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for FaultEntry {

@@ -38,6 +38,29 @@ fn a_good_scenario_loads() {
     assert_eq!(rules.len(), 2);
     assert_eq!(rules[0].actions, vec![Action::Hang { block: true }]);
     assert_eq!(scenario.duties, vec![Duty::SyncFirst, Duty::TotalDeadline]);
+    assert!(scenario.recommended.is_empty());
+    assert!(!scenario.single_connection);
+}
+
+#[test]
+fn recommended_duties_and_single_connection_load() {
+    let text = GOOD.replace(
+        r#""duties": ["sync-first", "total-deadline"]"#,
+        r#""duties": ["sync-first"], "recommended": ["flush-before-sync"], "single_connection": true"#,
+    );
+    let scenario = parse(&text).expect("valid scenario");
+    assert_eq!(scenario.recommended, vec![Duty::FlushBeforeSync]);
+    assert!(scenario.single_connection);
+}
+
+#[test]
+fn duty_names_match_the_file_format() {
+    for duty in Duty::ALL {
+        assert_eq!(
+            serde_json::to_value(duty).expect("serialises"),
+            serde_json::json!(duty.name())
+        );
+    }
 }
 
 #[rstest]
@@ -70,6 +93,11 @@ fn a_good_scenario_loads() {
     GOOD.replace(r#"[{"client-error": {"class": "Timeout", "max_ms": 600}}]"#, "[]"),
     "at `steps[0].expect`",
     "at least one acceptable outcome"
+)]
+#[case::duty_twice(
+    GOOD.replace(r#""duties": ["sync-first", "total-deadline"]"#, r#""duties": ["sync-first", "total-deadline"], "recommended": ["sync-first"]"#),
+    "at `recommended[0]`",
+    "listed both"
 )]
 #[case::truncated(GOOD[..200].to_owned(), "cases/sync-1.json:", "EOF")]
 #[case::trailing(format!("{GOOD} {{}}"), "", "one scenario")]

@@ -191,7 +191,7 @@ impl Lexer {
         let plain = |b: &u8| (0x20..=0xFD).contains(b) && *b != quote && *b != b'\\';
         match rest.first() {
             Some(&b) if b == quote => {
-                self.append(&[b]);
+                self.append_last(b);
                 self.finish(Token::String, on_token);
                 1
             }
@@ -257,7 +257,7 @@ impl Lexer {
 
     /// `byte` cannot continue the token: it joins the error token, and recovery begins.
     fn fail(&mut self, byte: u8, on_token: &mut impl FnMut(Token, &[u8])) -> usize {
-        self.append(&[byte]);
+        self.append_last(byte);
         on_token(Token::Error, &self.token);
         self.clear_token();
         self.state = State::Recovery;
@@ -275,6 +275,13 @@ impl Lexer {
             self.token.reserve_exact(target - self.token.len());
         }
         self.token.extend_from_slice(bytes);
+    }
+
+    /// Appends the byte that ends the token: room for exactly one more byte is enough, so a
+    /// large token whose buffer is full does not double it for a single byte.
+    fn append_last(&mut self, byte: u8) {
+        self.token.reserve_exact(1);
+        self.token.push(byte);
     }
 
     fn clear_token(&mut self) {

@@ -1,0 +1,289 @@
+//! Reading one reply line: its `id`, `return` and `error` members, nothing else.
+//!
+//! Nesting is bounded by serde_json's recursion limit (128 levels), so a hostile reply of
+//! a million `[` is a parse error, not a stack overflow. Real replies nest a few levels.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
+
+use super::error::{AgentError, Error, ProtocolError};
+
+/// How much of an offending line an error message quotes.
+const PREVIEW_BYTES: usize = 160;
+
+/// The members of a reply object that matter to a client.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Reply {
+    pub(crate) id: Option<Value>,
+    pub(crate) ret: Option<Value>,
+    pub(crate) error: Option<Value>,
+}
+
+/// A reply line that is JSON but not an object.
+#[derive(Debug, PartialEq)]
+pub(crate) struct NotAnObject;
+
+impl Reply {
+    /// Parses one line. `Ok(Err(NotAnObject))` is valid JSON of another type.
+    pub(crate) fn parse(line: &[u8]) -> Result<Result<Reply, NotAnObject>, ProtocolError> {
+        let mut de = serde_json::Deserializer::from_slice(line);
+        let parsed = de.deserialize_any(ReplyVisitor);
+        let parsed = parsed.and_then(|r| de.end().map(|()| r));
+        parsed.map_err(|e| ProtocolError::NotJson {
+            reason: e.to_string(),
+            preview: preview(line),
+        })
+    }
+
+    /// True when `return` is exactly the integer `id` (the reply to our sync).
+    pub(crate) fn returns_sync_id(&self, id: u64) -> bool {
+        matches!(&self.ret, Some(Value::Number(n)) if n.as_u64() == Some(id))
+    }
+
+    /// True when the reply carries `id` as its top-level id.
+    pub(crate) fn has_id(&self, id: &Value) -> bool {
+        self.id.as_ref().is_some_and(|mine| same_id(mine, id))
+    }
+
+    /// The call's result from a reply known to answer it.
+    pub(crate) fn into_result(self, line: &[u8]) -> Result<Value, Error> {
+        match (self.ret, self.error) {
+            (Some(ret), None) => Ok(ret),
+            (None, Some(error)) => Err(agent_error(error, line)?.into_error()),
+            (Some(_), Some(_)) => Err(ProtocolError::BothResults {
+                preview: preview(line),
+            }
+            .into()),
+            (None, None) => Err(ProtocolError::NoResult {
+                preview: preview(line),
+            }
+            .into()),
+        }
+    }
+}
+
+/// Compares ids as the agent echoes them: QEMU re-prints an integral float as an
+/// integer (`1.0` comes back as `1`), so a float compares by value. Integers compare
+/// exactly: as floats, 63-bit ids a few apart would look equal.
+fn same_id(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            matches!((x.as_f64(), y.as_f64()), (Some(p), Some(q)) if p == q)
+        }
+        _ => a == b,
+    }
+}
+
+fn agent_error(error: Value, line: &[u8]) -> Result<AgentError, ProtocolError> {
+    let malformed = || ProtocolError::MalformedError {
+        preview: preview(line),
+    };
+    let Value::Object(mut members) = error else {
+        return Err(malformed());
+    };
+    let Some(Value::String(class)) = members.remove("class") else {
+        return Err(malformed());
+    };
+    let desc = match members.remove("desc") {
+        Some(Value::String(desc)) => desc,
+        None => String::new(),
+        Some(_) => return Err(malformed()),
+    };
+    Ok(AgentError { class, desc })
+}
+
+/// The start of a line, for error messages.
+pub(crate) fn preview(line: &[u8]) -> String {
+    let cut = &line[..line.len().min(PREVIEW_BYTES)];
+    let mut text = String::from_utf8_lossy(cut).into_owned();
+    if line.len() > PREVIEW_BYTES {
+        text.push('…');
+    }
+    text
+}
+
+/// Reads only `id`, `return` and `error`, skipping other members without building them.
+struct ReplyVisitor;
+
+impl<'de> Visitor<'de> for ReplyVisitor {
+    type Value = Result<Reply, NotAnObject>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut reply = Reply::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Id => reply.id = Some(map.next_value()?),
+                Key::Return => reply.ret = Some(map.next_value()?),
+                Key::Error => reply.error = Some(map.next_value()?),
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Ok(reply))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Err(NotAnObject))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err(NotAnObject))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err(NotAnObject))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err(NotAnObject))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err(NotAnObject))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(Err(NotAnObject))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err(NotAnObject))
+    }
+}
+
+enum Key {
+    Id,
+    Return,
+    Error,
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key, E> {
+                Ok(match s {
+                    "id" => Key::Id,
+                    "return" => Key::Return,
+                    "error" => Key::Error,
+                    _ => Key::Other,
+                })
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(line: &str) -> Reply {
+        match Reply::parse(line.as_bytes()) {
+            Ok(Ok(r)) => r,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_return_error_and_id_in_any_order() {
+        let r = parse(r#"{"return": {"a": [1, 2]}, "id": 7}"#);
+        assert_eq!(r.id, Some(json!(7)));
+        assert_eq!(r.ret, Some(json!({"a": [1, 2]})));
+        let r =
+            parse(r#"{"id": "x", "error": {"class": "GenericError", "desc": "d"}, "extra": [{}]}"#);
+        assert!(r.has_id(&json!("x")));
+        let e = r.into_result(b"").unwrap_err();
+        assert_eq!(e.class(), "GenericError");
+        assert_eq!(e.desc(), "d");
+    }
+
+    #[test]
+    fn a_null_return_is_a_return() {
+        let r = parse(r#"{"return": null}"#);
+        assert_eq!(r.into_result(b"").unwrap(), Value::Null);
+    }
+
+    #[test]
+    fn matches_the_sync_id_exactly() {
+        assert!(parse(r#"{"return": 9223372036854775807}"#).returns_sync_id(i64::MAX as u64));
+        assert!(!parse(r#"{"return": 5.0}"#).returns_sync_id(5));
+        assert!(!parse(r#"{"return": "5"}"#).returns_sync_id(5));
+        assert!(!parse(r#"{"return": 6}"#).returns_sync_id(5));
+        assert!(!parse(r#"{"return": -5}"#).returns_sync_id(5));
+    }
+
+    #[test]
+    fn ids_compare_as_the_agent_reprints_them() {
+        assert!(parse(r#"{"return": {}, "id": 1}"#).has_id(&json!(1.0)));
+        assert!(!parse(r#"{"return": {}, "id": "1"}"#).has_id(&json!(1)));
+        let id = (1u64 << 62) + 2;
+        assert!(!parse(&format!(r#"{{"return": {{}}, "id": {}}}"#, id + 1)).has_id(&json!(id)));
+        assert!(!parse(&format!(r#"{{"return": {{}}, "id": {}}}"#, id ^ 1)).has_id(&json!(id)));
+        assert!(parse(&format!(r#"{{"return": {{}}, "id": {id}}}"#)).has_id(&json!(id)));
+        assert!(!parse(r#"{"return": {}}"#).has_id(&json!(1)));
+    }
+
+    #[test]
+    fn tells_non_objects_from_garbage() {
+        assert_eq!(Reply::parse(b"42").unwrap(), Err(NotAnObject));
+        assert_eq!(Reply::parse(b"[1, {\"a\": 2}]").unwrap(), Err(NotAnObject));
+        assert!(Reply::parse(b"{\"return\": 1} x").is_err());
+        assert!(Reply::parse(b"{\"return\": \xc3}").is_err());
+        assert!(Reply::parse(b"inf").is_err());
+    }
+
+    #[test]
+    fn bounds_nesting() {
+        let deep = format!("{{\"return\": {}}}", "[".repeat(100_000));
+        assert!(matches!(
+            Reply::parse(deep.as_bytes()),
+            Err(ProtocolError::NotJson { .. })
+        ));
+        let ok = format!("{{\"return\": {}{}}}", "[".repeat(100), "]".repeat(100));
+        assert!(Reply::parse(ok.as_bytes()).is_ok());
+    }
+
+    #[rstest::rstest]
+    #[case(r#"{"error": "random error"}"#)]
+    #[case(r#"{"error": {"desc": "no class"}}"#)]
+    #[case(r#"{"error": {"class": 1, "desc": "x"}}"#)]
+    #[case(r#"{"error": {"class": "C", "desc": 2}}"#)]
+    fn malformed_errors_are_protocol_errors(#[case] line: &str) {
+        let e = parse(line).into_result(line.as_bytes()).unwrap_err();
+        assert!(
+            matches!(e, Error::Protocol(ProtocolError::MalformedError { .. })),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn an_error_without_desc_keeps_its_class() {
+        let e = parse(r#"{"error": {"class": "CommandDisabled"}}"#)
+            .into_result(b"")
+            .unwrap_err();
+        assert!(matches!(e, Error::CommandDisabled(_)));
+        assert_eq!(e.desc(), "");
+    }
+
+    #[test]
+    fn neither_or_both_results_are_protocol_errors() {
+        assert!(matches!(
+            parse(r#"{"id": 1}"#).into_result(b""),
+            Err(Error::Protocol(ProtocolError::NoResult { .. }))
+        ));
+        assert!(matches!(
+            parse(r#"{"return": 1, "error": {"class": "C"}}"#).into_result(b""),
+            Err(Error::Protocol(ProtocolError::BothResults { .. }))
+        ));
+    }
+}

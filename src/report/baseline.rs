@@ -1,0 +1,228 @@
+//! Baselines: the verdict each case is expected to get. A run passes against a baseline
+//! unless a case does worse than its baseline (FAIL is worse than NON-STRICT and
+//! UNSUPPORTED, which are worse than PASS and INFO). A case the baseline does not list is
+//! expected to PASS.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::runner::{compare_ids, CaseResult, Verdict};
+
+/// Expected verdicts by case id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    /// The client the baseline was written for (informative).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub client: String,
+    pub verdicts: BTreeMap<String, Verdict>,
+}
+
+/// Why a baseline could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum BaselineError {
+    #[error("{}: cannot read the baseline: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: not a baseline ({message}); expected {{\"verdicts\": {{\"sync.1\": \"PASS\", ...}}}}", path.display())]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{}: cannot write the baseline: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A case whose verdict differs from its baseline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub id: String,
+    pub expected: Verdict,
+    pub actual: Verdict,
+}
+
+/// How a run compares with a baseline.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Comparison {
+    /// Cases worse than their baseline.
+    pub regressions: Vec<Change>,
+    /// Cases better than their baseline (time to update it).
+    pub improvements: Vec<Change>,
+    /// Baseline ids that did not run (filtered out, or removed from the catalogue).
+    pub missing: Vec<String>,
+}
+
+impl Baseline {
+    /// The verdicts of a run.
+    pub fn from_results(results: &[CaseResult], client: &str) -> Baseline {
+        Baseline {
+            client: client.to_owned(),
+            verdicts: results.iter().map(|r| (r.id.clone(), r.verdict)).collect(),
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Baseline, BaselineError> {
+        let text = std::fs::read_to_string(path).map_err(|source| BaselineError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| BaselineError::Parse {
+            path: path.to_owned(),
+            line: e.line(),
+            column: e.column(),
+            message: e
+                .to_string()
+                .split(" at line ")
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        })
+    }
+
+    /// Writes the baseline as JSON, ids in catalogue order.
+    pub fn write(&self, path: &Path) -> Result<(), BaselineError> {
+        let mut ids: Vec<&String> = self.verdicts.keys().collect();
+        ids.sort_by(|a, b| compare_ids(a, b));
+        let mut text = String::from("{\n");
+        if !self.client.is_empty() {
+            text.push_str(&format!(
+                "  \"client\": {},\n",
+                serde_json::Value::String(self.client.clone())
+            ));
+        }
+        text.push_str("  \"verdicts\": {");
+        for (n, id) in ids.iter().enumerate() {
+            let verdict = self.verdicts.get(*id).copied().unwrap_or(Verdict::Fail);
+            text.push_str(if n == 0 { "\n" } else { ",\n" });
+            text.push_str(&format!(
+                "    {}: \"{}\"",
+                serde_json::Value::String((*id).clone()),
+                verdict.as_str()
+            ));
+        }
+        text.push_str("\n  }\n}\n");
+        std::fs::write(path, text).map_err(|source| BaselineError::Write {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Compares a run with the baseline.
+    pub fn compare(&self, results: &[CaseResult]) -> Comparison {
+        let mut comparison = Comparison::default();
+        for result in results {
+            let expected = self
+                .verdicts
+                .get(&result.id)
+                .copied()
+                .unwrap_or(Verdict::Pass);
+            let change = Change {
+                id: result.id.clone(),
+                expected,
+                actual: result.verdict,
+            };
+            if result.verdict.rank() > expected.rank() {
+                comparison.regressions.push(change);
+            } else if result.verdict.rank() < expected.rank() {
+                comparison.improvements.push(change);
+            }
+        }
+        comparison.missing = self
+            .verdicts
+            .keys()
+            .filter(|id| !results.iter().any(|r| &r.id == *id))
+            .cloned()
+            .collect();
+        comparison
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(id: &str, verdict: Verdict) -> CaseResult {
+        let mut r = blank(id);
+        r.verdict = verdict;
+        r
+    }
+
+    fn blank(id: &str) -> CaseResult {
+        CaseResult {
+            id: id.to_owned(),
+            title: String::new(),
+            category: id.split('.').next().unwrap_or_default().to_owned(),
+            requirement: String::new(),
+            file: PathBuf::from(format!("{id}.json")),
+            seed: 0,
+            verdict: Verdict::Pass,
+            error: None,
+            unsupported: None,
+            judgement: None,
+            run: crate::runner::ClientRun::default(),
+            elapsed_ms: 0.0,
+            transcript: None,
+        }
+    }
+
+    #[test]
+    fn only_a_worse_verdict_is_a_regression() {
+        let baseline = Baseline {
+            client: String::new(),
+            verdicts: [
+                ("sync.1".to_owned(), Verdict::Fail),
+                ("sync.2".to_owned(), Verdict::Pass),
+                ("sync.3".to_owned(), Verdict::NonStrict),
+                ("sync.9".to_owned(), Verdict::Pass),
+            ]
+            .into(),
+        };
+        let results = [
+            result("sync.1", Verdict::Fail),
+            result("sync.2", Verdict::NonStrict),
+            result("sync.3", Verdict::Pass),
+            result("sync.4", Verdict::Fail),
+        ];
+        let c = baseline.compare(&results);
+        let ids = |changes: &[Change]| changes.iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&c.regressions), ["sync.2", "sync.4"]);
+        assert_eq!(ids(&c.improvements), ["sync.3"]);
+        assert_eq!(c.missing, ["sync.9"]);
+    }
+
+    #[test]
+    fn a_written_baseline_reads_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("b.json");
+        let results = [
+            result("sync.10", Verdict::Fail),
+            result("sync.2", Verdict::Info),
+        ];
+        let baseline = Baseline::from_results(&results, "--client 'x'");
+        baseline.write(&path).expect("writes");
+        let text = std::fs::read_to_string(&path).expect("reads");
+        assert!(text.find("sync.2").expect("2") < text.find("sync.10").expect("10"));
+        assert_eq!(Baseline::load(&path).expect("loads"), baseline);
+    }
+
+    #[test]
+    fn a_bad_baseline_names_the_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("b.json");
+        std::fs::write(&path, "{\"verdicts\": {\"sync.1\": \"PASSED\"}}").expect("write");
+        let e = Baseline::load(&path).expect_err("bad").to_string();
+        assert!(e.contains("b.json:1:"), "{e}");
+        assert!(e.contains("PASSED"), "{e}");
+    }
+}

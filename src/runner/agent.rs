@@ -1,0 +1,63 @@
+//! The agent side of a case: something that serves a scenario's agent on a unix socket and
+//! writes a transcript. The runner only needs to start it, point the client at its socket,
+//! and stop it; [`MockLauncher`] does that with the crate's mock agent.
+
+use std::path::Path;
+
+use super::adapter::BoxFuture;
+use super::discover::LoadedCase;
+
+/// What the launcher must provide for one case.
+#[derive(Clone, Copy, Debug)]
+pub struct LaunchRequest<'a> {
+    pub case: &'a LoadedCase,
+    /// Where to listen (inside the case's own temp dir).
+    pub socket: &'a Path,
+    /// Where to write the transcript (JSON lines, the mock's format).
+    pub transcript: &'a Path,
+    /// The seed of the agent's random source.
+    pub seed: u64,
+}
+
+/// Why an agent could not be started for a case.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct LaunchError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl LaunchError {
+    pub fn new(message: impl Into<String>) -> LaunchError {
+        LaunchError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> LaunchError {
+        LaunchError {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+}
+
+/// Starts agents for cases.
+pub trait AgentLauncher: Send + Sync {
+    /// Starts the case's agent; returns once its socket accepts connections.
+    fn launch<'a>(
+        &'a self,
+        request: LaunchRequest<'a>,
+    ) -> BoxFuture<'a, Result<Box<dyn RunningAgent>, LaunchError>>;
+}
+
+/// A running agent.
+pub trait RunningAgent: Send {
+    /// Stops the agent, removes its socket and completes the transcript file.
+    fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
+}

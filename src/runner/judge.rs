@@ -1,0 +1,1115 @@
+//! Judging a case: each step's answer against its acceptable outcomes, and the listed
+//! duties against what the transcript shows the client did on the wire.
+//!
+//! Clock: step times are measured by the runner from an origin taken just before the agent
+//! was started; the transcript's clock starts inside that start, at most `launch_span_us`
+//! later. A runner time `t` is therefore a transcript time in `[t - span, t]`, and every
+//! window below uses the bound that includes more, never less.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::adapter::{ClientRun, StepRecord};
+use super::answer::{Answer, BrokenKind, FailureClass};
+use super::transcript::{Item, ItemKind, Wire};
+use crate::scenario::{ClientErrorClass, Duty, JsonType, Outcome, Scenario};
+
+/// A case's verdict.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
+pub enum Verdict {
+    #[serde(rename = "PASS")]
+    Pass,
+    #[serde(rename = "NON-STRICT")]
+    NonStrict,
+    #[serde(rename = "FAIL")]
+    Fail,
+    #[serde(rename = "INFO")]
+    Info,
+    #[serde(rename = "UNSUPPORTED")]
+    Unsupported,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 5] = [
+        Verdict::Pass,
+        Verdict::NonStrict,
+        Verdict::Fail,
+        Verdict::Info,
+        Verdict::Unsupported,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::NonStrict => "NON-STRICT",
+            Verdict::Fail => "FAIL",
+            Verdict::Info => "INFO",
+            Verdict::Unsupported => "UNSUPPORTED",
+        }
+    }
+
+    /// How bad a verdict is, for baselines: PASS and INFO 0, NON-STRICT and UNSUPPORTED 1,
+    /// FAIL 2. A case regresses when its rank rises.
+    pub fn rank(self) -> u8 {
+        match self {
+            Verdict::Pass | Verdict::Info => 0,
+            Verdict::NonStrict | Verdict::Unsupported => 1,
+            Verdict::Fail => 2,
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Verdict> {
+        Self::ALL.into_iter().find(|v| v.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How serious a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    Fail,
+    NonStrict,
+}
+
+/// One thing that went wrong, with the evidence.
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    /// `step 2 (guest-ping)` or `duty sync-first`.
+    pub subject: String,
+    pub requirement: String,
+    pub expected: String,
+    pub actual: String,
+    /// The transcript lines that show it (1-based, inclusive).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<(usize, usize)>,
+    /// Those lines, rendered.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub excerpt: String,
+}
+
+/// The result of one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepResult {
+    Pass,
+    NonStrict,
+    Fail,
+}
+
+/// Whether a duty held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DutyStatus {
+    Met,
+    Missed,
+    /// Nothing in the case exercised it (e.g. no timeout happened).
+    NotApplicable,
+    /// The runner cannot measure it for this client (e.g. memory of an in-process client).
+    NotMeasured,
+}
+
+/// A listed duty and what became of it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DutyReport {
+    pub duty: &'static str,
+    pub required: bool,
+    pub status: DutyStatus,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// The judgement of a case.
+#[derive(Clone, Debug, Serialize)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    pub steps: Vec<StepResult>,
+    pub duties: Vec<DutyReport>,
+    pub findings: Vec<Finding>,
+}
+
+/// What the judge looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct Evidence<'a> {
+    pub scenario: &'a Scenario,
+    pub run: &'a ClientRun,
+    pub wire: &'a Wire,
+    /// How much later than the runner's origin the transcript clock may have started.
+    pub launch_span_us: u64,
+    pub oneshot: bool,
+    pub in_process: bool,
+    /// The bounded-memory duty's limit on a client's peak RSS.
+    pub max_rss_kib: u64,
+}
+
+/// Commands qemu-ga answers with nothing on success (`success-response: false`).
+pub fn is_no_reply_command(execute: &str) -> bool {
+    matches!(
+        execute,
+        "guest-shutdown" | "guest-suspend-disk" | "guest-suspend-ram" | "guest-suspend-hybrid"
+    )
+}
+
+/// Commands that change the guest (or consume state, as guest-exec-status and
+/// guest-file-read do): sending one twice is not the same as sending it once.
+pub fn is_side_effecting(execute: &str) -> bool {
+    matches!(
+        execute,
+        "guest-exec"
+            | "guest-exec-status"
+            | "guest-file-open"
+            | "guest-file-close"
+            | "guest-file-read"
+            | "guest-file-write"
+            | "guest-file-seek"
+            | "guest-file-flush"
+            | "guest-fsfreeze-freeze"
+            | "guest-fsfreeze-freeze-list"
+            | "guest-fsfreeze-thaw"
+            | "guest-fstrim"
+            | "guest-set-time"
+            | "guest-set-user-password"
+            | "guest-set-vcpus"
+            | "guest-set-memory-blocks"
+            | "guest-ssh-add-authorized-keys"
+            | "guest-ssh-remove-authorized-keys"
+            | "guest-shutdown"
+            | "guest-suspend-disk"
+            | "guest-suspend-ram"
+            | "guest-suspend-hybrid"
+    )
+}
+
+/// Slack on a step's timeout before the total-deadline duty is missed: 100 ms plus 10%,
+/// and 250 ms more for a oneshot client, whose time includes starting a process.
+pub fn deadline_grace_ms(timeout_ms: u64, oneshot: bool) -> u64 {
+    100 + timeout_ms / 10 + if oneshot { 250 } else { 0 }
+}
+
+/// Sync ids below this are small enough for a guest to guess.
+const SMALL_SYNC_ID: u64 = 1 << 16;
+/// Successive sync ids closer than this are sequential.
+const SEQUENTIAL_GAP: u64 = 1024;
+/// An id within this many seconds of now, in s, ms, µs or ns, is a clock reading.
+const CLOCK_WINDOW_S: f64 = 10.0 * 86_400.0;
+
+/// Judges a case that ran.
+pub fn judge(e: &Evidence<'_>) -> Judgement {
+    let analysis = Analysis::new(e);
+    let mut findings = Vec::new();
+    let mut steps = Vec::new();
+    for (index, record) in e.run.steps.iter().enumerate() {
+        let Some(step) = e.scenario.steps.get(index) else {
+            continue;
+        };
+        let elapsed = record.elapsed_ms();
+        let matches = |o: &Outcome| outcome_matches(o, &record.answer, elapsed, step.timeout_ms);
+        let result = if step.expect.iter().any(matches) {
+            StepResult::Pass
+        } else if step.non_strict.iter().any(matches) {
+            StepResult::NonStrict
+        } else {
+            StepResult::Fail
+        };
+        if result != StepResult::Pass {
+            let mut expected = describe_outcomes(&step.expect);
+            if !step.non_strict.is_empty() {
+                expected.push_str(&format!(
+                    "; tolerated (NON-STRICT): {}",
+                    describe_outcomes(&step.non_strict)
+                ));
+            }
+            let lines = if matches!(record.answer, Answer::NotRun { .. }) {
+                None
+            } else {
+                analysis.step_lines(index)
+            };
+            findings.push(Finding {
+                severity: if result == StepResult::Fail {
+                    Severity::Fail
+                } else {
+                    Severity::NonStrict
+                },
+                subject: format!("step {} ({})", index + 1, step.execute),
+                requirement: e.scenario.requirement.clone(),
+                expected,
+                actual: format!("{} after {:.1} ms", record.answer, elapsed),
+                lines,
+                excerpt: lines.map_or_else(String::new, |(a, b)| bounded_excerpt(e.wire, &[a, b])),
+            });
+        }
+        steps.push(result);
+    }
+    let mut duties = Vec::new();
+    let listed = e
+        .scenario
+        .duties
+        .iter()
+        .map(|d| (*d, true))
+        .chain(e.scenario.recommended.iter().map(|d| (*d, false)));
+    for (duty, required) in listed {
+        let check = analysis.check(duty);
+        let status = check.status;
+        let detail = check
+            .misses
+            .first()
+            .map(|m| m.actual.clone())
+            .unwrap_or(check.note);
+        for miss in check.misses {
+            findings.push(Finding {
+                severity: if required {
+                    Severity::Fail
+                } else {
+                    Severity::NonStrict
+                },
+                subject: format!("duty {}", duty.name()),
+                requirement: duty_requirement(duty).to_owned(),
+                expected: miss.expected,
+                actual: miss.actual,
+                lines: line_span(&miss.lines),
+                excerpt: if miss.lines.is_empty() {
+                    String::new()
+                } else {
+                    bounded_excerpt(e.wire, &miss.lines)
+                },
+            });
+        }
+        duties.push(DutyReport {
+            duty: duty.name(),
+            required,
+            status,
+            detail,
+        });
+    }
+    let verdict = if e.scenario.info.is_some() {
+        Verdict::Info
+    } else if findings.iter().any(|f| f.severity == Severity::Fail) {
+        Verdict::Fail
+    } else if findings.is_empty() {
+        Verdict::Pass
+    } else {
+        Verdict::NonStrict
+    };
+    Judgement {
+        verdict,
+        steps,
+        duties,
+        findings,
+    }
+}
+
+/// What a duty requires, for failure reports.
+pub fn duty_requirement(duty: Duty) -> &'static str {
+    match duty {
+        Duty::SyncFirst => "Before its first command on a connection, a client sends guest-sync or guest-sync-delimited and discards everything up to the matching reply (the channel may hold stale output, the agent's parser a previous client's partial input).",
+        Duty::SyncAfterTimeout => "After a timeout, a client resynchronises (a sync, matched by its id) before its next command, so the late reply to the abandoned command is not taken for the next one.",
+        Duty::UnpredictableSyncIds => "Sync ids are unpredictable and unique (random, 63-bit): not small, not sequential, not a clock reading, so a guest cannot forge the reply to a sync it has not seen.",
+        Duty::FlushBeforeSync => "A client sends a 0xFF byte (a parser flush) before each sync, so a previous client's partial input in the agent's parser cannot swallow it, and skips the error the agent answers the flush with.",
+        Duty::NoStaleAttribution => "A client reports for a command only the reply the agent sent for that request: never a stale reply left from earlier, a late reply to an abandoned command, or an unsolicited one.",
+        Duty::TotalDeadline => "Every call ends within its timeout (plus a small grace), however the agent drips, delays or floods its reply.",
+        Duty::BoundedMemory => "A client's memory stays bounded whatever the agent sends (huge replies, endless bytes without a newline).",
+        Duty::NoRepeatedSideEffects => "A client never sends a command that changes the guest (guest-exec, guest-file-write, fsfreeze, ...) twice for one call, not even after a timeout.",
+    }
+}
+
+/// A duty's check: its status and each miss.
+struct Check {
+    status: DutyStatus,
+    note: String,
+    misses: Vec<Miss>,
+}
+
+struct Miss {
+    expected: String,
+    actual: String,
+    lines: Vec<usize>,
+}
+
+impl Check {
+    fn from_misses(misses: Vec<Miss>, exercised: bool, note: impl Into<String>) -> Check {
+        let status = if !misses.is_empty() {
+            DutyStatus::Missed
+        } else if exercised {
+            DutyStatus::Met
+        } else {
+            DutyStatus::NotApplicable
+        };
+        Check {
+            status,
+            note: note.into(),
+            misses,
+        }
+    }
+
+    fn not_measured(note: impl Into<String>) -> Check {
+        Check {
+            status: DutyStatus::NotMeasured,
+            note: note.into(),
+            misses: Vec::new(),
+        }
+    }
+}
+
+/// The transcript, related to the steps.
+struct Analysis<'e> {
+    e: &'e Evidence<'e>,
+    /// Item index → the reply that answers it.
+    reply_of: Vec<Option<usize>>,
+    /// Reply index → the item it answers.
+    item_of: Vec<Option<usize>>,
+    /// Step index → the step's request on the wire.
+    request_of: Vec<Option<Request>>,
+}
+
+impl<'e> Analysis<'e> {
+    fn new(e: &'e Evidence<'e>) -> Analysis<'e> {
+        let (reply_of, item_of) = pair_replies(e.wire);
+        let request_of = find_step_requests(e);
+        Analysis {
+            e,
+            reply_of,
+            item_of,
+            request_of,
+        }
+    }
+
+    /// The transcript lines during a step (its earliest possible start to its end).
+    fn step_lines(&self, index: usize) -> Option<(usize, usize)> {
+        let record = self.e.run.steps.get(index)?;
+        let from = record.started_us.saturating_sub(self.e.launch_span_us);
+        let to = record.ended_us();
+        let mut lines = self
+            .e
+            .wire
+            .records
+            .iter()
+            .filter(|r| r.t_us >= from && r.t_us <= to)
+            .map(|r| r.line);
+        let first = lines.next()?;
+        let last = lines.next_back().unwrap_or(first);
+        Some((first, last))
+    }
+
+    fn check(&self, duty: Duty) -> Check {
+        match duty {
+            Duty::SyncFirst => self.sync_first(),
+            Duty::SyncAfterTimeout => self.sync_after_timeout(),
+            Duty::UnpredictableSyncIds => self.unpredictable_sync_ids(),
+            Duty::FlushBeforeSync => self.flush_before_sync(),
+            Duty::NoStaleAttribution => self.no_stale_attribution(),
+            Duty::TotalDeadline => self.total_deadline(),
+            Duty::BoundedMemory => self.bounded_memory(),
+            Duty::NoRepeatedSideEffects => self.no_repeated_side_effects(),
+        }
+    }
+
+    fn items(&self) -> &[Item] {
+        &self.e.wire.items
+    }
+
+    fn sync_first(&self) -> Check {
+        let mut misses = Vec::new();
+        let mut exercised = false;
+        for &conn in &self.e.wire.connections {
+            let first_request = self
+                .items()
+                .iter()
+                .find(|i| i.conn == conn && i.execute().is_some());
+            let Some(first) = first_request else {
+                continue;
+            };
+            let has_command = self
+                .items()
+                .iter()
+                .any(|i| i.conn == conn && i.is_command());
+            if !has_command {
+                continue;
+            }
+            exercised = true;
+            if !first.is_sync() {
+                misses.push(Miss {
+                    expected: "guest-sync or guest-sync-delimited before the first command".into(),
+                    actual: format!(
+                        "connection {conn} began with {} and no sync",
+                        first.describe()
+                    ),
+                    lines: vec![first.lines.0, first.lines.1],
+                });
+            }
+        }
+        Check::from_misses(misses, exercised, "")
+    }
+
+    fn is_timeout(record: &StepRecord, timeout_ms: u64) -> bool {
+        match &record.answer {
+            Answer::ClientError { class, .. } => {
+                *class == FailureClass::Timeout
+                    || (*class == FailureClass::Unclassified
+                        && record.elapsed_ms() >= timeout_ms as f64)
+            }
+            Answer::Broken {
+                why: BrokenKind::Hung,
+                ..
+            } => true,
+            _ => false,
+        }
+    }
+
+    fn sync_after_timeout(&self) -> Check {
+        let mut misses = Vec::new();
+        let mut exercised = false;
+        for (index, record) in self.e.run.steps.iter().enumerate() {
+            let timeout_ms = self.e.scenario.steps.get(index).map_or(0, |s| s.timeout_ms);
+            if !Self::is_timeout(record, timeout_ms) {
+                continue;
+            }
+            // Where the timed-out call began on the wire: its request, or the first item
+            // sent during the step.
+            let from = self.request_of[index].map_or_else(
+                || {
+                    let start = record.started_us.saturating_sub(self.e.launch_span_us);
+                    self.items().partition_point(|i| i.t_us < start)
+                },
+                |r| r.item + 1,
+            );
+            let Some(next) = (from..self.items().len()).find(|&j| self.items()[j].is_command())
+            else {
+                continue;
+            };
+            exercised = true;
+            let target = &self.items()[next];
+            let synced = (from..next).any(|s| {
+                let item = &self.items()[s];
+                item.is_sync() && item.conn == target.conn
+            });
+            if !synced {
+                misses.push(Miss {
+                    expected: format!(
+                        "a sync after the timeout of step {} before the next command",
+                        index + 1
+                    ),
+                    actual: format!(
+                        "the next command, {}, was sent with no sync since the timeout",
+                        target.describe()
+                    ),
+                    lines: vec![target.lines.0, target.lines.1],
+                });
+            }
+        }
+        Check::from_misses(misses, exercised, "")
+    }
+
+    fn unpredictable_sync_ids(&self) -> Check {
+        let syncs: Vec<&Item> = self.items().iter().filter(|i| i.is_sync()).collect();
+        let mut misses = Vec::new();
+        let now_s = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut previous: Option<(i128, &Item)> = None;
+        let mut seen: BTreeMap<i128, &Item> = BTreeMap::new();
+        for item in &syncs {
+            let lines = vec![item.lines.0, item.lines.1];
+            let Some(id) = item.sync_id().and_then(integer) else {
+                let shown = item
+                    .sync_id()
+                    .map_or_else(|| "missing".to_owned(), Value::to_string);
+                misses.push(Miss {
+                    expected: "an integer sync id".into(),
+                    actual: format!("sync id {shown} is not an integer"),
+                    lines,
+                });
+                continue;
+            };
+            let magnitude = id.unsigned_abs();
+            if magnitude < u128::from(SMALL_SYNC_ID) {
+                misses.push(Miss {
+                    expected: format!("a random 63-bit sync id, not one below {SMALL_SYNC_ID}"),
+                    actual: format!("sync id {id}: small enough to guess"),
+                    lines,
+                });
+                continue;
+            }
+            let clock = [1.0, 1e3, 1e6, 1e9]
+                .into_iter()
+                .find(|unit| ((id as f64) - now_s * unit).abs() <= CLOCK_WINDOW_S * unit);
+            if let Some(unit) = clock {
+                let unit = match unit as u64 {
+                    1 => "seconds",
+                    1_000 => "milliseconds",
+                    1_000_000 => "microseconds",
+                    _ => "nanoseconds",
+                };
+                misses.push(Miss {
+                    expected: "a random sync id, not a clock reading".into(),
+                    actual: format!("sync id {id}: the current time in {unit}"),
+                    lines,
+                });
+                continue;
+            }
+            if let Some(first) = seen.get(&id) {
+                misses.push(Miss {
+                    expected: "a fresh id for every sync".into(),
+                    actual: format!("sync id {id} was already used at line {}", first.lines.0),
+                    lines,
+                });
+                continue;
+            }
+            if let Some((before, _)) = previous {
+                if before.abs_diff(id) <= u128::from(SEQUENTIAL_GAP) {
+                    misses.push(Miss {
+                        expected: "unrelated ids for successive syncs".into(),
+                        actual: format!("sync id {id} follows {before}: sequential"),
+                        lines,
+                    });
+                }
+            }
+            seen.insert(id, item);
+            previous = Some((id, item));
+        }
+        Check::from_misses(misses, !syncs.is_empty(), "")
+    }
+
+    fn flush_before_sync(&self) -> Check {
+        let mut misses = Vec::new();
+        let mut exercised = false;
+        for (index, item) in self.items().iter().enumerate() {
+            if !item.is_sync() {
+                continue;
+            }
+            exercised = true;
+            let previous = self.items()[..index]
+                .iter()
+                .rev()
+                .find(|p| p.conn == item.conn);
+            let flushed = matches!(previous.map(|p| &p.kind), Some(ItemKind::Flush(_)));
+            if !flushed {
+                misses.push(Miss {
+                    expected: "a 0xFF byte right before the sync".into(),
+                    actual: match previous {
+                        Some(p) => format!(
+                            "{} was sent after {} with no flush between",
+                            item.execute().unwrap_or("the sync"),
+                            p.describe()
+                        ),
+                        None => format!(
+                            "{} was the first thing sent on connection {}, with no flush",
+                            item.execute().unwrap_or("the sync"),
+                            item.conn
+                        ),
+                    },
+                    lines: vec![item.lines.0, item.lines.1],
+                });
+            }
+        }
+        Check::from_misses(misses, exercised, "")
+    }
+
+    fn reply_matches(&self, reply: usize, answer: &Answer) -> bool {
+        let Some(value) = &self.e.wire.replies[reply].value else {
+            return false;
+        };
+        match answer {
+            Answer::Return { value: returned } => {
+                value.get("error").is_none() && value.get("return") == Some(returned)
+            }
+            Answer::AgentError { class, .. } => {
+                value
+                    .get("error")
+                    .and_then(|e| e.get("class"))
+                    .and_then(Value::as_str)
+                    == Some(class.as_str())
+            }
+            _ => false,
+        }
+    }
+
+    fn no_stale_attribution(&self) -> Check {
+        let mut misses = Vec::new();
+        let mut exercised = false;
+        for (index, record) in self.e.run.steps.iter().enumerate() {
+            let execute = record.execute.as_str();
+            let answered = matches!(
+                record.answer,
+                Answer::Return { .. } | Answer::AgentError { .. }
+            );
+            if !answered {
+                continue;
+            }
+            let no_reply_success =
+                is_no_reply_command(execute) && matches!(record.answer, Answer::Return { .. });
+            let Some(Request {
+                item: request,
+                after_answer,
+            }) = self.request_of[index]
+            else {
+                if !no_reply_success {
+                    exercised = true;
+                    misses.push(Miss {
+                        expected: format!("{execute} sent to the agent before an answer is reported"),
+                        actual: format!(
+                            "step {} reported {} but {execute} never reached the agent during the step",
+                            index + 1,
+                            record.answer
+                        ),
+                        lines: Vec::new(),
+                    });
+                }
+                continue;
+            };
+            if no_reply_success {
+                continue;
+            }
+            exercised = true;
+            let own = self.reply_of[request];
+            if !after_answer && own.is_some_and(|r| self.reply_matches(r, &record.answer)) {
+                continue;
+            }
+            // The answer is not the reply to this request: is it another reply?
+            let answered_by = self
+                .e
+                .wire
+                .replies
+                .iter()
+                .enumerate()
+                .filter(|(r, reply)| {
+                    Some(*r) != own
+                        && reply.t_us <= record.ended_us()
+                        && self.reply_matches(*r, &record.answer)
+                })
+                .map(|(r, _)| r)
+                .next_back();
+            let request_item = &self.items()[request];
+            let Some(taken) = answered_by else {
+                if after_answer {
+                    misses.push(Miss {
+                        expected: format!(
+                            "step {}'s answer taken from the reply to its own request",
+                            index + 1
+                        ),
+                        actual: format!(
+                            "it reported {} before its request {} had even reached the agent (line {})",
+                            record.answer,
+                            request_item.describe(),
+                            request_item.lines.0
+                        ),
+                        lines: vec![request_item.lines.0, request_item.lines.1],
+                    });
+                }
+                continue;
+            };
+            let taken_reply = &self.e.wire.replies[taken];
+            let whose = match self.item_of[taken] {
+                Some(i) => format!("the reply to {}", self.items()[i].describe()),
+                None => {
+                    "a reply to no request of this connection (stale or unsolicited)".to_owned()
+                }
+            };
+            let own_text = match (own, after_answer) {
+                (_, true) => format!(
+                    "its request reached the agent only after that (line {})",
+                    request_item.lines.0
+                ),
+                (Some(r), false) => {
+                    format!(
+                        "the agent's reply to it was {}",
+                        self.e.wire.replies[r].text
+                    )
+                }
+                (None, false) => "the agent had not answered it".to_owned(),
+            };
+            let mut lines = vec![
+                request_item.lines.0,
+                request_item.lines.1,
+                taken_reply.lines.0,
+                taken_reply.lines.1,
+            ];
+            if let Some(r) = own {
+                lines.push(self.e.wire.replies[r].lines.1);
+            }
+            misses.push(Miss {
+                expected: format!(
+                    "step {}'s answer taken from the reply to its own request {}",
+                    index + 1,
+                    request_item.describe()
+                ),
+                actual: format!(
+                    "it reported {} from {} (line {}); {own_text}",
+                    record.answer, whose, taken_reply.lines.0
+                ),
+                lines,
+            });
+        }
+        Check::from_misses(misses, exercised, "")
+    }
+
+    fn total_deadline(&self) -> Check {
+        let mut misses = Vec::new();
+        let mut exercised = false;
+        for (index, record) in self.e.run.steps.iter().enumerate() {
+            if matches!(record.answer, Answer::NotRun { .. }) {
+                continue;
+            }
+            let Some(step) = self.e.scenario.steps.get(index) else {
+                continue;
+            };
+            exercised = true;
+            let limit = step.timeout_ms + deadline_grace_ms(step.timeout_ms, self.e.oneshot);
+            let hung = matches!(
+                record.answer,
+                Answer::Broken {
+                    why: BrokenKind::Hung,
+                    ..
+                }
+            );
+            if hung || record.elapsed_ms() > limit as f64 {
+                let lines = self
+                    .step_lines(index)
+                    .map_or_else(Vec::new, |(a, b)| vec![a, b]);
+                misses.push(Miss {
+                    expected: format!(
+                        "step {} ({}) over within {} ms (timeout {} ms plus grace)",
+                        index + 1,
+                        step.execute,
+                        limit,
+                        step.timeout_ms
+                    ),
+                    actual: format!("it took {:.0} ms: {}", record.elapsed_ms(), record.answer),
+                    lines,
+                });
+            }
+        }
+        Check::from_misses(misses, exercised, "")
+    }
+
+    fn bounded_memory(&self) -> Check {
+        if self.e.in_process {
+            return Check::not_measured("an in-process client shares the runner's memory");
+        }
+        let peak = self
+            .e
+            .run
+            .processes
+            .iter()
+            .map(|p| p.exit.peak_rss_kib)
+            .max();
+        let Some(peak) = peak else {
+            return Check::not_measured("no client process ran");
+        };
+        let mut misses = Vec::new();
+        if peak > self.e.max_rss_kib {
+            misses.push(Miss {
+                expected: format!("peak RSS at most {} MiB", self.e.max_rss_kib / 1024),
+                actual: format!("peak RSS {} MiB", peak / 1024),
+                lines: Vec::new(),
+            });
+        }
+        Check::from_misses(misses, true, format!("peak RSS {} KiB", peak))
+    }
+
+    fn no_repeated_side_effects(&self) -> Check {
+        let key = |execute: &str, arguments: Option<&Value>| -> String {
+            let arguments = arguments
+                .cloned()
+                .unwrap_or_else(|| Value::Object(Default::default()));
+            format!("{execute} {arguments}")
+        };
+        let mut asked: BTreeMap<String, usize> = BTreeMap::new();
+        for step in &self.e.scenario.steps {
+            if is_side_effecting(&step.execute) {
+                let arguments = step.arguments.clone().map(Value::Object);
+                *asked
+                    .entry(key(&step.execute, arguments.as_ref()))
+                    .or_default() += 1;
+            }
+        }
+        let mut sent: BTreeMap<String, Vec<&Item>> = BTreeMap::new();
+        for item in self.items() {
+            if let Some(execute) = item.execute().filter(|x| is_side_effecting(x)) {
+                sent.entry(key(execute, item.arguments()))
+                    .or_default()
+                    .push(item);
+            }
+        }
+        let mut misses = Vec::new();
+        for (what, items) in &sent {
+            let allowed = asked.get(what).copied().unwrap_or(0);
+            if items.len() > allowed {
+                let extra = &items[allowed.max(1)..];
+                let mut lines = Vec::new();
+                for item in extra.iter().take(4) {
+                    lines.extend([item.lines.0, item.lines.1]);
+                }
+                misses.push(Miss {
+                    expected: format!("{what} sent at most {allowed} time(s), as the steps asked"),
+                    actual: format!("sent {} times", items.len()),
+                    lines,
+                });
+            }
+        }
+        Check::from_misses(misses, !asked.is_empty(), "")
+    }
+}
+
+/// A JSON integer as i128 (floats and strings are not integers).
+fn integer(value: &Value) -> Option<i128> {
+    value
+        .as_i64()
+        .map(i128::from)
+        .or_else(|| value.as_u64().map(i128::from))
+}
+
+/// Pairs the client's items with the agent's reply lines, per connection: a sync with the
+/// first later reply that returns its id; an item with an `id` with the reply that echoes
+/// it; the rest in order (qemu-ga answers strictly in order, one line per item, none for a
+/// successful no-reply command), a parser flush only with an error. Lines left unpaired are
+/// stale or unsolicited.
+fn pair_replies(wire: &Wire) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
+    let mut reply_of = vec![None; wire.items.len()];
+    let mut item_of = vec![None; wire.replies.len()];
+    let returned = |r: usize| wire.replies[r].value.as_ref().and_then(|v| v.get("return"));
+    let is_error = |r: usize| {
+        wire.replies[r]
+            .value
+            .as_ref()
+            .is_some_and(|v| v.get("error").is_some())
+    };
+    for &conn in &wire.connections {
+        let items: Vec<usize> = (0..wire.items.len())
+            .filter(|&i| wire.items[i].conn == conn)
+            .collect();
+        let replies: Vec<usize> = (0..wire.replies.len())
+            .filter(|&r| wire.replies[r].conn == conn)
+            .collect();
+        let echoes_ids = replies.iter().any(|&r| wire.replies[r].id().is_some());
+        for &i in &items {
+            let item = &wire.items[i];
+            let found = replies.iter().copied().find(|&r| {
+                item_of[r].is_none()
+                    && wire.replies[r].lines.0 > item.lines.1
+                    && match (item.sync_id(), item.id()) {
+                        (Some(sync_id), _) => returned(r) == Some(sync_id),
+                        (None, Some(id)) => wire.replies[r].id() == Some(id),
+                        (None, None) => false,
+                    }
+            });
+            if let Some(r) = found {
+                reply_of[i] = Some(r);
+                item_of[r] = Some(i);
+            }
+        }
+        let pool: Vec<usize> = replies
+            .iter()
+            .copied()
+            .filter(|&r| item_of[r].is_none() && wire.replies[r].id().is_none())
+            .collect();
+        let mut next = 0;
+        for &i in &items {
+            let item = &wire.items[i];
+            if reply_of[i].is_some() || item.is_sync() || (item.id().is_some() && echoes_ids) {
+                continue;
+            }
+            while next < pool.len() && wire.replies[pool[next]].lines.0 <= item.lines.1 {
+                next += 1;
+            }
+            let Some(&r) = pool.get(next) else {
+                break;
+            };
+            let only_an_error = matches!(item.kind, ItemKind::Flush(_))
+                || item.execute().is_some_and(is_no_reply_command);
+            if only_an_error && !is_error(r) {
+                continue;
+            }
+            reply_of[i] = Some(r);
+            item_of[r] = Some(i);
+            next += 1;
+        }
+    }
+    (reply_of, item_of)
+}
+
+/// Where a step's request is on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Request {
+    item: usize,
+    /// The agent read it only after the client had already answered the step.
+    after_answer: bool,
+}
+
+/// For each step, the item that was its request: the first item with the step's command
+/// (and arguments) after the previous step's request that reached the agent no later than
+/// the step's answer; for a step answered with the agent's return or error, failing that,
+/// the first one that reached the agent after the answer, before the next step's answer
+/// (the client answered before its request even arrived).
+///
+/// Steps run one after the other, so order decides; the clocks are only used where their
+/// bound is certain (a transcript time is never later than the runner's time of the same
+/// moment).
+fn find_step_requests(e: &Evidence<'_>) -> Vec<Option<Request>> {
+    let items = &e.wire.items;
+    let mut found = Vec::with_capacity(e.run.steps.len());
+    let mut after = 0usize;
+    for (n, record) in e.run.steps.iter().enumerate() {
+        if matches!(record.answer, Answer::NotRun { .. }) {
+            found.push(None);
+            continue;
+        }
+        let step = e.scenario.steps.get(record.index);
+        let wanted_arguments = step
+            .and_then(|s| s.arguments.clone())
+            .map(Value::Object)
+            .unwrap_or_else(|| Value::Object(Default::default()));
+        let is_request = |item: &Item| {
+            item.execute() == Some(record.execute.as_str())
+                && item
+                    .arguments()
+                    .cloned()
+                    .unwrap_or_else(|| Value::Object(Default::default()))
+                    == wanted_arguments
+        };
+        let answered = record.ended_us();
+        // Only an answer from the agent can have been given before its request arrived;
+        // a step that failed on the client's side claims nothing later.
+        let agent_answer = matches!(
+            record.answer,
+            Answer::Return { .. } | Answer::AgentError { .. }
+        );
+        let next_answered = match e.run.steps.get(n + 1) {
+            _ if !agent_answer => answered,
+            Some(next) => next.ended_us(),
+            None => u64::MAX,
+        };
+        let chosen = (after..items.len())
+            .find(|&i| items[i].t_us <= next_answered && is_request(&items[i]))
+            .map(|item| Request {
+                item,
+                after_answer: items[item].t_us > answered,
+            });
+        if let Some(request) = chosen {
+            after = request.item + 1;
+        }
+        found.push(chosen);
+    }
+    found
+}
+
+fn line_span(lines: &[usize]) -> Option<(usize, usize)> {
+    Some((*lines.iter().min()?, *lines.iter().max()?))
+}
+
+/// The transcript lines around `lines`: the whole span when it is short, else each line.
+fn bounded_excerpt(wire: &Wire, lines: &[usize]) -> String {
+    let Some((from, to)) = line_span(lines) else {
+        return String::new();
+    };
+    if to - from <= 20 {
+        return wire.excerpt(from, to);
+    }
+    let mut sorted = lines.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted
+        .iter()
+        .map(|&l| wire.excerpt(l, l))
+        .collect::<Vec<_>>()
+        .join("  ...\n")
+}
+
+/// Whether an answer is one of the acceptable outcomes.
+pub fn outcome_matches(
+    outcome: &Outcome,
+    answer: &Answer,
+    elapsed_ms: f64,
+    timeout_ms: u64,
+) -> bool {
+    match (outcome, answer) {
+        (Outcome::Return(expected), Answer::Return { value }) => expected == value,
+        (Outcome::ReturnContains(expected), Answer::Return { value }) => contains(value, expected),
+        (Outcome::ReturnType(kind), Answer::Return { value }) => has_type(value, *kind),
+        (Outcome::Error(expected), Answer::AgentError { class, desc }) => {
+            expected.class == *class
+                && expected
+                    .desc_contains
+                    .as_ref()
+                    .is_none_or(|needle| desc.contains(needle.as_str()))
+        }
+        (Outcome::ClientError(expected), Answer::ClientError { class, .. }) => {
+            class.satisfies(expected.class, elapsed_ms, timeout_ms)
+                && expected.min_ms.is_none_or(|min| elapsed_ms >= min as f64)
+                && expected.max_ms.is_none_or(|max| elapsed_ms <= max as f64)
+        }
+        _ => false,
+    }
+}
+
+/// `expected`'s members are all in `actual` (recursively for objects; each element of an
+/// expected array contained in some element of the actual one).
+fn contains(actual: &Value, expected: &Value) -> bool {
+    match (expected, actual) {
+        (Value::Object(e), Value::Object(a)) => e
+            .iter()
+            .all(|(k, ev)| a.get(k).is_some_and(|av| contains(av, ev))),
+        (Value::Array(e), Value::Array(a)) => {
+            e.iter().all(|ev| a.iter().any(|av| contains(av, ev)))
+        }
+        _ => expected == actual,
+    }
+}
+
+fn has_type(value: &Value, kind: JsonType) -> bool {
+    match kind {
+        JsonType::Null => value.is_null(),
+        JsonType::Boolean => value.is_boolean(),
+        JsonType::Integer => value.is_i64() || value.is_u64(),
+        JsonType::Number => value.is_number(),
+        JsonType::String => value.is_string(),
+        JsonType::Array => value.is_array(),
+        JsonType::Object => value.is_object(),
+    }
+}
+
+/// "any of: return {}, client error Timeout within 600 ms".
+pub fn describe_outcomes(outcomes: &[Outcome]) -> String {
+    let parts: Vec<String> = outcomes.iter().map(describe_outcome).collect();
+    match parts.len() {
+        0 => "nothing (the case only records behaviour)".to_owned(),
+        1 => parts.join(""),
+        _ => format!("any of: {}", parts.join("; ")),
+    }
+}
+
+fn describe_outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Return(v) => format!("return {v}"),
+        Outcome::ReturnContains(v) => format!("a return value containing {v}"),
+        Outcome::ReturnType(t) => format!("a return value of type {t:?}").to_lowercase(),
+        Outcome::Error(e) => match &e.desc_contains {
+            Some(d) => format!("agent error {} with a desc containing {d:?}", e.class),
+            None => format!("agent error {}", e.class),
+        },
+        Outcome::ClientError(c) => {
+            let class = match c.class {
+                ClientErrorClass::Any => "any client error".to_owned(),
+                other => format!("client error {other:?}"),
+            };
+            match (c.min_ms, c.max_ms) {
+                (Some(min), Some(max)) => format!("{class} after {min} to {max} ms"),
+                (Some(min), None) => format!("{class} after at least {min} ms"),
+                (None, Some(max)) => format!("{class} within {max} ms"),
+                (None, None) => class,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,581 @@
+use std::path::Path;
+
+use base64::Engine as _;
+use rstest::rstest;
+use serde_json::json;
+
+use super::*;
+use crate::runner::adapter::ClientRun;
+use crate::runner::process::ExitRecord;
+use crate::runner::ProcessReport;
+
+/// A transcript built record by record.
+#[derive(Default)]
+struct Script(Vec<String>);
+
+impl Script {
+    fn bytes(mut self, t_us: u64, conn: u64, dir: &str, data: &[u8]) -> Self {
+        let record = match std::str::from_utf8(data) {
+            Ok(text) if !text.bytes().any(|b| b < 0x20 && b != b'\n') => {
+                json!({"t_us": t_us, "conn": conn, "dir": dir, "text": text})
+            }
+            _ => json!({"t_us": t_us, "conn": conn, "dir": dir,
+                "b64": base64::engine::general_purpose::STANDARD.encode(data)}),
+        };
+        self.0.push(record.to_string());
+        self
+    }
+    fn client_sends(self, t_us: u64, conn: u64, data: &[u8]) -> Self {
+        self.bytes(t_us, conn, "in", data)
+    }
+    fn agent_sends(self, t_us: u64, conn: u64, data: &[u8]) -> Self {
+        self.bytes(t_us, conn, "out", data)
+    }
+    fn wire(&self) -> Wire {
+        Wire::parse(self.0.join("\n").as_bytes()).expect("transcript parses")
+    }
+}
+
+fn scenario(steps: serde_json::Value, duties: serde_json::Value) -> Scenario {
+    let text = json!({
+        "id": "sync.1", "title": "t", "requirement": "the requirement",
+        "steps": steps, "duties": duties
+    })
+    .to_string();
+    Scenario::parse(&text, Path::new("case.json")).expect("valid scenario")
+}
+
+fn ping_steps(n: usize) -> serde_json::Value {
+    json!((0..n)
+        .map(|_| json!({"execute": "guest-ping", "timeout_ms": 100, "expect": [{"return": {}}]}))
+        .collect::<Vec<_>>())
+}
+
+fn step(
+    index: usize,
+    execute: &str,
+    started_us: u64,
+    elapsed_us: u64,
+    answer: Answer,
+) -> StepRecord {
+    StepRecord {
+        index,
+        execute: execute.to_owned(),
+        started_us,
+        elapsed_us,
+        answer,
+    }
+}
+
+fn ret(value: serde_json::Value) -> Answer {
+    Answer::Return { value }
+}
+
+fn timeout() -> Answer {
+    Answer::ClientError {
+        class: FailureClass::Timeout,
+        desc: "timed out".into(),
+    }
+}
+
+fn run_of(steps: Vec<StepRecord>) -> ClientRun {
+    ClientRun {
+        steps,
+        processes: Vec::new(),
+    }
+}
+
+fn judged(scenario: &Scenario, run: &ClientRun, wire: &Wire) -> Judgement {
+    judge(&Evidence {
+        scenario,
+        run,
+        wire,
+        launch_span_us: 0,
+        oneshot: false,
+        in_process: false,
+        max_rss_kib: 1024,
+    })
+}
+
+fn duty<'a>(j: &'a Judgement, name: &str) -> &'a DutyReport {
+    j.duties
+        .iter()
+        .find(|d| d.duty == name)
+        .expect("duty listed")
+}
+
+const SYNC: &[u8] =
+    b"\xff{\"execute\": \"guest-sync-delimited\", \"arguments\": {\"id\": 8234567890123456789}}";
+const SYNC_REPLY: &[u8] = b"\xff{\"return\": 8234567890123456789}\n";
+const STRAY: &[u8] = b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"JSON parse error, stray '\\uFFFD'\"}}\n";
+const PING: &[u8] = b"{\"execute\": \"guest-ping\"}";
+const EMPTY: &[u8] = b"{\"return\": {}}\n";
+
+fn correct_client() -> Script {
+    Script::default()
+        .client_sends(10, 1, SYNC)
+        .agent_sends(20, 1, STRAY)
+        .agent_sends(21, 1, SYNC_REPLY)
+        .client_sends(30, 1, PING)
+        .agent_sends(40, 1, EMPTY)
+}
+
+#[test]
+fn a_correct_exchange_passes_every_wire_duty() {
+    let s = scenario(
+        ping_steps(1),
+        json!([
+            "sync-first",
+            "flush-before-sync",
+            "unpredictable-sync-ids",
+            "no-stale-attribution",
+            "total-deadline"
+        ]),
+    );
+    let run = run_of(vec![step(0, "guest-ping", 5, 50, ret(json!({})))]);
+    let j = judged(&s, &run, &correct_client().wire());
+    assert_eq!(j.verdict, Verdict::Pass, "{:#?}", j.findings);
+    for d in &j.duties {
+        assert_eq!(d.status, DutyStatus::Met, "{d:?}");
+    }
+}
+
+#[test]
+fn a_command_without_sync_misses_sync_first_and_points_at_it() {
+    let s = scenario(ping_steps(1), json!(["sync-first", "flush-before-sync"]));
+    let wire = Script::default()
+        .client_sends(10, 1, PING)
+        .agent_sends(20, 1, EMPTY)
+        .wire();
+    let run = run_of(vec![step(0, "guest-ping", 5, 30, ret(json!({})))]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(j.verdict, Verdict::Fail);
+    assert_eq!(duty(&j, "sync-first").status, DutyStatus::Missed);
+    assert_eq!(
+        duty(&j, "flush-before-sync").status,
+        DutyStatus::NotApplicable
+    );
+    let finding = &j.findings[0];
+    assert_eq!(finding.subject, "duty sync-first");
+    assert_eq!(finding.lines, Some((1, 1)));
+    assert!(
+        finding.excerpt.contains("guest-ping"),
+        "{}",
+        finding.excerpt
+    );
+}
+
+#[test]
+fn a_sync_without_a_flush_misses_flush_before_sync() {
+    let s = scenario(ping_steps(1), json!([]));
+    let mut s = s;
+    s.recommended = vec![Duty::FlushBeforeSync];
+    let wire = Script::default()
+        .client_sends(10, 1, &SYNC[1..])
+        .agent_sends(21, 1, SYNC_REPLY)
+        .client_sends(30, 1, PING)
+        .agent_sends(40, 1, EMPTY)
+        .wire();
+    let run = run_of(vec![step(0, "guest-ping", 5, 50, ret(json!({})))]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(duty(&j, "flush-before-sync").status, DutyStatus::Missed);
+    assert!(!duty(&j, "flush-before-sync").required);
+    assert_eq!(j.verdict, Verdict::NonStrict, "a recommended duty only");
+}
+
+fn sync_with_id(id: serde_json::Value) -> Vec<u8> {
+    let mut bytes = vec![0xFF];
+    bytes.extend_from_slice(
+        json!({"execute": "guest-sync", "arguments": {"id": id}})
+            .to_string()
+            .as_bytes(),
+    );
+    bytes
+}
+
+#[rstest]
+#[case::random(vec![json!(7_394_023_348_923_451_234_u64), json!(1_234_987_234_987_234_u64)], DutyStatus::Met, "")]
+#[case::small(vec![json!(42)], DutyStatus::Missed, "small enough to guess")]
+#[case::sequential(vec![json!(98_765_432_100_u64), json!(98_765_432_101_u64)], DutyStatus::Missed, "sequential")]
+#[case::repeated(vec![json!(98_765_432_100_u64), json!(98_765_432_100_u64)], DutyStatus::Missed, "already used")]
+#[case::not_an_integer(vec![json!("abc")], DutyStatus::Missed, "integer")]
+#[case::none(vec![], DutyStatus::NotApplicable, "")]
+fn sync_ids(#[case] ids: Vec<serde_json::Value>, #[case] status: DutyStatus, #[case] shows: &str) {
+    let s = scenario(ping_steps(0), json!(["unpredictable-sync-ids"]));
+    let mut script = Script::default();
+    for (n, id) in ids.into_iter().enumerate() {
+        script = script.client_sends(10 + n as u64, 1, &sync_with_id(id));
+    }
+    let j = judged(&s, &run_of(Vec::new()), &script.wire());
+    assert_eq!(duty(&j, "unpredictable-sync-ids").status, status);
+    assert!(
+        duty(&j, "unpredictable-sync-ids").detail.contains(shows),
+        "{:?}",
+        j.duties
+    );
+}
+
+#[test]
+fn a_clock_reading_as_sync_id_is_caught() {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let s = scenario(ping_steps(0), json!(["unpredictable-sync-ids"]));
+    let wire = Script::default()
+        .client_sends(1, 1, &sync_with_id(json!(now_ms)))
+        .wire();
+    let j = judged(&s, &run_of(Vec::new()), &wire);
+    assert!(duty(&j, "unpredictable-sync-ids")
+        .detail
+        .contains("milliseconds"));
+}
+
+/// Step 1's reply comes late, during step 2; a client that takes it for step 2's answer
+/// attributes a stale reply.
+fn late_reply_wire() -> Wire {
+    Script::default()
+        .client_sends(1_000, 1, b"{\"execute\": \"guest-get-time\"}")
+        .client_sends(120_000, 1, b"{\"execute\": \"guest-get-time\"}")
+        .agent_sends(300_000, 1, b"{\"return\": 111}\n")
+        .agent_sends(300_010, 1, b"{\"return\": 222}\n")
+        .wire()
+}
+
+fn time_steps() -> serde_json::Value {
+    json!([
+        {"execute": "guest-get-time", "timeout_ms": 100, "expect": [{"client-error": {"class": "Timeout"}}]},
+        {"execute": "guest-get-time", "timeout_ms": 500, "expect": [{"return-type": "integer"}]}
+    ])
+}
+
+#[rstest]
+#[case::stale(111, DutyStatus::Missed)]
+#[case::own(222, DutyStatus::Met)]
+fn a_late_reply_taken_for_the_next_command_is_stale(
+    #[case] answer: u64,
+    #[case] status: DutyStatus,
+) {
+    let s = scenario(
+        time_steps(),
+        json!(["no-stale-attribution", "sync-after-timeout"]),
+    );
+    let run = run_of(vec![
+        step(0, "guest-get-time", 500, 100_000, timeout()),
+        step(1, "guest-get-time", 110_000, 200_100, ret(json!(answer))),
+    ]);
+    let j = judged(&s, &run, &late_reply_wire());
+    assert_eq!(
+        duty(&j, "no-stale-attribution").status,
+        status,
+        "{:#?}",
+        j.findings
+    );
+    assert_eq!(duty(&j, "sync-after-timeout").status, DutyStatus::Missed);
+    if status == DutyStatus::Missed {
+        let finding = j
+            .findings
+            .iter()
+            .find(|f| f.subject == "duty no-stale-attribution")
+            .expect("finding");
+        assert!(
+            finding
+                .actual
+                .contains("the reply to {\"execute\":\"guest-get-time\"}"),
+            "{}",
+            finding.actual
+        );
+        assert_eq!(finding.lines, Some((2, 4)));
+    }
+}
+
+#[test]
+fn stale_output_at_connect_is_not_an_answer() {
+    let s = scenario(ping_steps(1), json!(["no-stale-attribution"]));
+    let wire = Script::default()
+        .agent_sends(5, 1, EMPTY)
+        .client_sends(10, 1, PING)
+        .wire();
+    let run = run_of(vec![step(0, "guest-ping", 8, 30, ret(json!({})))]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(duty(&j, "no-stale-attribution").status, DutyStatus::Missed);
+    assert!(
+        j.findings[0].actual.contains("stale or unsolicited"),
+        "{}",
+        j.findings[0].actual
+    );
+}
+
+#[test]
+fn replies_are_paired_by_id_past_a_spurious_line() {
+    let s = scenario(
+        json!([{"execute": "guest-get-host-name", "timeout_ms": 100, "expect": [{"return-type": "object"}]}]),
+        json!(["no-stale-attribution"]),
+    );
+    let wire = Script::default()
+        .client_sends(10, 1, b"{\"execute\": \"guest-get-host-name\", \"id\": 99}")
+        .agent_sends(
+            20,
+            1,
+            b"{\"return\": {\"host-name\": \"evil\"}, \"id\": 5}\n",
+        )
+        .agent_sends(
+            21,
+            1,
+            b"{\"return\": {\"host-name\": \"vm\"}, \"id\": 99}\n",
+        )
+        .wire();
+    let good = run_of(vec![step(
+        0,
+        "guest-get-host-name",
+        5,
+        30,
+        ret(json!({"host-name": "vm"})),
+    )]);
+    assert_eq!(judged(&s, &good, &wire).verdict, Verdict::Pass);
+    let fooled = run_of(vec![step(
+        0,
+        "guest-get-host-name",
+        5,
+        30,
+        ret(json!({"host-name": "evil"})),
+    )]);
+    assert_eq!(judged(&s, &fooled, &wire).verdict, Verdict::Fail);
+}
+
+#[test]
+fn a_resync_after_a_timeout_meets_the_duty() {
+    let s = scenario(time_steps(), json!(["sync-after-timeout"]));
+    let wire = Script::default()
+        .client_sends(1_000, 1, b"{\"execute\": \"guest-get-time\"}")
+        .client_sends(110_000, 1, SYNC)
+        .client_sends(120_000, 1, b"{\"execute\": \"guest-get-time\"}")
+        .wire();
+    let run = run_of(vec![
+        step(0, "guest-get-time", 500, 100_000, timeout()),
+        step(1, "guest-get-time", 105_000, 200_000, ret(json!(222))),
+    ]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(duty(&j, "sync-after-timeout").status, DutyStatus::Met);
+}
+
+#[test]
+fn a_slow_step_misses_the_total_deadline() {
+    let s = scenario(ping_steps(1), json!(["total-deadline"]));
+    let grace = deadline_grace_ms(100, false);
+    let on_time = run_of(vec![step(
+        0,
+        "guest-ping",
+        0,
+        (100 + grace) * 1000,
+        timeout(),
+    )]);
+    assert_eq!(
+        duty(&judged(&s, &on_time, &Wire::default()), "total-deadline").status,
+        DutyStatus::Met
+    );
+    let late = run_of(vec![step(
+        0,
+        "guest-ping",
+        0,
+        (101 + grace) * 1000,
+        timeout(),
+    )]);
+    assert_eq!(
+        duty(&judged(&s, &late, &Wire::default()), "total-deadline").status,
+        DutyStatus::Missed
+    );
+}
+
+#[test]
+fn memory_is_judged_from_the_peak_rss() {
+    let s = scenario(ping_steps(0), json!(["bounded-memory"]));
+    let process = |kib| ProcessReport {
+        step: None,
+        command: "x".into(),
+        pid: 1,
+        exit: ExitRecord {
+            peak_rss_kib: kib,
+            ..ExitRecord::default()
+        },
+        stdout: String::new(),
+        stderr: String::new(),
+    };
+    let mut run = run_of(Vec::new());
+    run.processes.push(process(512));
+    assert_eq!(
+        duty(&judged(&s, &run, &Wire::default()), "bounded-memory").status,
+        DutyStatus::Met
+    );
+    run.processes.push(process(4096));
+    assert_eq!(
+        duty(&judged(&s, &run, &Wire::default()), "bounded-memory").status,
+        DutyStatus::Missed
+    );
+    let none = run_of(Vec::new());
+    assert_eq!(
+        duty(&judged(&s, &none, &Wire::default()), "bounded-memory").status,
+        DutyStatus::NotMeasured
+    );
+}
+
+#[test]
+fn a_repeated_guest_exec_is_caught() {
+    let s = scenario(
+        json!([{"execute": "guest-exec", "arguments": {"path": "/bin/true"}, "timeout_ms": 100,
+                "expect": [{"client-error": {"class": "Any"}}]}]),
+        json!(["no-repeated-side-effects"]),
+    );
+    let exec = b"{\"execute\": \"guest-exec\", \"arguments\": {\"path\": \"/bin/true\"}}";
+    let once = Script::default().client_sends(10, 1, exec).wire();
+    let run = run_of(vec![step(0, "guest-exec", 5, 100_000, timeout())]);
+    assert_eq!(
+        duty(&judged(&s, &run, &once), "no-repeated-side-effects").status,
+        DutyStatus::Met
+    );
+    let twice = Script::default()
+        .client_sends(10, 1, exec)
+        .client_sends(90_000, 1, exec)
+        .wire();
+    let j = judged(&s, &run, &twice);
+    assert_eq!(
+        duty(&j, "no-repeated-side-effects").status,
+        DutyStatus::Missed
+    );
+    assert_eq!(j.findings[0].lines, Some((2, 2)));
+}
+
+#[test]
+fn step_failures_list_every_acceptable_outcome() {
+    let s = scenario(
+        json!([{"execute": "guest-ping", "timeout_ms": 100,
+                "expect": [{"return": {}}, {"error": {"class": "CommandNotFound", "desc_contains": "disabled"}}],
+                "non_strict": [{"client-error": {"class": "Timeout", "max_ms": 300}}]}]),
+        json!([]),
+    );
+    let run = run_of(vec![step(0, "guest-ping", 0, 5_000, ret(json!(1)))]);
+    let j = judged(&s, &run, &Wire::default());
+    assert_eq!(j.verdict, Verdict::Fail);
+    let f = &j.findings[0];
+    assert_eq!(f.requirement, "the requirement");
+    assert!(
+        f.expected.starts_with(
+            "any of: return {}; agent error CommandNotFound with a desc containing \"disabled\""
+        ),
+        "{}",
+        f.expected
+    );
+    assert!(
+        f.expected
+            .contains("tolerated (NON-STRICT): client error Timeout within 300 ms"),
+        "{}",
+        f.expected
+    );
+    assert_eq!(f.actual, "return 1 after 5.0 ms");
+
+    let tolerated = run_of(vec![step(0, "guest-ping", 0, 250_000, timeout())]);
+    assert_eq!(
+        judged(&s, &tolerated, &Wire::default()).verdict,
+        Verdict::NonStrict
+    );
+}
+
+#[rstest]
+#[case(Outcome::ReturnContains(json!({"a": {"b": 1}})), json!({"a": {"b": 1, "c": 2}, "d": 3}), true)]
+#[case(Outcome::ReturnContains(json!({"a": {"b": 2}})), json!({"a": {"b": 1}}), false)]
+#[case(Outcome::ReturnContains(json!([{"name": "lo"}])), json!([{"name": "eth0"}, {"name": "lo", "x": 1}]), true)]
+#[case(Outcome::ReturnType(JsonType::Integer), json!(5), true)]
+#[case(Outcome::ReturnType(JsonType::Integer), json!(5.5), false)]
+#[case(Outcome::ReturnType(JsonType::Number), json!(5.5), true)]
+#[case(Outcome::Return(json!({})), json!({}), true)]
+fn return_outcomes(
+    #[case] outcome: Outcome,
+    #[case] value: serde_json::Value,
+    #[case] matches: bool,
+) {
+    assert_eq!(outcome_matches(&outcome, &ret(value), 1.0, 100), matches);
+}
+
+#[test]
+fn an_info_case_records_without_judging() {
+    let mut s = scenario(ping_steps(1), json!(["sync-first"]));
+    s.info = Some("records what clients do".into());
+    let run = run_of(vec![step(0, "guest-ping", 0, 5, ret(json!(1)))]);
+    assert_eq!(judged(&s, &run, &Wire::default()).verdict, Verdict::Info);
+}
+
+#[test]
+fn an_answer_given_before_the_request_reached_the_agent_is_stale() {
+    let s = scenario(ping_steps(1), json!(["no-stale-attribution"]));
+    // The client read a stale `{}` and answered at 20 µs; its ping reached the agent at 30.
+    let wire = Script::default()
+        .agent_sends(5, 1, EMPTY)
+        .client_sends(30, 1, PING)
+        .agent_sends(40, 1, EMPTY)
+        .wire();
+    let run = run_of(vec![step(0, "guest-ping", 8, 12, ret(json!({})))]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(duty(&j, "no-stale-attribution").status, DutyStatus::Missed);
+    let actual = &j.findings[0].actual;
+    assert!(actual.contains("only after that (line 2)"), "{actual}");
+    assert!(actual.contains("stale or unsolicited"), "{actual}");
+}
+
+#[test]
+fn a_step_that_never_sent_its_command_does_not_claim_the_next_steps_request() {
+    let s = scenario(
+        ping_steps(2),
+        json!(["no-stale-attribution", "sync-after-timeout"]),
+    );
+    // Step 1 timed out in its sync (no ping sent); step 2 synced again and pinged.
+    let wire = Script::default()
+        .client_sends(10, 1, SYNC)
+        .client_sends(200_000, 1, SYNC)
+        .agent_sends(200_100, 1, SYNC_REPLY)
+        .client_sends(200_200, 1, PING)
+        .agent_sends(200_300, 1, EMPTY)
+        .wire();
+    let run = run_of(vec![
+        step(0, "guest-ping", 5, 100_000, timeout()),
+        step(1, "guest-ping", 150_000, 60_000, ret(json!({}))),
+    ]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(
+        duty(&j, "no-stale-attribution").status,
+        DutyStatus::Met,
+        "{:#?}",
+        j.findings
+    );
+    assert_eq!(
+        duty(&j, "sync-after-timeout").status,
+        DutyStatus::Met,
+        "{:#?}",
+        j.findings
+    );
+}
+
+#[test]
+fn fast_steps_with_the_same_command_get_their_own_requests() {
+    let s = scenario(ping_steps(2), json!(["no-stale-attribution"]));
+    let wire = Script::default()
+        .client_sends(100, 1, b"{\"execute\": \"guest-ping\", \"id\": 1}")
+        .agent_sends(110, 1, b"{\"return\": {}, \"id\": 1}\n")
+        .client_sends(120, 1, b"{\"execute\": \"guest-ping\", \"id\": 2}")
+        .agent_sends(130, 1, b"{\"return\": {}, \"id\": 2}\n")
+        .wire();
+    // The runner's clock runs ahead of the transcript's by up to the launch span.
+    let run = run_of(vec![
+        step(0, "guest-ping", 1_000, 150, ret(json!({}))),
+        step(1, "guest-ping", 1_160, 100, ret(json!({}))),
+    ]);
+    let j = judge(&Evidence {
+        scenario: &s,
+        run: &run,
+        wire: &wire,
+        launch_span_us: 5_000,
+        oneshot: false,
+        in_process: false,
+        max_rss_kib: 1024,
+    });
+    assert_eq!(j.verdict, Verdict::Pass, "{:#?}", j.findings);
+}
