@@ -11,8 +11,13 @@
 //!   dropped.
 //!
 //! The mock runs on the caller's runtime, so a test that pauses tokio's clock controls the
-//! mock's timers too (start delays, restart delays, power-off timings). Talk to it with
-//! tokio's non-blocking sockets from the same runtime, or from another thread.
+//! mock's timers too (start delays, restart delays, power-off timings, fault delays). Talk
+//! to it with tokio's non-blocking sockets from the same runtime, or from another thread.
+//!
+//! Faults: [`MockAgentBuilder::fault`] loads rules, [`MockAgentBuilder::seed`] seeds their
+//! random source, [`MockAgentBuilder::scenario_agent`] takes a scenario's whole agent side,
+//! [`MockAgentBuilder::replay`] a transcript's, and [`MockAgent::faults`] or a control
+//! socket ([`MockAgentBuilder::control`]) change them while the mock runs.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -450,8 +455,8 @@ impl MockAgentBuilder {
         self
     }
 
-    /// Records every byte both ways and every connection and life event in `path`, as JSON
-    /// lines. Each line has `t_us` (microseconds since the mock started) and either
+    /// Records every byte both ways, every connection and life event, the mock's setup and
+    /// every fault rule that fired in `path`, as JSON lines. Each line has `t_us` (microseconds since the mock started) and either
     /// `conn`, `dir` (`"in"` from the client, `"out"` to it) and the bytes, in `text` when
     /// they are valid UTF-8 with no control characters but tab, LF and CR, else in `b64`
     /// (standard base64); or an `event` (`connected`, `disconnected`, `agent-started`,

@@ -137,6 +137,17 @@ async fn a_swapped_reply_comes_after_the_next_one() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn swapping_every_reply_trades_them_in_pairs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mock = mock_with(&dir, &["guest-ping:swap"]).await;
+    let mut client = Client::connect(mock.socket_path()).await;
+    let four: Vec<u8> = (1..=4).flat_map(ping).collect();
+    client.send(&four).await;
+    let expected: Vec<u8> = [2, 1, 4, 3].into_iter().flat_map(ping_reply).collect();
+    client.expect(&expected).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_delay_and_a_made_up_return_compose() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mock = mock_with(

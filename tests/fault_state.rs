@@ -128,3 +128,54 @@ fn bad_state_bytes_are_refused_with_the_field() {
         .expect_err("bad base64");
     assert!(e.to_string().contains("agent.state.parser_input"), "{e}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_profile_file_relative_to_the_scenario_and_an_inline_profile() {
+    let mut profile = serde_json::to_value(qga_harness::guest::Profile::default_linux())
+        .expect("profile as JSON");
+    profile["host-name"] = "from-file".into();
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("profiles")).expect("mkdir");
+    std::fs::write(dir.path().join("profiles/guest.json"), profile.to_string())
+        .expect("write the profile");
+    let text = r#"{"id": "state.1", "title": "t", "requirement": "r",
+                   "agent": {"profile": "profiles/guest.json"}}"#;
+    let scenario = Scenario::parse(text, &dir.path().join("case.json")).expect("scenario");
+    let mock = MockAgent::builder()
+        .scenario_agent(&scenario.agent, dir.path())
+        .expect("agent side")
+        .start_in(dir.path())
+        .await
+        .expect("start");
+    let mut client = Client::connect(mock.socket_path()).await;
+    client.send(&execute("guest-get-host-name", 1)).await;
+    client
+        .expect(b"{\"return\": {\"host-name\": \"from-file\"}, \"id\": 1}\n")
+        .await;
+
+    profile["host-name"] = "inline".into();
+    let text = format!(
+        r#"{{"id": "state.1", "title": "t", "requirement": "r", "agent": {{"profile": {profile}}}}}"#
+    );
+    let scenario = Scenario::parse(&text, Path::new("case.json")).expect("scenario");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mock = MockAgent::builder()
+        .scenario_agent(&scenario.agent, dir.path())
+        .expect("agent side")
+        .start_in(dir.path())
+        .await
+        .expect("start");
+    let mut client = Client::connect(mock.socket_path()).await;
+    client.send(&execute("guest-get-host-name", 1)).await;
+    client
+        .expect(b"{\"return\": {\"host-name\": \"inline\"}, \"id\": 1}\n")
+        .await;
+
+    let missing = r#"{"id": "state.1", "title": "t", "requirement": "r",
+                      "agent": {"profile": "profiles/none.json"}}"#;
+    let scenario = Scenario::parse(missing, Path::new("case.json")).expect("scenario");
+    let e = MockAgent::builder()
+        .scenario_agent(&scenario.agent, dir.path())
+        .expect_err("no such profile");
+    assert!(e.to_string().contains("none.json"), "{e}");
+}

@@ -38,6 +38,15 @@
 //! [`AgentLife`] drives the process's life; the transcript records every byte both ways and
 //! every life event (format in the `transcript` module docs, repeated on
 //! [`crate::MockAgentBuilder::transcript`]).
+//!
+//! # Faults
+//!
+//! Fault rules (see [`crate::fault`]) are carried out here, on the wire: the process asks
+//! the mock's rules what to do before it dispatches each request and when it starts, and
+//! the transport side reports each accepted client; the answer is a plan (delay, die,
+//! replace or deform the reply, write it in pieces...) that the single-threaded process
+//! carries out, so a fault holds up what a real agent's would. [`FaultControl`] and the
+//! control socket change the rules at run time; [`Replay`] reads a transcript's setup back.
 
 mod bind;
 mod chardev;

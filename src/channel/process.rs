@@ -483,7 +483,9 @@ impl Agent {
                     self.faults.wrote_reply(bytes);
                 }
                 let copy = plan.duplicate.then(|| reply.clone());
-                if plan.swap && plan.cut.is_none() {
+                // A reply already waits for the next one: this is it, so two swapped
+                // replies trade places instead of both waiting.
+                if plan.swap && plan.cut.is_none() && !self.writer.holds_swapped() {
                     self.writer.hold(reply);
                     if let Some(copy) = copy {
                         self.writer.hold(copy);

@@ -20,7 +20,8 @@ pub(crate) trait Sink {
     async fn write(&mut self, bytes: Vec<u8>);
 }
 
-/// The most a coalesce group gathers in memory; a larger reply is written on its own.
+/// The most a coalesce group gathers in memory: a larger reply is written on its own, and
+/// a group that grows past it goes out at once.
 const GROUP_LIMIT: usize = 1 << 20;
 
 #[derive(Debug)]
@@ -52,6 +53,11 @@ impl ReplyWriter {
     /// Holds `reply` back until the next reply has been written.
     pub(crate) fn hold(&mut self, reply: Out) {
         self.swapped.push_back(reply);
+    }
+
+    /// True when a reply waits for the next one.
+    pub(crate) fn holds_swapped(&self) -> bool {
+        !self.swapped.is_empty()
     }
 
     /// True when nothing is held back.
@@ -96,7 +102,11 @@ impl ReplyWriter {
                     write_out(sink, held, &Chunking::Whole, None).await;
                 }
             }
-            if self.group.as_ref().is_some_and(|g| g.replies >= g.want) {
+            if self
+                .group
+                .as_ref()
+                .is_some_and(|g| g.replies >= g.want || g.bytes.len() > GROUP_LIMIT)
+            {
                 self.flush_group(sink).await;
             }
             return;
@@ -240,6 +250,7 @@ mod tests {
         let mut sink = Writes::default();
         writer.hold(out("first\n"));
         assert!(!writer.is_idle());
+        assert!(writer.holds_swapped());
         assert!(sink.0.is_empty());
         writer
             .write(&mut sink, out("second\n"), &Chunking::Whole, None)
