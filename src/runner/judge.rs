@@ -509,8 +509,22 @@ impl<'e> Analysis<'e> {
         Check::from_misses(misses, exercised, "")
     }
 
+    /// Whether an item is a step's own request (a sync the scenario asked for is the
+    /// scenario's choice of id and framing, not the client's).
+    fn is_step_request(&self, item: usize) -> bool {
+        self.request_of.iter().flatten().any(|r| r.item == item)
+    }
+
+    /// The client's own syncs: every sync that is not a step's request.
+    fn own_syncs(&self) -> impl Iterator<Item = (usize, &Item)> {
+        self.items()
+            .iter()
+            .enumerate()
+            .filter(move |(n, i)| i.is_sync() && !self.is_step_request(*n))
+    }
+
     fn unpredictable_sync_ids(&self) -> Check {
-        let syncs: Vec<&Item> = self.items().iter().filter(|i| i.is_sync()).collect();
+        let syncs: Vec<&Item> = self.own_syncs().map(|(_, i)| i).collect();
         let mut misses = Vec::new();
         let now_s = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -582,10 +596,7 @@ impl<'e> Analysis<'e> {
     fn flush_before_sync(&self) -> Check {
         let mut misses = Vec::new();
         let mut exercised = false;
-        for (index, item) in self.items().iter().enumerate() {
-            if !item.is_sync() {
-                continue;
-            }
+        for (index, item) in self.own_syncs() {
             exercised = true;
             let previous = self.items()[..index]
                 .iter()
