@@ -221,6 +221,36 @@ async fn a_restart_in_the_middle_of_a_session_is_survived() {
 }
 
 #[tokio::test]
+async fn a_unix_listen_agent_that_restarts_is_reconnected_within_the_deadline() {
+    // qemu-ga's own socket goes away with the agent and comes back with the next one: the
+    // client waits for it within the call's deadline instead of failing at once.
+    let (mock, _dir) = mock_with(MockAgent::builder().transport(Transport::UnixListen)).await;
+    let life = mock.life();
+    let mut c = client(&mock);
+    c.ping().await.unwrap();
+    life.kill().await.unwrap();
+    let restart = tokio::spawn({
+        let life = life.clone();
+        async move { life.restart_after(Duration::from_millis(200)).await }
+    });
+    assert!(!host_name(&mut c).await.is_empty());
+    restart.await.unwrap().unwrap();
+    assert_eq!(life.state(), AgentState::Running);
+}
+
+#[tokio::test]
+async fn a_first_connect_to_a_missing_socket_fails_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Client::builder(dir.path().join("nothing.sock"))
+        .timeout(Duration::from_secs(5))
+        .build();
+    let started = Instant::now();
+    let e = c.ping().await.unwrap_err();
+    assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
 async fn unix_listen_serves_one_client_at_a_time() {
     let (mock, _dir) = mock_with(MockAgent::builder().transport(Transport::UnixListen)).await;
     let mut first = client(&mock);

@@ -518,7 +518,7 @@ async fn ready_connection<'a>(
     let conn = match reusable {
         Some(conn) => conn,
         None => {
-            let stream = connect(&config.socket).await?;
+            let stream = connect(&config.socket, state.stats.connects > 0).await?;
             state.stats.connects += 1;
             Connection {
                 stream,
@@ -539,13 +539,20 @@ const CONNECT_RETRY_MAX: Duration = Duration::from_millis(50);
 
 /// Connects, waiting while the agent's listen backlog is full: a non-blocking connect
 /// then fails at once with EAGAIN where a blocking one would wait (qemu-ga listens with
-/// a backlog of 1 and serves one client at a time). The call's deadline bounds the wait.
-async fn connect(socket: &Path) -> Result<UnixStream> {
+/// a backlog of 1 and serves one client at a time). When `reconnecting`, it also waits
+/// while the socket refuses connections: qemu-ga's own socket (`-m unix-listen`) stays
+/// behind, unserved, while the agent restarts. The call's deadline bounds the wait. A
+/// first connect to a bad path, or a socket that is gone (QEMU exited), fails at once.
+async fn connect(socket: &Path, reconnecting: bool) -> Result<UnixStream> {
+    use std::io::ErrorKind;
     let mut pause = Duration::from_millis(1);
     loop {
         match UnixStream::connect(socket).await {
             Ok(stream) => return Ok(stream),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            Err(e)
+                if e.kind() == ErrorKind::WouldBlock
+                    || (reconnecting && e.kind() == ErrorKind::ConnectionRefused) =>
+            {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(CONNECT_RETRY_MAX);
             }
