@@ -603,3 +603,25 @@ fn a_sync_the_scenario_asks_for_is_not_judged_as_the_clients_own() {
     assert_eq!(j.verdict, Verdict::Pass, "{:#?}", j.findings);
     assert_eq!(duty(&j, "unpredictable-sync-ids").status, DutyStatus::Met);
 }
+
+#[test]
+fn the_flush_duty_concerns_guest_sync_delimited() {
+    let s = scenario(ping_steps(1), json!(["flush-before-sync", "sync-first"]));
+    let wire = Script::default()
+        .client_sends(
+            10,
+            1,
+            b"{\"execute\": \"guest-sync\", \"arguments\": {\"id\": 8234567890123456789}}",
+        )
+        .agent_sends(20, 1, b"{\"return\": 8234567890123456789}\n")
+        .client_sends(30, 1, PING)
+        .agent_sends(40, 1, EMPTY)
+        .wire();
+    let run = run_of(vec![step(0, "guest-ping", 5, 50, ret(json!({})))]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(
+        duty(&j, "flush-before-sync").status,
+        DutyStatus::NotApplicable
+    );
+    assert_eq!(duty(&j, "sync-first").status, DutyStatus::Met);
+}
