@@ -316,7 +316,7 @@ pub fn duty_requirement(duty: Duty) -> &'static str {
         Duty::SyncFirst => "Before its first command on a connection, a client sends guest-sync or guest-sync-delimited and discards everything up to the matching reply (the channel may hold stale output, the agent's parser a previous client's partial input).",
         Duty::SyncAfterTimeout => "After a timeout, a client resynchronises (a sync, matched by its id) before its next command, so the late reply to the abandoned command is not taken for the next one.",
         Duty::UnpredictableSyncIds => "Sync ids are unpredictable and unique (random, 63-bit): not small, not sequential, not a clock reading, so a guest cannot forge the reply to a sync it has not seen.",
-        Duty::FlushBeforeSync => "A client sends a 0xFF byte (a parser flush) before each sync, so a previous client's partial input in the agent's parser cannot swallow it, and skips the error the agent answers the flush with.",
+        Duty::FlushBeforeSync => "A client sends a 0xFF byte (a parser flush) right before each guest-sync-delimited, so a previous client's partial input in the agent's parser cannot swallow it, and skips the error the agent answers the flush with.",
         Duty::NoStaleAttribution => "A client reports for a command only the reply the agent sent for that request: never a stale reply left from earlier, a late reply to an abandoned command, or an unsolicited one.",
         Duty::TotalDeadline => "Every call ends within its timeout (plus a small grace), however the agent drips, delays or floods its reply.",
         Duty::BoundedMemory => "A client's memory stays bounded whatever the agent sends (huge replies, endless bytes without a newline).",
@@ -511,8 +511,22 @@ impl<'e> Analysis<'e> {
         Check::from_misses(misses, exercised, "")
     }
 
+    /// Whether an item is a step's own request (a sync the scenario asked for is the
+    /// scenario's choice of id and framing, not the client's).
+    fn is_step_request(&self, item: usize) -> bool {
+        self.request_of.iter().flatten().any(|r| r.item == item)
+    }
+
+    /// The client's own syncs: every sync that is not a step's request.
+    fn own_syncs(&self) -> impl Iterator<Item = (usize, &Item)> {
+        self.items()
+            .iter()
+            .enumerate()
+            .filter(move |(n, i)| i.is_sync() && !self.is_step_request(*n))
+    }
+
     fn unpredictable_sync_ids(&self) -> Check {
-        let syncs: Vec<&Item> = self.items().iter().filter(|i| i.is_sync()).collect();
+        let syncs: Vec<&Item> = self.own_syncs().map(|(_, i)| i).collect();
         let mut misses = Vec::new();
         let now_s = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -584,10 +598,12 @@ impl<'e> Analysis<'e> {
     fn flush_before_sync(&self) -> Check {
         let mut misses = Vec::new();
         let mut exercised = false;
-        for (index, item) in self.items().iter().enumerate() {
-            if !item.is_sync() {
-                continue;
-            }
+        // The delimited sync is the one made for this: its 0xFF-prefixed reply lets the
+        // client skip the error the flush itself is answered with (qmp-spec.txt §2.6-2.7).
+        let delimited = self
+            .own_syncs()
+            .filter(|(_, i)| i.execute() == Some("guest-sync-delimited"));
+        for (index, item) in delimited {
             exercised = true;
             let previous = self.items()[..index]
                 .iter()

@@ -579,3 +579,49 @@ fn fast_steps_with_the_same_command_get_their_own_requests() {
     });
     assert_eq!(j.verdict, Verdict::Pass, "{:#?}", j.findings);
 }
+
+#[test]
+fn a_sync_the_scenario_asks_for_is_not_judged_as_the_clients_own() {
+    let s = scenario(
+        json!([{"execute": "guest-sync", "arguments": {"id": 5}, "timeout_ms": 100,
+                "expect": [{"return": 5}]}]),
+        json!(["unpredictable-sync-ids", "flush-before-sync"]),
+    );
+    let wire = Script::default()
+        .client_sends(10, 1, SYNC)
+        .agent_sends(20, 1, STRAY)
+        .agent_sends(21, 1, SYNC_REPLY)
+        .client_sends(
+            30,
+            1,
+            b"{\"execute\": \"guest-sync\", \"arguments\": {\"id\": 5}}",
+        )
+        .agent_sends(40, 1, b"{\"return\": 5}\n")
+        .wire();
+    let run = run_of(vec![step(0, "guest-sync", 5, 50, ret(json!(5)))]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(j.verdict, Verdict::Pass, "{:#?}", j.findings);
+    assert_eq!(duty(&j, "unpredictable-sync-ids").status, DutyStatus::Met);
+}
+
+#[test]
+fn the_flush_duty_concerns_guest_sync_delimited() {
+    let s = scenario(ping_steps(1), json!(["flush-before-sync", "sync-first"]));
+    let wire = Script::default()
+        .client_sends(
+            10,
+            1,
+            b"{\"execute\": \"guest-sync\", \"arguments\": {\"id\": 8234567890123456789}}",
+        )
+        .agent_sends(20, 1, b"{\"return\": 8234567890123456789}\n")
+        .client_sends(30, 1, PING)
+        .agent_sends(40, 1, EMPTY)
+        .wire();
+    let run = run_of(vec![step(0, "guest-ping", 5, 50, ret(json!({})))]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(
+        duty(&j, "flush-before-sync").status,
+        DutyStatus::NotApplicable
+    );
+    assert_eq!(duty(&j, "sync-first").status, DutyStatus::Met);
+}
