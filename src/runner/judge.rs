@@ -972,6 +972,10 @@ struct Request {
 /// Steps run one after the other, so order decides; the clocks are only used where their
 /// bound is certain (a transcript time is never later than the runner's time of the same
 /// moment).
+/// See `find_step_requests`: how close to a client-side failure a request may reach the
+/// agent and still belong to the next step.
+const GAVE_UP_SLACK_US: u64 = 5_000;
+
 fn find_step_requests(e: &Evidence<'_>) -> Vec<Option<Request>> {
     let items = &e.wire.items;
     let mut found = Vec::with_capacity(e.run.steps.len());
@@ -1002,7 +1006,10 @@ fn find_step_requests(e: &Evidence<'_>) -> Vec<Option<Request>> {
             Answer::Return { .. } | Answer::AgentError { .. }
         );
         let next_answered = match e.run.steps.get(n + 1) {
-            _ if !agent_answer => answered,
+            // The runner's clock and the transcript's are aligned only to within a
+            // millisecond or so; a request that reached the agent in the last moments of a
+            // step that failed on the client's side is the next step's.
+            _ if !agent_answer => answered.saturating_sub(GAVE_UP_SLACK_US),
             Some(next) => next.ended_us(),
             None => u64::MAX,
         };
