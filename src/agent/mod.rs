@@ -21,6 +21,8 @@
 //! modelled.
 
 mod enablement;
+
+pub(crate) use enablement::FREEZE_ALLOWLIST;
 mod hash_order;
 #[cfg(test)]
 mod real_agent_tests;

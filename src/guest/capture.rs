@@ -243,16 +243,6 @@ fn version_prefix(text: &str) -> &str {
     text[..end].trim_end_matches('.')
 }
 
-/// Commands a frozen agent keeps enabled (QEMU qga/main.c `ga_freeze_allowlist`).
-const FREEZE_ALLOWLIST: &[&str] = &[
-    "guest-ping",
-    "guest-info",
-    "guest-sync",
-    "guest-sync-delimited",
-    "guest-fsfreeze-status",
-    "guest-fsfreeze-thaw",
-];
-
 /// A captured profile, and what the capture could not see.
 #[derive(Debug)]
 pub struct Captured {
@@ -313,7 +303,7 @@ pub fn capture(socket: &Path, options: &CaptureOptions) -> Result<Captured, Capt
         }
     }
     if profile.fsfreeze.frozen {
-        disabled.retain(|c| FREEZE_ALLOWLIST.contains(&c.as_str()));
+        disabled.retain(|c| crate::agent::FREEZE_ALLOWLIST.contains(&c.as_str()));
         warnings.push(
             "the agent is frozen: its block list and guest data cannot be seen; \
              thaw it (guest-fsfreeze-thaw) and capture again"
