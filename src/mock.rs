@@ -449,6 +449,13 @@ impl MockAgentBuilder {
         self
     }
 
+    /// Forwards every request to the real agent at `path` instead of the simulated guest
+    /// (see [`crate::proxy`]).
+    pub(crate) fn upstream(mut self, path: PathBuf) -> Self {
+        self.config.upstream = Some(path);
+        self
+    }
+
     /// What guest-shutdown and guest-suspend-* do to the VM (see [`PowerPolicy`]).
     pub fn power_policy(mut self, policy: PowerPolicy) -> Self {
         self.config.power = policy;

@@ -81,6 +81,8 @@ pub use status::ChannelStatus;
 pub use supervisor::VmEnd;
 pub use transcript::TranscriptError;
 
+pub(crate) use transcript::Transcript;
+
 pub(crate) use bind::bind_socket;
 pub(crate) use faults::{check_rule, FaultHub};
 pub(crate) use life::{life_channel, LifeInbox};
@@ -192,6 +194,9 @@ pub(crate) struct ChannelConfig {
     /// The agent's setup, recorded at the top of the transcript (the fields of the
     /// `agent-setup` record).
     pub(crate) setup_record: Option<serde_json::Map<String, serde_json::Value>>,
+    /// A real agent's socket: requests are forwarded there instead of being dispatched on
+    /// the simulated guest (a proxy; see [`crate::proxy`]).
+    pub(crate) upstream: Option<std::path::PathBuf>,
 }
 
 /// A transcript file being written, started at the mock's start.
@@ -254,6 +259,7 @@ pub(crate) async fn serve(
         faults: faults.clone(),
         parser_input: config.parser_input,
         first_output,
+        upstream: config.upstream.clone(),
     };
     let end = match config.transport {
         Transport::VirtioSerial => {

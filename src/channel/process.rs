@@ -26,6 +26,7 @@ use super::reply_writer::{ReplyWriter, Sink};
 use crate::agent::{AgentConfig, Dispatcher};
 use crate::fault::Restart;
 use crate::guest::{Guest, PowerEvent};
+use crate::proxy::Upstream;
 use crate::wire::{write_json, Parsed, Streamer};
 
 /// qemu-ga's read size (`QGA_READ_COUNT_DEFAULT`, qga/guest-agent-core.h).
@@ -138,6 +139,8 @@ pub(crate) struct ProcessParts {
     /// Bytes already in the parser when the process starts (a previous client's partial
     /// request, as a scenario sets it up).
     pub(crate) parser_input: Option<Vec<u8>>,
+    /// A real agent that answers the requests instead of the simulated guest (a proxy).
+    pub(crate) upstream: Option<Upstream>,
 }
 
 /// How a process ended.
@@ -259,6 +262,7 @@ struct Agent {
     items: VecDeque<Item>,
     /// Reading stopped by a fault: until then, or (`Some(None)`) for good.
     not_reading: Option<Option<Instant>>,
+    upstream: Option<Upstream>,
 }
 
 /// Runs one agent process until it is asked to stop or a fault ends it.
@@ -271,6 +275,7 @@ pub(crate) async fn run(parts: ProcessParts) -> Exit {
         power,
         faults,
         parser_input,
+        upstream,
     } = parts;
     let mut agent = Agent {
         guest,
@@ -287,6 +292,7 @@ pub(crate) async fn run(parts: ProcessParts) -> Exit {
         },
         items: VecDeque::new(),
         not_reading: None,
+        upstream,
     };
     agent.run(parser_input).await
 }
@@ -370,7 +376,7 @@ impl Agent {
         let fired = self.faults.on_request(&Request::new(&item.parsed));
         match fired {
             None => {
-                if let Some(reply) = self.dispatch(item.parsed) {
+                if let Some(reply) = self.dispatch(item.parsed).await {
                     self.faults.wrote_reply(&reply);
                     if self.writer.is_idle() {
                         self.link.write(reply).await;
@@ -386,8 +392,13 @@ impl Agent {
         }
     }
 
-    /// Dispatches one item on the guest; returns the reply bytes, if any.
-    fn dispatch(&mut self, item: Parsed) -> Option<Vec<u8>> {
+    /// Dispatches one item on the guest, or forwards it to the real agent behind a proxy;
+    /// returns the reply bytes, if any. What does not parse is answered here either way:
+    /// the parser is qemu-ga's, and so are its error replies.
+    async fn dispatch(&mut self, item: Parsed) -> Option<Vec<u8>> {
+        if let (Some(upstream), Parsed::Value(request)) = (&mut self.upstream, &item) {
+            return upstream.forward(request).await;
+        }
         let (dispatched, power_event) = {
             let mut guest = self.guest.lock().unwrap_or_else(PoisonError::into_inner);
             let dispatched = self.dispatcher.dispatch(item, &mut guest);
@@ -455,7 +466,7 @@ impl Agent {
         let (dispatched, info) = match request {
             Some((item, info)) => {
                 let reply = if plan.dispatch {
-                    self.dispatch(item.parsed)
+                    self.dispatch(item.parsed).await
                 } else {
                     None
                 };

@@ -26,6 +26,7 @@ use super::{AgentStart, PowerPolicy};
 use crate::agent::AgentConfig;
 use crate::fault::Restart;
 use crate::guest::PowerEvent;
+use crate::proxy::Upstream;
 
 /// How the VM ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +86,8 @@ pub(crate) struct Supervisor {
     pub(crate) parser_input: Option<Vec<u8>>,
     /// What the first client of qemu-ga's own socket gets at once (unix-listen).
     pub(crate) first_output: Option<Vec<u8>>,
+    /// The real agent each process forwards to (a proxy).
+    pub(crate) upstream: Option<PathBuf>,
 }
 
 struct Run {
@@ -268,6 +271,11 @@ impl Run {
             power: self.power_tx.clone(),
             faults: self.s.faults.clone(),
             parser_input: self.s.parser_input.take(),
+            upstream: self
+                .s
+                .upstream
+                .clone()
+                .map(|path| Upstream::new(path, self.s.transcript.clone())),
         };
         self.process = Some(Process {
             future: Box::pin(process::run(parts)),

@@ -27,6 +27,10 @@
 //!   "request": 3, "command": "guest-ping", "actions": ["die-mid-reply", "restart"]}`;
 //!   `on` is `request` (with the mock-wide request number, from 1, and the command),
 //!   `connect` (with `conn`) or `start`.
+//! - behind a proxy (`qga-harness proxy`), the real agent's side:
+//!   `"upstream-connected"`, `"upstream-closed"`, `"upstream-failed"` (with `detail`), and
+//!   `{"event": "upstream", "dir": "to-agent", "text": ...}` / `"from-agent"` for the bytes
+//!   forwarded and the reply lines read back.
 //! - rules changed at run time: `"rule-added"` (with `rule`, the id, and `definition`),
 //!   `"rule-removed"` (`rule`), `"rules-cleared"` (`removed`: how many).
 
@@ -186,6 +190,30 @@ impl Transcript {
         fields: serde_json::Map<String, serde_json::Value>,
     ) {
         self.send(Body::Fields { event, fields });
+    }
+
+    /// Bytes between a proxy and the real agent behind it (`dir` is `to-agent` or
+    /// `from-agent`), in `text` or `b64` as client bytes are.
+    pub(crate) fn upstream_bytes(&self, dir: &'static str, data: &[u8]) {
+        let mut fields = serde_json::Map::new();
+        fields.insert("dir".into(), dir.into());
+        match std::str::from_utf8(data) {
+            Ok(text) if is_plain_text(text) => {
+                fields.insert("text".into(), text.into());
+            }
+            _ => {
+                fields.insert(
+                    "b64".into(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(data)
+                        .into(),
+                );
+            }
+        }
+        self.send(Body::Fields {
+            event: "upstream",
+            fields,
+        });
     }
 }
 

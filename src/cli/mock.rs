@@ -76,7 +76,7 @@ pub struct MockArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum TransportArg {
+pub(super) enum TransportArg {
     VirtioSerial,
     UnixListen,
 }
@@ -92,10 +92,10 @@ impl From<TransportArg> for Transport {
 
 /// A failure that ends the command with exit code 2.
 #[derive(Debug)]
-struct Usage(String);
+pub(super) struct Usage(pub(super) String);
 
 /// The error and every cause under it, on one line each.
-fn describe(error: &dyn std::error::Error) -> String {
+pub(super) fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

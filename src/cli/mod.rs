@@ -9,6 +9,7 @@ mod call;
 mod capture;
 mod ctl;
 mod mock;
+mod proxy;
 mod replay;
 mod run;
 mod schema;
@@ -28,6 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Mock(mock::MockArgs),
+    Proxy(proxy::ProxyArgs),
     Ctl(ctl::CtlArgs),
     Replay(replay::ReplayArgs),
     Call(call::CallArgs),
@@ -48,6 +50,7 @@ pub fn main() -> i32 {
     };
     match cli.command {
         Command::Mock(args) => mock::run(args),
+        Command::Proxy(args) => proxy::run(args),
         Command::Ctl(args) => ctl::run(args),
         Command::Replay(args) => replay::run(args),
         Command::Call(args) => call::run(args),
