@@ -12,6 +12,7 @@
 //! - [`runner`]: running cases against a host client, judging them.
 //! - [`report`]: human, JUnit, JSON reports, artifacts and baselines.
 //! - [`cli`]: the `qga-harness` command line.
+//! - [`qemu`]: a real QEMU guest from `qemu-images/`, its ports and its control port.
 //! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
 //! - [`MockAgent`]: the mock qemu-ga as a library (`mock.rs`).
 
@@ -22,6 +23,7 @@ pub mod client;
 pub mod fault;
 pub mod guest;
 mod mock;
+pub mod qemu;
 pub mod real_agent;
 pub mod report;
 pub mod runner;
