@@ -15,10 +15,12 @@
 
 mod boot;
 mod control;
+mod front;
 mod image;
 
 pub use boot::{boot, Accel, BootOptions, Guest, GuestAgentKind, AGENT_PORT, CONTROL_PORT};
 pub use control::{Control, ControlError};
+pub use front::{serve_front, FrontRecord};
 pub use image::{build_image, static_binary_hint, Image, ImageOptions};
 
 use std::path::PathBuf;
