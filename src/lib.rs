@@ -13,6 +13,7 @@
 //! - [`report`]: human, JUnit, JSON reports, artifacts and baselines.
 //! - [`cli`]: the `qga-harness` command line.
 //! - [`proxy`]: the fault proxy in front of a real agent's socket.
+//! - [`qemu`]: a real QEMU guest from `qemu-images/`, its ports and its control port.
 //! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
 //! - [`MockAgent`]: the mock qemu-ga as a library (`mock.rs`).
 
@@ -24,6 +25,7 @@ pub mod fault;
 pub mod guest;
 mod mock;
 pub mod proxy;
+pub mod qemu;
 pub mod real_agent;
 pub mod report;
 pub mod runner;
