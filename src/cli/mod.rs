@@ -10,6 +10,7 @@ mod capture;
 mod ctl;
 mod mock;
 mod replay;
+mod report;
 mod run;
 mod schema;
 mod session;
@@ -34,6 +35,7 @@ pub enum Command {
     Capture(capture::CaptureArgs),
     Session(session::SessionArgs),
     Run(run::RunArgs),
+    Report(report::ReportArgs),
     Schema(schema::SchemaArgs),
 }
 
@@ -54,6 +56,7 @@ pub fn main() -> i32 {
         Command::Capture(args) => capture::run(args),
         Command::Session(args) => session::run(args),
         Command::Run(args) => run::run(args),
+        Command::Report(args) => report::run(args),
         Command::Schema(args) => schema::run(args),
     }
 }
