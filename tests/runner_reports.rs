@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use qga_harness::report::{self, Baseline, HumanReport, RunInfo};
+use qga_harness::report::{self, Baseline, HumanReport, Report, RunInfo};
 use qga_harness::runner::{self, CaseResult, RunOptions, Verdict};
 use support::{load, session, Workspace};
 
@@ -118,7 +118,9 @@ fn human_report(run: &Run) {
     for (n, result) in run.results.iter().enumerate() {
         human.case_done(result, n + 1).expect("writes");
     }
-    human.finish(&run.results, &run.info).expect("writes");
+    human
+        .finish(&Report::from_results(&run.results, &run.info))
+        .expect("writes");
     let text = String::from_utf8(out).expect("utf-8");
     assert!(
         !text.contains('\r'),
@@ -213,6 +215,27 @@ fn json(run: &Run) {
     assert_eq!(status, ["met", "met", "met", "met"], "{}", cases[0]);
     assert_eq!(back["summary"]["FAIL"], 1);
     assert_eq!(cases[1]["findings"][0]["severity"], "fail");
+    assert_eq!(back["format"], report::REPORT_FORMAT);
+
+    // The typed model reads back what was written, timelines included.
+    let typed = Report::parse(&text, std::path::Path::new("run.json")).expect("typed");
+    let direct = Report::from_results(&run.results, &run.info);
+    for (read, made) in typed.cases.iter().zip(&direct.cases) {
+        // Everything but the floats, which JSON need not carry bit for bit.
+        assert_eq!(
+            (&read.id, read.verdict, &read.findings, &read.duties),
+            (&made.id, made.verdict, &made.findings, &made.duties)
+        );
+        assert_eq!(read.timeline, made.timeline);
+    }
+    let timeline = typed.cases[1].timeline.as_ref().expect("a timeline");
+    let requests = timeline
+        .blocks
+        .iter()
+        .filter(|b| b.label == "guest-get-host-name")
+        .count();
+    assert_eq!(requests, 1, "{timeline:#?}");
+    assert_eq!(typed.cases[1].steps[0].timeout_ms, 500);
 }
 
 fn artifacts(run: &Run) {

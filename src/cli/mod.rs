@@ -11,6 +11,7 @@ mod ctl;
 mod mock;
 mod proxy;
 mod replay;
+mod report;
 mod run;
 mod schema;
 mod session;
@@ -36,6 +37,7 @@ pub enum Command {
     Capture(capture::CaptureArgs),
     Session(session::SessionArgs),
     Run(run::RunArgs),
+    Report(report::ReportArgs),
     Schema(schema::SchemaArgs),
 }
 
@@ -57,6 +59,7 @@ pub fn main() -> i32 {
         Command::Capture(args) => capture::run(args),
         Command::Session(args) => session::run(args),
         Command::Run(args) => run::run(args),
+        Command::Report(args) => report::run(args),
         Command::Schema(args) => schema::run(args),
     }
 }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::qemu::{BootOptions, GuestAgentKind, ImageOptions};
-use crate::report::{self, Baseline, HumanReport, RunInfo};
+use crate::report::{self, Baseline, HumanReport, LiveProgress, Partition, Report, RunInfo};
 use crate::runner::{
-    self, AgentLauncher, Answer, BrokenKind, CaseResult, Client, Placeholder, QemuLauncher,
-    RunOptions, Template, Verdict,
+    self, AgentLauncher, Answer, BrokenKind, CaseResult, Client, LoadedCase, Placeholder,
+    QemuLauncher, RunObserver, RunOptions, Template, Verdict,
 };
 
 /// What the client talks to.
@@ -82,9 +82,21 @@ pub struct RunArgs {
     /// Write a JUnit XML report.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Write a JSON report.
+    /// Write a JSON report (its schema: `qga-harness schema report`).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write a self-contained HTML report: summary, table of cases, and each case that
+    /// is not a plain PASS with its findings beside a timeline of its wire.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Run slice K of N of the cases (deterministic: round robin in catalogue order, or
+    /// balanced with --partition-by-report), for a CI matrix of N machines; merge their
+    /// JSON reports with `qga-harness report merge`.
+    #[arg(long, value_name = "K/N")]
+    pub partition: Option<Partition>,
+    /// Balance the partitions by the case durations of an earlier JSON report.
+    #[arg(long, value_name = "FILE", requires = "partition")]
+    pub partition_by_report: Option<PathBuf>,
     /// Keep each case's transcript (ID.jsonl) and client log (ID.client.txt) here.
     #[arg(long, value_name = "DIR")]
     pub artifacts: Option<PathBuf>,
@@ -125,7 +137,7 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
         args.paths.clone()
     };
     let files = runner::scenario_files(&paths)?;
-    let cases = runner::filter_cases(runner::load_cases(&files)?, &args.filter);
+    let mut cases = runner::filter_cases(runner::load_cases(&files)?, &args.filter);
     if cases.is_empty() {
         return Err(Usage(if args.filter.is_empty() {
             format!(
@@ -139,6 +151,16 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
         } else {
             format!("no case id matches --filter {}", args.filter.join(", "))
         }));
+    }
+    let mut partition_info = None;
+    if let Some(part) = args.partition {
+        let durations = match &args.partition_by_report {
+            Some(path) => Some(Report::load(path)?),
+            None => None,
+        };
+        let (chosen, info) = report::partition(cases, part, durations.as_ref());
+        cases = chosen;
+        partition_info = Some(info);
     }
     if args.list {
         let text = match args.format {
@@ -192,17 +214,32 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
         .map_err(|e| Usage(format!("cannot start the runtime: {e}")))?;
     let stdout = std::io::stdout();
     let terminal = stdout.is_terminal();
-    let mut human = HumanReport::new(stdout.lock(), terminal, cases.len());
+    let mut human = HumanReport::new(stdout.lock(), false, cases.len());
     let _ = human.start(&info);
+    if let Some(part) = &partition_info {
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "partition {}/{}: {} of {} case(s)",
+            part.index,
+            part.count,
+            cases.len(),
+            part.total_cases
+        );
+    }
     let started = Instant::now();
+    let mut progress = Progress {
+        human: &mut human,
+        live: terminal.then(|| LiveProgress::new(cases.len())),
+    };
     let results = runtime.block_on(async {
         tokio::select! {
-            results = runner::run_all(cases, &options, |result, done| {
-                let _ = human.case_done(result, done);
-            }) => Some(results),
+            results = runner::run_observed(cases, &options, &mut progress) => Some(results),
             () = interrupted() => None,
         }
     });
+    if let Some(live) = &progress.live {
+        live.finish();
+    }
     // Dropping the runtime drops every case still running: their clients' process groups
     // are killed, their agents stopped and their temp dirs removed.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
@@ -214,34 +251,49 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
         ));
     };
     info.elapsed = started.elapsed();
-    let _ = human.finish(&results, &info);
+    let mut report = Report::from_results(&results, &info);
+    report.partition = partition_info;
+    let _ = human.finish(&report);
     drop(human);
-    finish(&args, &results, &info)
+    finish(&args, &results, &report)
+}
+
+/// Progress as cases start and finish: the live bar on a terminal, plain lines otherwise.
+struct Progress<'a, W: Write> {
+    human: &'a mut HumanReport<W>,
+    live: Option<LiveProgress>,
+}
+
+impl<W: Write> RunObserver for Progress<'_, W> {
+    fn started(&mut self, case: &LoadedCase) {
+        if let Some(live) = &mut self.live {
+            live.started(&case.scenario.id);
+        }
+    }
+
+    fn finished(&mut self, result: &CaseResult, done: usize) {
+        match &mut self.live {
+            Some(live) => live.finished(result),
+            None => {
+                let _ = self.human.case_done(result, done);
+            }
+        }
+    }
 }
 
 /// Writes the report files, compares with the baseline, and decides the exit status.
-fn finish(args: &RunArgs, results: &[CaseResult], info: &RunInfo) -> Result<i32, Usage> {
+fn finish(args: &RunArgs, results: &[CaseResult], report: &Report) -> Result<i32, Usage> {
     let mut problems = Vec::new();
-    if let Some(path) = &args.junit {
-        if let Err(e) = std::fs::write(path, report::junit_xml(results, info)) {
-            problems.push(format!(
-                "{}: cannot write the JUnit report: {e}",
-                path.display()
-            ));
-        }
-    }
-    if let Some(path) = &args.json {
-        let text =
-            serde_json::to_string_pretty(&report::json_report(results, info)).unwrap_or_default();
-        if let Err(e) = std::fs::write(path, text + "\n") {
-            problems.push(format!(
-                "{}: cannot write the JSON report: {e}",
-                path.display()
-            ));
-        }
+    if let Err(e) = super::report::write_reports(
+        report,
+        args.json.as_ref(),
+        args.junit.as_ref(),
+        args.html.as_ref(),
+    ) {
+        problems.push(e);
     }
     if let Some(path) = &args.write_baseline {
-        if let Err(e) = Baseline::from_results(results, &info.client).write(path) {
+        if let Err(e) = Baseline::from_results(results, &report.client).write(path) {
             problems.push(e.to_string());
         }
     }

@@ -173,6 +173,7 @@ mod tests {
             run: crate::runner::ClientRun::default(),
             elapsed_ms: 0.0,
             transcript: None,
+            timeline: None,
         }
     }
 

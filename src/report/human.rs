@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use super::{count, RunInfo};
+use super::model::{CaseReport, Report};
+use super::RunInfo;
 use crate::runner::{CaseResult, Verdict};
 
 /// Prints case lines and, on a terminal, a progress line kept at the bottom.
@@ -41,14 +42,7 @@ impl<W: Write> HumanReport<W> {
     /// A case finished (`done` of them so far).
     pub fn case_done(&mut self, result: &CaseResult, done: usize) -> io::Result<()> {
         self.clear_progress()?;
-        writeln!(
-            self.out,
-            "{:<11} {:<14} {:<52} {:>7.0} ms",
-            result.verdict.as_str(),
-            result.id,
-            clip(&result.title, 52),
-            result.elapsed_ms
-        )?;
+        writeln!(self.out, "{}", case_line(result))?;
         if self.terminal {
             write!(self.out, "[{done}/{}] {} done", self.total, result.id)?;
             self.progress_shown = true;
@@ -65,33 +59,56 @@ impl<W: Write> HumanReport<W> {
     }
 
     /// Failures, the summary table and the closing line.
-    pub fn finish(&mut self, results: &[CaseResult], info: &RunInfo) -> io::Result<()> {
+    pub fn finish(&mut self, report: &Report) -> io::Result<()> {
         self.clear_progress()?;
-        let details = failure_details(results, info);
-        if !details.is_empty() {
-            writeln!(self.out, "\n{details}")?;
-        }
-        writeln!(self.out, "\n{}", summary_table(results))?;
-        let counts = count(results);
-        let summary: Vec<String> = Verdict::ALL
-            .iter()
-            .zip(counts)
-            .filter(|(_, n)| *n > 0)
-            .map(|(v, n)| format!("{n} {v}"))
-            .collect();
-        writeln!(
-            self.out,
-            "{} case(s) in {:.1} s: {}",
-            results.len(),
-            info.elapsed.as_secs_f64(),
-            if summary.is_empty() {
-                "nothing ran".to_owned()
-            } else {
-                summary.join(", ")
-            }
-        )?;
+        write!(self.out, "{}", closing(report))?;
         self.out.flush()
     }
+}
+
+/// What the human report says after the case lines: every failure with its evidence, the
+/// summary table and the closing line.
+pub fn closing(report: &Report) -> String {
+    let mut out = String::new();
+    let details = failure_details(report);
+    if !details.is_empty() {
+        let _ = writeln!(out, "\n{details}");
+    }
+    let _ = writeln!(out, "\n{}", summary_table(&report.cases));
+    let _ = writeln!(
+        out,
+        "{} case(s) in {:.1} s: {}",
+        report.cases.len(),
+        report.elapsed_ms / 1000.0,
+        verdict_counts(&report.cases)
+    );
+    out
+}
+
+/// `3 PASS, 1 FAIL`, or `nothing ran`.
+pub fn verdict_counts(cases: &[CaseReport]) -> String {
+    let summary: Vec<String> = Verdict::ALL
+        .iter()
+        .map(|v| (v, cases.iter().filter(|c| c.verdict == *v).count()))
+        .filter(|(_, n)| *n > 0)
+        .map(|(v, n)| format!("{n} {v}"))
+        .collect();
+    if summary.is_empty() {
+        "nothing ran".to_owned()
+    } else {
+        summary.join(", ")
+    }
+}
+
+/// The plain line of a finished case.
+pub fn case_line(result: &CaseResult) -> String {
+    format!(
+        "{:<11} {:<14} {:<52} {:>7.0} ms",
+        result.verdict.as_str(),
+        result.id,
+        clip(&result.title, 52),
+        result.elapsed_ms
+    )
 }
 
 fn clip(text: &str, width: usize) -> String {
@@ -104,21 +121,22 @@ fn clip(text: &str, width: usize) -> String {
 }
 
 /// Every case that did not pass, with its findings and a rerun command.
-pub fn failure_details(results: &[CaseResult], info: &RunInfo) -> String {
+pub fn failure_details(report: &Report) -> String {
     let mut out = String::new();
-    for result in results {
-        let findings = result
-            .judgement
-            .as_ref()
-            .map_or(&[][..], |j| j.findings.as_slice());
+    for result in &report.cases {
+        let findings = &result.findings;
         let interesting =
             matches!(result.verdict, Verdict::Fail | Verdict::NonStrict) || result.error.is_some();
         if !interesting {
             continue;
         }
         let _ = writeln!(out, "{} {}: {}", result.verdict, result.id, result.title);
-        let _ = writeln!(out, "  file: {}", result.file.display());
-        let _ = writeln!(out, "  seed: {} (agent seed {})", info.seed, result.seed);
+        let _ = writeln!(out, "  file: {}", result.file);
+        let _ = writeln!(
+            out,
+            "  seed: {} (agent seed {})",
+            result.seed, result.agent_seed
+        );
         if let Some(error) = &result.error {
             let _ = writeln!(out, "  error: {error}");
         }
@@ -129,7 +147,7 @@ pub fn failure_details(results: &[CaseResult], info: &RunInfo) -> String {
             let _ = writeln!(out, "    Actual:      {}", finding.actual);
             if let Some((from, to)) = finding.lines {
                 let place = match &result.transcript {
-                    Some(path) => format!(" of {}", path.display()),
+                    Some(path) => format!(" of {path}"),
                     None => " of the case's transcript (keep it with --artifacts DIR)".to_owned(),
                 };
                 let span = if from == to {
@@ -143,13 +161,13 @@ pub fn failure_details(results: &[CaseResult], info: &RunInfo) -> String {
                 }
             }
         }
-        let _ = writeln!(out, "  rerun: {}", info.rerun(result));
+        let _ = writeln!(out, "  rerun: {}", result.rerun);
         out.push('\n');
     }
     out.trim_end().to_owned()
 }
 
-fn severity(finding: &crate::runner::Finding) -> &'static str {
+fn severity(finding: &super::model::FindingEntry) -> &'static str {
     match finding.severity {
         crate::runner::Severity::Fail => "FAIL",
         crate::runner::Severity::NonStrict => "NON-STRICT",
@@ -157,8 +175,8 @@ fn severity(finding: &crate::runner::Finding) -> &'static str {
 }
 
 /// The verdict counts per category, and the total.
-pub fn summary_table(results: &[CaseResult]) -> String {
-    let mut by_category: BTreeMap<&str, Vec<&CaseResult>> = BTreeMap::new();
+pub fn summary_table(results: &[CaseReport]) -> String {
+    let mut by_category: BTreeMap<&str, Vec<&CaseReport>> = BTreeMap::new();
     for result in results {
         by_category
             .entry(&result.category)
@@ -171,8 +189,8 @@ pub fn summary_table(results: &[CaseResult]) -> String {
         let _ = write!(out, " {:>11}", verdict.as_str());
     }
     let _ = writeln!(out, " {:>7}", "total");
-    let mut row = |name: &str, cases: &[&CaseResult]| {
-        let counts = count(cases.iter().copied());
+    let mut row = |name: &str, cases: &[&CaseReport]| {
+        let counts = Verdict::ALL.map(|v| cases.iter().filter(|c| c.verdict == v).count());
         let _ = write!(out, "{name:<12}");
         for n in counts {
             let _ = write!(out, " {n:>11}");
@@ -182,7 +200,7 @@ pub fn summary_table(results: &[CaseResult]) -> String {
     for (category, cases) in &by_category {
         row(category, cases);
     }
-    let all: Vec<&CaseResult> = results.iter().collect();
+    let all: Vec<&CaseReport> = results.iter().collect();
     row("total", &all);
     out.trim_end().to_owned()
 }

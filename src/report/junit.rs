@@ -6,12 +6,29 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{count, RunInfo};
+use super::model::{CaseReport, Report};
+use super::RunInfo;
 use crate::runner::{CaseResult, Verdict};
 
 /// The whole run as a JUnit XML document.
 pub fn junit_xml(results: &[CaseResult], info: &RunInfo) -> String {
-    let mut by_category: BTreeMap<&str, Vec<&CaseResult>> = BTreeMap::new();
+    junit_of(&Report::from_results(results, info))
+}
+
+fn count<'a>(cases: impl IntoIterator<Item = &'a CaseReport>) -> [usize; 5] {
+    let mut counts = [0; 5];
+    for case in cases {
+        if let Some(at) = Verdict::ALL.iter().position(|v| *v == case.verdict) {
+            counts[at] += 1;
+        }
+    }
+    counts
+}
+
+/// A report as a JUnit XML document.
+pub fn junit_of(report: &Report) -> String {
+    let results = &report.cases;
+    let mut by_category: BTreeMap<&str, Vec<&CaseReport>> = BTreeMap::new();
     for result in results {
         by_category
             .entry(&result.category)
@@ -26,7 +43,7 @@ pub fn junit_xml(results: &[CaseResult], info: &RunInfo) -> String {
         results.len(),
         totals[2],
         totals[4],
-        info.elapsed.as_secs_f64()
+        report.elapsed_ms / 1000.0
     );
     for (category, cases) in by_category {
         let counts = count(cases.iter().copied());
@@ -42,11 +59,11 @@ pub fn junit_xml(results: &[CaseResult], info: &RunInfo) -> String {
         let _ = writeln!(
             xml,
             "    <properties><property name=\"seed\" value=\"{}\"/><property name=\"client\" value=\"{}\"/></properties>",
-            info.seed,
-            escape(&info.client)
+            report.seed,
+            escape(&report.client)
         );
         for case in cases {
-            testcase(&mut xml, case, info);
+            testcase(&mut xml, case);
         }
         xml.push_str("  </testsuite>\n");
     }
@@ -54,19 +71,16 @@ pub fn junit_xml(results: &[CaseResult], info: &RunInfo) -> String {
     xml
 }
 
-fn testcase(xml: &mut String, case: &CaseResult, info: &RunInfo) {
+fn testcase(xml: &mut String, case: &CaseReport) {
     let _ = write!(
         xml,
         "    <testcase classname=\"{}\" name=\"{}\" file=\"{}\" time=\"{:.3}\"",
         escape(&case.category),
         escape(&format!("{}: {}", case.id, case.title)),
-        escape(&case.file.to_string_lossy()),
+        escape(&case.file),
         case.elapsed_ms / 1000.0
     );
-    let findings = case
-        .judgement
-        .as_ref()
-        .map_or(&[][..], |j| j.findings.as_slice());
+    let findings = &case.findings;
     match case.verdict {
         Verdict::Fail => {
             let first = case.error.clone().unwrap_or_else(|| {
@@ -94,8 +108,8 @@ fn testcase(xml: &mut String, case: &CaseResult, info: &RunInfo) {
                     body.push_str(&f.excerpt);
                 }
             }
-            let _ = writeln!(body, "seed {} (agent seed {})", info.seed, case.seed);
-            let _ = writeln!(body, "rerun: {}", info.rerun(case));
+            let _ = writeln!(body, "seed {} (agent seed {})", case.seed, case.agent_seed);
+            let _ = writeln!(body, "rerun: {}", case.rerun);
             let _ = writeln!(
                 xml,
                 ">\n      <failure message=\"{}\" type=\"FAIL\">{}</failure>\n    </testcase>",

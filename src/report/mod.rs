@@ -3,18 +3,31 @@
 
 mod baseline;
 mod catalogue;
+mod html;
 mod human;
 mod json;
 mod junit;
+mod merge;
+mod model;
+mod partition;
+mod progress;
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 pub use baseline::{Baseline, BaselineError, Comparison};
 pub use catalogue::{list_markdown, list_text};
-pub use human::{failure_details, summary_table, HumanReport};
+pub use html::html_page;
+pub use human::{case_line, closing, failure_details, summary_table, verdict_counts, HumanReport};
 pub use json::json_report;
-pub use junit::junit_xml;
+pub use junit::{junit_of, junit_xml};
+pub use merge::{merge, MergeError};
+pub use model::{
+    CaseReport, DutyEntry, FindingEntry, PartitionInfo, Report, ReportError, StepReport,
+    REPORT_FORMAT,
+};
+pub use partition::{partition, Partition, PartitionError};
+pub use progress::LiveProgress;
 
 use crate::runner::{CaseResult, Verdict};
 

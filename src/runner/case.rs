@@ -14,6 +14,7 @@ use super::agent::{AgentLauncher, LaunchRequest};
 use super::answer::Answer;
 use super::discover::LoadedCase;
 use super::judge::{judge, Evidence, Judgement, Verdict};
+use super::timeline::{self, Timeline};
 use super::transcript::Wire;
 use crate::scenario::Scenario;
 
@@ -59,6 +60,9 @@ pub struct CaseResult {
     /// The case's transcript file under `--artifacts`, when kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transcript: Option<PathBuf>,
+    /// The case's wire, drawn (when the agent started).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
 }
 
 impl CaseResult {
@@ -77,6 +81,7 @@ impl CaseResult {
             run: ClientRun::default(),
             elapsed_ms: 0.0,
             transcript: None,
+            timeline: None,
         }
     }
 }
@@ -189,6 +194,13 @@ pub async fn run_case(case: &LoadedCase, options: &RunOptions) -> CaseResult {
         max_rss_kib: options.max_rss_kib,
     };
     let judgement = judge(&evidence);
+    let timeouts: Vec<u64> = steps.iter().map(|s| s.timeout_ms).collect();
+    result.timeline = Some(timeline::build(
+        &wire,
+        &run.steps,
+        &timeouts,
+        evidence.launch_span_us,
+    ));
     // A client that cannot express a step (a typed library without that command, say)
     // answers with the class `Unsupported`: the case says nothing about it.
     let inexpressible = run.steps.iter().find_map(|step| match &step.answer {

@@ -18,6 +18,7 @@ mod mock;
 mod process;
 mod qemu;
 mod template;
+mod timeline;
 mod transcript;
 
 use std::sync::Arc;
@@ -43,41 +44,79 @@ pub use mock::MockLauncher;
 pub use process::{count_group_members, finish_reaping, ExitRecord};
 pub use qemu::{real_agent_cannot_run, QemuLauncher};
 pub use template::{shell_quote, Placeholder, Template, TemplateError};
+pub use timeline::{
+    pair_replies, visible_bytes, Block, BlockKind, BlockWrite, Lane, Mark, MarkKind, PairingSource,
+    StepBar, Timeline, TranscriptLine,
+};
 pub use transcript::Wire;
+
+/// What a run tells as it goes (for progress output).
+pub trait RunObserver {
+    /// A case started (its agent and client are being set up).
+    fn started(&mut self, _case: &LoadedCase) {}
+    /// A case finished; `done` cases have finished so far.
+    fn finished(&mut self, result: &CaseResult, done: usize);
+}
+
+struct OnResult<F>(F);
+
+impl<F: FnMut(&CaseResult, usize)> RunObserver for OnResult<F> {
+    fn finished(&mut self, result: &CaseResult, done: usize) {
+        (self.0)(result, done);
+    }
+}
 
 /// Runs `cases`, `options.jobs` at a time, and returns their results in case order.
 /// `on_result` sees each result as it completes (for progress output).
 pub async fn run_all(
     cases: Vec<LoadedCase>,
     options: &RunOptions,
-    mut on_result: impl FnMut(&CaseResult, usize),
+    on_result: impl FnMut(&CaseResult, usize),
+) -> Vec<CaseResult> {
+    run_observed(cases, options, &mut OnResult(on_result)).await
+}
+
+/// [`run_all`], telling `observer` when each case starts and finishes.
+pub async fn run_observed(
+    cases: Vec<LoadedCase>,
+    options: &RunOptions,
+    observer: &mut impl RunObserver,
 ) -> Vec<CaseResult> {
     let total = cases.len();
     let options = Arc::new(options.clone());
     let permits = Arc::new(Semaphore::new(options.jobs.max(1)));
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = JoinSet::new();
     for (index, case) in cases.iter().cloned().enumerate() {
         let options = options.clone();
         let permits = permits.clone();
+        let started = started_tx.clone();
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await.ok();
+            let _ = started.send(index);
             (index, run_case(&case, &options).await)
         });
     }
+    drop(started_tx);
     let mut results: Vec<Option<CaseResult>> = vec![None; total];
     let mut done = 0;
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((index, result)) => {
-                done += 1;
-                on_result(&result, done);
-                results[index] = Some(result);
-            }
-            Err(e) => {
-                // A case task that panicked: its slot is filled below, as a FAIL.
-                let _ = e;
-                done += 1;
-            }
+    loop {
+        tokio::select! {
+            // Starts first: a case's start is always queued before its end.
+            biased;
+            Some(index) = started_rx.recv() => observer.started(&cases[index]),
+            joined = tasks.join_next() => match joined {
+                None => break,
+                Some(Ok((index, result))) => {
+                    done += 1;
+                    observer.finished(&result, done);
+                    results[index] = Some(result);
+                }
+                Some(Err(_)) => {
+                    // A case task that panicked: its slot is filled below, as a FAIL.
+                    done += 1;
+                }
+            },
         }
     }
     results
@@ -99,6 +138,7 @@ pub async fn run_all(
                     run: ClientRun::default(),
                     elapsed_ms: 0.0,
                     transcript: None,
+                    timeline: None,
                 };
                 failed.error = Some("the runner failed on this case (an internal error)".into());
                 failed

@@ -26,6 +26,10 @@ const MAX_RECORD_LINE: usize = 256 << 20;
 const MAX_SUMMARIES: usize = 50_000;
 /// Characters of a record or item kept for display.
 const EXCERPT_CHARS: usize = 160;
+/// Raw bytes of an item or reply kept for the report's timeline (the rest is counted).
+pub const PREVIEW_BYTES: usize = 512;
+/// Writes kept for the report's timeline; later ones are counted, not kept.
+const MAX_WRITES: usize = 50_000;
 
 /// Which way bytes went, seen from the agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +70,10 @@ pub struct Item {
     /// When the item was complete.
     pub t_us: u64,
     pub kind: ItemKind,
+    /// Offsets of its first byte and one past its last in its connection's input stream.
+    pub span: (u64, u64),
+    /// Its first [`PREVIEW_BYTES`] bytes, as they came.
+    pub raw: Vec<u8>,
 }
 
 /// What an input item was.
@@ -151,6 +159,11 @@ pub struct Reply {
     pub text: String,
     /// False for trailing bytes with no newline.
     pub complete: bool,
+    /// Offsets of its first byte and one past its last (newline included) in its
+    /// connection's output stream.
+    pub span: (u64, u64),
+    /// Its first [`PREVIEW_BYTES`] bytes, as they went out.
+    pub raw: Vec<u8>,
 }
 
 impl Reply {
@@ -176,6 +189,23 @@ pub struct Wire {
     /// Total bytes each way.
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Every write each way (the first [`MAX_WRITES`]), for showing which writes carried
+    /// a request or a reply.
+    pub writes: Vec<WriteRecord>,
+    /// Writes beyond [`MAX_WRITES`], counted only.
+    pub writes_dropped: usize,
+}
+
+/// One write in the transcript: a record with bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteRecord {
+    pub line: usize,
+    pub t_us: u64,
+    pub conn: u64,
+    pub dir: Direction,
+    /// Offset of its first byte in its connection's stream that way.
+    pub offset: u64,
+    pub len: usize,
 }
 
 impl Wire {
@@ -330,17 +360,33 @@ impl Builder {
         match (direction, data, raw.conn) {
             (Some(dir), Some(data), Some(conn)) => {
                 self.summarise(line, raw.t_us, Some(conn), dir, &data);
-                match dir {
+                let offset = match dir {
                     Direction::In => {
                         self.wire.bytes_in += data.len() as u64;
                         let framer = self.inputs.entry(conn).or_default();
+                        let offset = framer.offset;
                         framer.feed(&data, conn, line, raw.t_us, &mut self.wire.items);
+                        offset
                     }
                     Direction::Out => {
                         self.wire.bytes_out += data.len() as u64;
                         let framer = self.outputs.entry(conn).or_default();
+                        let offset = framer.offset;
                         framer.feed(&data, conn, line, raw.t_us, &mut self.wire.replies);
+                        offset
                     }
+                };
+                if self.wire.writes.len() < MAX_WRITES {
+                    self.wire.writes.push(WriteRecord {
+                        line,
+                        t_us: raw.t_us,
+                        conn,
+                        dir,
+                        offset,
+                        len: data.len(),
+                    });
+                } else {
+                    self.wire.writes_dropped += 1;
                 }
             }
             _ => {
@@ -473,6 +519,10 @@ struct InFramer {
     bytes: Vec<u8>,
     len: usize,
     first_line: usize,
+    /// Stream offset of the next byte fed.
+    offset: u64,
+    /// Stream offset of the current item's first byte.
+    start: u64,
 }
 
 /// Bytes qemu-ga's lexer has no transition for outside strings: they are answered with a
@@ -489,6 +539,7 @@ impl InFramer {
     fn push(&mut self, b: u8, line: usize) {
         if self.len == 0 {
             self.first_line = line;
+            self.start = self.offset;
         }
         self.len += 1;
         if self.bytes.len() < MAX_KEPT_BYTES {
@@ -498,11 +549,23 @@ impl InFramer {
 
     fn emit(&mut self, kind: ItemKind, conn: u64, line: usize, t_us: u64, items: &mut Vec<Item>) {
         let first = if self.len == 0 { line } else { self.first_line };
+        // A flush byte is emitted before it is counted: it spans the byte being fed.
+        let span = if self.len == 0 {
+            (self.offset, self.offset + 1)
+        } else {
+            (self.start, self.offset + 1)
+        };
+        let raw = match &kind {
+            ItemKind::Flush(b) if self.len == 0 => vec![*b],
+            _ => self.bytes[..self.bytes.len().min(PREVIEW_BYTES)].to_vec(),
+        };
         items.push(Item {
             conn,
             lines: (first, line),
             t_us,
             kind,
+            span,
+            raw,
         });
         self.bytes.clear();
         self.len = 0;
@@ -519,9 +582,11 @@ impl InFramer {
     }
 
     fn feed(&mut self, data: &[u8], conn: u64, line: usize, t_us: u64, items: &mut Vec<Item>) {
+        let base = self.offset;
         let mut i = 0;
         while i < data.len() {
             let b = data[i];
+            self.offset = base + i as u64;
             match self.state {
                 InState::Recovery => {
                     if is_structural(b) || !(0x20..0xFE).contains(&b) {
@@ -560,7 +625,10 @@ impl InFramer {
                         || matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'"' | b'\'')
                         || is_flush_byte(b);
                     if delimiter {
+                        // The delimiter is not part of the word: the word ended before it.
+                        self.offset -= 1;
                         self.complete(conn, line, t_us, items);
+                        self.offset += 1;
                         continue;
                     }
                     self.push(b, line);
@@ -647,6 +715,7 @@ impl InFramer {
             }
             i += 1;
         }
+        self.offset = base + data.len() as u64;
     }
 
     /// A byte the lexer rejects: the item so far is dropped with one error, as qemu-ga
@@ -725,6 +794,10 @@ struct OutFramer {
     first_line: usize,
     last_line: usize,
     last_t_us: u64,
+    /// Stream offset of the next byte fed.
+    offset: u64,
+    /// Stream offset of the current line's first byte.
+    start: u64,
 }
 
 impl OutFramer {
@@ -733,12 +806,14 @@ impl OutFramer {
         while !rest.is_empty() {
             if self.len == 0 {
                 self.first_line = line;
+                self.start = self.offset;
             }
             let (chunk, newline) = match rest.iter().position(|&b| b == b'\n') {
                 Some(at) => (&rest[..at], true),
                 None => (rest, false),
             };
             self.len += chunk.len();
+            self.offset += chunk.len() as u64 + u64::from(newline);
             let room = MAX_KEPT_BYTES.saturating_sub(self.bytes.len());
             self.bytes
                 .extend_from_slice(&chunk[..chunk.len().min(room)]);
@@ -782,6 +857,10 @@ impl OutFramer {
         if !kept_all {
             text = format!("{text} ({} bytes in all)", self.len);
         }
+        let mut raw = self.bytes[..self.bytes.len().min(PREVIEW_BYTES)].to_vec();
+        if complete && raw.len() < PREVIEW_BYTES && self.len == self.bytes.len() {
+            raw.push(b'\n');
+        }
         replies.push(Reply {
             conn,
             lines: (self.first_line, self.last_line),
@@ -791,6 +870,8 @@ impl OutFramer {
             value,
             text,
             complete,
+            span: (self.start, self.offset),
+            raw,
         });
         self.bytes.clear();
         self.len = 0;

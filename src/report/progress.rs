@@ -1,0 +1,104 @@
+//! Live progress on a terminal: a bar with cases done of total, the verdict counts so far,
+//! the elapsed time and an estimate of what is left, and the cases running now; each
+//! finished case's plain line printed above it. When the output is not a terminal the
+//! plain lines of [`HumanReport`](super::HumanReport) are used instead.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::human::case_line;
+use crate::runner::{CaseResult, Verdict};
+
+/// The bar and what it counts.
+#[derive(Debug)]
+pub struct LiveProgress {
+    bar: ProgressBar,
+    counts: [usize; 5],
+    running: BTreeSet<String>,
+}
+
+impl LiveProgress {
+    /// A bar on stdout for `total` cases.
+    #[must_use]
+    pub fn new(total: usize) -> LiveProgress {
+        LiveProgress::with_target(total, ProgressDrawTarget::stdout())
+    }
+
+    /// A bar drawn to `target` (a hidden or in-memory target for tests).
+    #[must_use]
+    pub fn with_target(total: usize, target: ProgressDrawTarget) -> LiveProgress {
+        let bar = ProgressBar::with_draw_target(Some(total as u64), target);
+        let style = ProgressStyle::with_template(
+            "{bar:30.cyan/blue} {pos}/{len} {prefix} | {elapsed_precise} elapsed, ~{eta} left\n{wide_msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("█▉▊▋▌▍▎▏ ");
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(250));
+        let progress = LiveProgress {
+            bar,
+            counts: [0; 5],
+            running: BTreeSet::new(),
+        };
+        progress.redraw();
+        progress
+    }
+
+    /// A case started.
+    pub fn started(&mut self, id: &str) {
+        self.running.insert(id.to_owned());
+        self.redraw();
+    }
+
+    /// A case finished: its line goes above the bar.
+    pub fn finished(&mut self, result: &CaseResult) {
+        self.running.remove(&result.id);
+        if let Some(at) = Verdict::ALL.iter().position(|v| *v == result.verdict) {
+            self.counts[at] += 1;
+        }
+        self.bar.println(case_line(result));
+        self.bar.inc(1);
+        self.redraw();
+    }
+
+    /// The verdict counts so far, as the bar shows them.
+    pub fn counts_text(&self) -> String {
+        Verdict::ALL
+            .iter()
+            .zip(self.counts)
+            .filter(|(_, n)| *n > 0)
+            .map(|(v, n)| format!("{n} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The cases running now, as the bar shows them.
+    pub fn running_text(&self) -> String {
+        if self.running.is_empty() {
+            return String::new();
+        }
+        let shown: Vec<&str> = self.running.iter().take(8).map(String::as_str).collect();
+        let more = self.running.len().saturating_sub(shown.len());
+        format!(
+            "running: {}{}",
+            shown.join(" "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )
+    }
+
+    fn redraw(&self) {
+        self.bar.set_prefix(self.counts_text());
+        self.bar.set_message(self.running_text());
+    }
+
+    /// Removes the bar (before the closing report is printed).
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
