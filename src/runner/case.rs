@@ -14,8 +14,8 @@ use super::agent::{AgentLauncher, LaunchRequest};
 use super::answer::Answer;
 use super::discover::LoadedCase;
 use super::judge::{judge, Evidence, Judgement, Verdict};
-use super::transcript::Wire;
 use crate::scenario::Scenario;
+use crate::transcript::Wire;
 
 /// How a run is done.
 #[derive(Clone)]

@@ -17,13 +17,13 @@ mod judge;
 mod mock;
 mod process;
 mod template;
-mod transcript;
 
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+pub use crate::transcript::Wire;
 pub use adapter::{
     kill_after, BoxFuture, Client, ClientRun, InProcessClient, InProcessSession, ProcessReport,
     StepRecord, StepRequest,
@@ -36,12 +36,11 @@ pub use discover::{
 };
 pub use judge::{
     deadline_grace_ms, describe_outcomes, duty_requirement, is_no_reply_command, is_side_effecting,
-    DutyReport, DutyStatus, Finding, Judgement, Severity, StepResult, Verdict,
+    judge, DutyReport, DutyStatus, Evidence, Finding, Judgement, Severity, StepResult, Verdict,
 };
 pub use mock::MockLauncher;
 pub use process::{count_group_members, finish_reaping, ExitRecord};
 pub use template::{shell_quote, Placeholder, Template, TemplateError};
-pub use transcript::Wire;
 
 /// Runs `cases`, `options.jobs` at a time, and returns their results in case order.
 /// `on_result` sees each result as it completes (for progress output).
