@@ -733,3 +733,38 @@ fn the_flush_duty_concerns_guest_sync_delimited() {
     );
     assert_eq!(duty(&j, "sync-first").status, DutyStatus::Met);
 }
+
+/// Decided for sync.5: a sync reply with another id taken as the sync is a FAIL of its own
+/// (not a stale attribution); the same number written as a float is NON-STRICT.
+#[rstest]
+#[case::float(&b"{\"return\": 8234567890123456789.0}\n"[..], Verdict::NonStrict)]
+#[case::other_number(&b"{\"return\": 8234567890123456788}\n"[..], Verdict::Fail)]
+#[case::string(&b"{\"return\": \"8234567890123456789\"}\n"[..], Verdict::Fail)]
+#[case::exact(&b"{\"return\": 8234567890123456789}\n"[..], Verdict::Pass)]
+fn a_sync_reply_with_another_id_taken_as_the_sync(#[case] reply: &[u8], #[case] verdict: Verdict) {
+    let s = scenario(ping_steps(1), json!(["no-stale-attribution", "sync-first"]));
+    let wire = Script::default()
+        .client_sends(
+            10,
+            1,
+            b"{\"execute\": \"guest-sync\", \"arguments\": {\"id\": 8234567890123456789}}",
+        )
+        .agent_sends(20, 1, reply)
+        .client_sends(30, 1, PING)
+        .agent_sends(40, 1, EMPTY)
+        .wire();
+    let run = run_of(vec![step(0, "guest-ping", 5, 50, ret(json!({})))]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(j.verdict, verdict, "{:#?}", j.findings);
+    assert_eq!(
+        duty(&j, "no-stale-attribution").status,
+        DutyStatus::Met,
+        "the answer is the ping's own reply"
+    );
+    if verdict != Verdict::Pass {
+        assert_eq!(
+            j.findings[0].subject,
+            "sync reply with another id taken as the sync"
+        );
+    }
+}
