@@ -289,7 +289,7 @@ async fn leftover_input_completed_by_a_later_client_spans_both_connections() {
             ConnSpan {
                 conn: 1,
                 from: 0,
-                to: 22
+                to: 23
             },
             ConnSpan {
                 conn: 2,
