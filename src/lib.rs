@@ -30,6 +30,7 @@ pub mod real_agent;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod transcript;
 pub mod wire;
 
 pub use channel::{

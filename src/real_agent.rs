@@ -9,26 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Every qemu-ga 7.2 command that changes the machine it runs on.
-pub const SAFE_BLOCK_LIST: &[&str] = &[
-    "guest-shutdown",
-    "guest-suspend-disk",
-    "guest-suspend-ram",
-    "guest-suspend-hybrid",
-    "guest-fsfreeze-freeze",
-    "guest-fsfreeze-freeze-list",
-    "guest-fsfreeze-thaw",
-    "guest-fstrim",
-    "guest-exec",
-    "guest-file-open",
-    "guest-file-write",
-    "guest-set-time",
-    "guest-set-user-password",
-    "guest-set-vcpus",
-    "guest-set-memory-blocks",
-    "guest-ssh-add-authorized-keys",
-    "guest-ssh-remove-authorized-keys",
-];
+/// Every command that changes the machine it runs on (the agent's command table: the
+/// commands flagged `changes_machine`), for `--block-rpcs`.
+pub fn safe_block_list() -> Vec<&'static str> {
+    crate::agent::commands_that_change_the_machine().collect()
+}
 
 /// The path of the qemu-ga binary: `$QGA_HARNESS_QEMU_GA`, else `qemu-ga` on the `PATH` or
 /// in `/usr/sbin` (where Debian installs it).
@@ -52,7 +37,7 @@ pub struct RealAgent {
 }
 
 impl RealAgent {
-    /// Starts qemu-ga with [`SAFE_BLOCK_LIST`] and waits (up to 10 s) until its socket
+    /// Starts qemu-ga with [`safe_block_list`] and waits (up to 10 s) until its socket
     /// accepts connections. `extra_block` adds more commands to the block list.
     pub fn start(extra_block: &[&str]) -> io::Result<RealAgent> {
         let binary = qemu_ga_binary().ok_or_else(|| {
@@ -65,7 +50,10 @@ impl RealAgent {
         let socket = dir.path().join("qga.sock");
         let state = dir.path().join("state");
         std::fs::create_dir(&state)?;
-        let block: Vec<&str> = SAFE_BLOCK_LIST.iter().chain(extra_block).copied().collect();
+        let block: Vec<&str> = safe_block_list()
+            .into_iter()
+            .chain(extra_block.iter().copied())
+            .collect();
         let child = Command::new(binary)
             .arg("-m")
             .arg("unix-listen")

@@ -13,7 +13,7 @@ mod session;
 use qga_harness::agent::{AgentConfig, AgentVersion, Dispatcher};
 use qga_harness::guest::capture::{capture, CaptureOptions};
 use qga_harness::guest::{Guest, Profile};
-use qga_harness::real_agent::{RealAgent, SAFE_BLOCK_LIST};
+use qga_harness::real_agent::{safe_block_list, RealAgent};
 use qga_harness::wire::Streamer;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -55,7 +55,7 @@ fn mask_digits(bytes: &[u8]) -> Vec<u8> {
 fn safe_config() -> AgentConfig {
     AgentConfig {
         version: AgentVersion::V7_2_22,
-        block_rpcs: SAFE_BLOCK_LIST.iter().map(|s| (*s).to_owned()).collect(),
+        block_rpcs: safe_block_list().iter().map(|s| (*s).to_owned()).collect(),
         allow_rpcs: None,
     }
 }
@@ -142,7 +142,11 @@ fn cases() -> Vec<Case> {
     ] {
         cases.push(exec(name));
     }
-    for name in SAFE_BLOCK_LIST.iter().copied().chain(["guest-get-devices"]) {
+    for name in safe_block_list()
+        .iter()
+        .copied()
+        .chain(["guest-get-devices"])
+    {
         cases.push(exec(name));
         cases.push(exec_args(name, r#"{"bogus":[1,{"x":null}]}"#));
         cases.push(format!(r#"{{"execute":"{name}","id":"blocked"}}"#));

@@ -37,12 +37,18 @@ async fn a_request_the_agent_died_before_reading_is_answered_by_the_next_agent()
     let events: Vec<String> = records(&transcript)
         .iter()
         .filter_map(|r| r.get("event").and_then(|e| e.as_str()).map(str::to_owned))
+        // The agent's account of requests and outputs interleaves with life events as the
+        // channel delivers them: only the life events' order is checked here.
+        .filter(|e| e != "request" && e != "output")
         .collect();
     let died = events
         .iter()
         .position(|e| e == "agent-killed")
         .expect("killed");
-    assert_eq!(events[died - 1], "fault");
+    // The agent records that the request it died on was never read (its bytes are read
+    // again, under a new number, by the next agent).
+    assert_eq!(events[died - 1], "request-unread");
+    assert_eq!(events[died - 2], "fault");
     assert_eq!(events[died + 1], "agent-restarting");
     assert_eq!(events[died + 2], "agent-started");
 }

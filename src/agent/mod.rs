@@ -40,6 +40,47 @@ use crate::guest::{Guest, GuestError};
 use crate::wire::{write_json, Object, Parsed, Value};
 
 use enablement::{Enablement, Reason, Slot};
+
+/// What the agent's command table says about a command: the one source the judge, the
+/// reference client, `capture` and the real agent's safe block list read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandFacts {
+    /// It writes nothing when it succeeds (`success-response: false` in qemu-ga's schema).
+    pub no_reply: bool,
+    /// It changes the machine the agent runs on: a real agent on a host must block it.
+    pub changes_machine: bool,
+    /// Sending it twice is not sending it once (it changes the machine, or consumes state
+    /// such as an exit status or a file position): never resent after a timeout.
+    pub not_repeatable: bool,
+}
+
+impl CommandFacts {
+    /// It only reads: safe to run anywhere and to repeat.
+    pub fn read_only(self) -> bool {
+        !self.changes_machine && !self.not_repeatable
+    }
+}
+
+/// The facts about a command of qemu-ga's Linux table (any version); `None` for a name
+/// the agent does not know.
+pub fn command_facts(name: &str) -> Option<CommandFacts> {
+    schema::COMMANDS
+        .iter()
+        .find(|c| c.name == name)
+        .map(|c| CommandFacts {
+            no_reply: !c.success_response,
+            changes_machine: c.changes_machine,
+            not_repeatable: c.not_repeatable,
+        })
+}
+
+/// Every command that changes the machine, in the table's order.
+pub fn commands_that_change_the_machine() -> impl Iterator<Item = &'static str> {
+    schema::COMMANDS
+        .iter()
+        .filter(|c| c.changes_machine)
+        .map(|c| c.name)
+}
 use schema::CommandSpec;
 
 /// The version of the emulated qemu-ga, which selects version-dependent behaviour.

@@ -88,6 +88,13 @@ pub(crate) struct CommandSpec {
     pub since: (u32, u32),
     /// False for the commands that write nothing when they succeed.
     pub success_response: bool,
+    /// It changes the machine the agent runs on (the guest's power, files, time, users,
+    /// processes, filesystems...): never run on a host's real agent.
+    pub changes_machine: bool,
+    /// Running it twice is not running it once: it changes the machine, or it consumes
+    /// state (a process's exit status, a file's position): a client must not resend it
+    /// after a timeout.
+    pub not_repeatable: bool,
     pub platform: Platform,
     members: &'static [Member],
     /// Before this version the command took these members instead.
@@ -115,9 +122,28 @@ const fn command(name: &'static str, since: (u32, u32), members: &'static [Membe
         name,
         since,
         success_response: true,
+        changes_machine: false,
+        not_repeatable: false,
         platform: Platform::Linux,
         members,
         older: None,
+    }
+}
+
+/// A command that changes the machine (and so is never to be repeated either).
+const fn changes(spec: CommandSpec) -> CommandSpec {
+    CommandSpec {
+        changes_machine: true,
+        not_repeatable: true,
+        ..spec
+    }
+}
+
+/// A command that changes nothing but consumes state: not to be repeated.
+const fn consumes(spec: CommandSpec) -> CommandSpec {
+    CommandSpec {
+        not_repeatable: true,
+        ..spec
     }
 }
 
@@ -198,31 +224,35 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
     command("guest-sync", (0, 15), &[required("id", ArgType::Int)]),
     command("guest-ping", (0, 15), &[]),
     command("guest-get-time", (1, 5), &[]),
-    changed(
+    changes(changed(
         command("guest-set-time", (1, 5), &[optional("time", ArgType::Int)]),
         (2, 0),
         &[required("time", ArgType::Int)],
-    ),
+    )),
     command("guest-info", (0, 15), &[]),
-    no_reply("guest-shutdown", (0, 15), &[optional("mode", ArgType::Str)]),
-    command(
+    changes(no_reply(
+        "guest-shutdown",
+        (0, 15),
+        &[optional("mode", ArgType::Str)],
+    )),
+    changes(command(
         "guest-file-open",
         (0, 15),
         &[
             required("path", ArgType::Str),
             optional("mode", ArgType::Str),
         ],
-    ),
-    command("guest-file-close", (0, 15), HANDLE_ONLY),
-    command(
+    )),
+    consumes(command("guest-file-close", (0, 15), HANDLE_ONLY)),
+    consumes(command(
         "guest-file-read",
         (0, 15),
         &[
             required("handle", ArgType::Int),
             optional("count", ArgType::Int),
         ],
-    ),
-    command(
+    )),
+    changes(command(
         "guest-file-write",
         (0, 15),
         &[
@@ -230,8 +260,8 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
             required("buf-b64", ArgType::Str),
             optional("count", ArgType::Int),
         ],
-    ),
-    changed(
+    )),
+    consumes(changed(
         command(
             "guest-file-seek",
             (0, 15),
@@ -247,30 +277,34 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
             required("offset", ArgType::Int),
             required("whence", ArgType::Int),
         ],
-    ),
-    command("guest-file-flush", (0, 15), HANDLE_ONLY),
+    )),
+    consumes(command("guest-file-flush", (0, 15), HANDLE_ONLY)),
     command("guest-fsfreeze-status", (0, 15), &[]),
-    command("guest-fsfreeze-freeze", (0, 15), &[]),
-    command(
+    changes(command("guest-fsfreeze-freeze", (0, 15), &[])),
+    changes(command(
         "guest-fsfreeze-freeze-list",
         (2, 2),
         &[optional("mountpoints", ArgType::List(&STR_LIST))],
-    ),
-    command("guest-fsfreeze-thaw", (0, 15), &[]),
-    command("guest-fstrim", (1, 2), &[optional("minimum", ArgType::Int)]),
-    no_reply("guest-suspend-disk", (1, 1), &[]),
-    no_reply("guest-suspend-ram", (1, 1), &[]),
-    no_reply("guest-suspend-hybrid", (1, 1), &[]),
+    )),
+    changes(command("guest-fsfreeze-thaw", (0, 15), &[])),
+    changes(command(
+        "guest-fstrim",
+        (1, 2),
+        &[optional("minimum", ArgType::Int)],
+    )),
+    changes(no_reply("guest-suspend-disk", (1, 1), &[])),
+    changes(no_reply("guest-suspend-ram", (1, 1), &[])),
+    changes(no_reply("guest-suspend-hybrid", (1, 1), &[])),
     command("guest-network-get-interfaces", (1, 1), &[]),
     command("guest-get-vcpus", (1, 5), &[]),
-    command(
+    changes(command(
         "guest-set-vcpus",
         (1, 5),
         &[required("vcpus", ArgType::List(&VCPU_LIST))],
-    ),
+    )),
     command("guest-get-disks", (5, 2), &[]),
     command("guest-get-fsinfo", (2, 2), &[]),
-    command(
+    changes(command(
         "guest-set-user-password",
         (2, 3),
         &[
@@ -278,20 +312,20 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
             required("password", ArgType::Str),
             required("crypted", ArgType::Bool),
         ],
-    ),
+    )),
     command("guest-get-memory-blocks", (2, 3), &[]),
-    command(
+    changes(command(
         "guest-set-memory-blocks",
         (2, 3),
         &[required("mem-blks", ArgType::List(&MEMORY_BLOCK_LIST))],
-    ),
+    )),
     command("guest-get-memory-block-info", (2, 3), &[]),
-    command(
+    consumes(command(
         "guest-exec-status",
         (2, 5),
         &[required("pid", ArgType::Int)],
-    ),
-    changed(
+    )),
+    changes(changed(
         command(
             "guest-exec",
             (2, 5),
@@ -314,7 +348,7 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
             optional("input-data", ArgType::Str),
             optional("capture-output", ArgType::Bool),
         ],
-    ),
+    )),
     command("guest-get-host-name", (2, 10), &[]),
     command("guest-get-users", (2, 10), &[]),
     command("guest-get-timezone", (2, 10), &[]),
@@ -328,7 +362,7 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
         (5, 2),
         &[required("username", ArgType::Str)],
     ),
-    command(
+    changes(command(
         "guest-ssh-add-authorized-keys",
         (5, 2),
         &[
@@ -336,15 +370,15 @@ pub(crate) static COMMANDS: &[CommandSpec] = &[
             required("keys", ArgType::List(&STR_LIST)),
             optional("reset", ArgType::Bool),
         ],
-    ),
-    command(
+    )),
+    changes(command(
         "guest-ssh-remove-authorized-keys",
         (5, 2),
         &[
             required("username", ArgType::Str),
             required("keys", ArgType::List(&STR_LIST)),
         ],
-    ),
+    )),
     command("guest-get-diskstats", (7, 1), &[]),
     command("guest-get-cpustats", (7, 1), &[]),
     command("guest-get-load", (10, 0), &[]),
@@ -410,6 +444,44 @@ mod tests {
         let v2_4 = names(AgentVersion::new(2, 4, 0));
         assert!(!v2_4.contains(&"guest-exec"));
         assert!(v2_4.contains(&"guest-get-memory-blocks"));
+    }
+
+    #[test]
+    fn the_flags_separate_what_changes_the_machine_from_what_must_not_be_repeated() {
+        let names = |keep: fn(&CommandSpec) -> bool| -> Vec<&str> {
+            let mut v: Vec<&str> = COMMANDS
+                .iter()
+                .filter(|c| keep(c))
+                .map(|c| c.name)
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        let changes = names(|c| c.changes_machine);
+        assert_eq!(changes.len(), 17, "{changes:?}");
+        let not_repeatable = names(|c| c.not_repeatable);
+        assert_eq!(not_repeatable.len(), 22, "{not_repeatable:?}");
+        // Everything that changes the machine must not be repeated; the difference is the
+        // reads that consume state.
+        assert!(changes.iter().all(|c| not_repeatable.contains(c)));
+        let consuming: Vec<&str> = not_repeatable
+            .iter()
+            .filter(|c| !changes.contains(c))
+            .copied()
+            .collect();
+        assert_eq!(
+            consuming,
+            [
+                "guest-exec-status",
+                "guest-file-close",
+                "guest-file-flush",
+                "guest-file-read",
+                "guest-file-seek"
+            ]
+        );
+        assert!(!COMMANDS
+            .iter()
+            .any(|c| c.name.starts_with("guest-get-") && c.not_repeatable));
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio::net::{UnixListener, UnixStream};
 use super::intercept::Interceptor;
 use super::port::Port;
 use super::status::StatusBoard;
-use super::transcript::{Direction, MaybeTranscript, Transcript};
+use crate::transcript::writer::{Direction, MaybeTranscript, Transcript};
 
 /// The most the chardev reads from the host socket at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -101,6 +101,10 @@ impl Chardev {
         // Whether a read could find bytes: false once a read drained the socket, until
         // epoll reports more (tokio's cached readiness is cleared along with it).
         let mut maybe_readable = true;
+        // Bytes read from and written to this client so far: the offsets the transcript
+        // joins requests and outputs to.
+        let mut read_at: u64 = 0;
+        let mut written_at: u64 = 0;
         loop {
             if self.port.take_drop_request() {
                 return "closed by a fault".into();
@@ -109,12 +113,17 @@ impl Chardev {
             let mut write_blocked = false;
             loop {
                 let (transcript, status) = (&self.transcript, &self.status);
-                let written = self.port.write_front(|bytes| {
+                let at = written_at;
+                let written = self.port.write_front(|bytes, parts| {
                     let n = stream.try_write(bytes)?;
                     status.wrote(n);
-                    transcript.bytes(number, Direction::Out, &bytes[..n]);
+                    transcript.bytes(number, Direction::Out, at, &bytes[..n]);
+                    parts.record(transcript.as_ref(), number, at, 0..n);
                     Ok::<usize, io::Error>(n)
                 });
+                if let Some(Ok(n)) = &written {
+                    written_at += *n as u64;
+                }
                 match written {
                     None => break,
                     Some(Ok(_)) => {}
@@ -134,8 +143,10 @@ impl Chardev {
                     Ok(0) => return "eof".into(),
                     Ok(n) => {
                         self.status.read(n);
-                        self.transcript.bytes(number, Direction::In, &self.buf[..n]);
-                        self.port.push_input(&self.buf[..n]);
+                        self.transcript
+                            .bytes(number, Direction::In, read_at, &self.buf[..n]);
+                        self.port.push_input(&self.buf[..n], number, read_at);
+                        read_at += n as u64;
                         // Read on until the socket is drained: if the client shut down its
                         // writing half after these bytes, EOF comes next, and QEMU reads it
                         // at once, long before the guest could answer, so the client must

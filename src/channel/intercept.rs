@@ -18,15 +18,21 @@ pub(crate) struct Request<'a> {
     pub(crate) item: &'a Parsed,
     /// The `execute` member, when the item is an object with a string `execute`.
     pub(crate) command: Option<&'a str>,
+    /// Its mock-wide request number.
+    pub(crate) number: u64,
 }
 
 impl<'a> Request<'a> {
-    pub(crate) fn new(item: &'a Parsed) -> Self {
+    pub(crate) fn new(item: &'a Parsed, number: u64) -> Self {
         let command = match item {
             Parsed::Value(Value::Object(object)) => object.get("execute").and_then(Value::as_str),
             _ => None,
         };
-        Self { item, command }
+        Self {
+            item,
+            command,
+            number,
+        }
     }
 
     /// The id and form of a guest-sync or guest-sync-delimited with an integer id.
@@ -75,7 +81,7 @@ impl Interceptor {
     /// and write the reply whole.
     pub(crate) fn on_request(&self, request: &Request<'_>) -> Option<(Plan, RequestInfo)> {
         let hub = self.0.as_ref()?;
-        hub.on_request(request.command, request.sync(), |echo_id| {
+        hub.on_request(request.number, request.command, request.sync(), |echo_id| {
             request.info(echo_id)
         })
     }
@@ -136,11 +142,11 @@ mod tests {
     #[test]
     fn the_command_name_is_peeked_from_execute() {
         let item = request_value(Object::new().with("execute", Value::String("guest-ping".into())));
-        assert_eq!(Request::new(&item).command, Some("guest-ping"));
+        assert_eq!(Request::new(&item, 1).command, Some("guest-ping"));
         let item = request_value(Object::new().with("execute", Value::Int(1)));
-        assert_eq!(Request::new(&item).command, None);
+        assert_eq!(Request::new(&item, 1).command, None);
         let item = Parsed::Error("JSON parse error, stray '\u{FFFD}'".into());
-        assert_eq!(Request::new(&item).command, None);
+        assert_eq!(Request::new(&item, 1).command, None);
     }
 
     #[test]
@@ -154,7 +160,7 @@ mod tests {
                 )
                 .with("id", Value::from("r")),
         );
-        let request = Request::new(&item);
+        let request = Request::new(&item, 1);
         assert_eq!(
             request.sync(),
             Some(SyncRequest {
@@ -168,14 +174,14 @@ mod tests {
         // Agents before 4.0 echo no id.
         assert_eq!(request.info(false).id, None);
         let ping = request_value(Object::new().with("execute", Value::from("guest-ping")));
-        assert_eq!(Request::new(&ping).sync(), None);
+        assert_eq!(Request::new(&ping, 1).sync(), None);
     }
 
     #[test]
     fn without_faults_every_request_is_dispatched() {
         let item = Parsed::Value(Value::Null);
         let faithful = Interceptor::default();
-        assert!(faithful.on_request(&Request::new(&item)).is_none());
+        assert!(faithful.on_request(&Request::new(&item, 1)).is_none());
         assert!(faithful.on_start().is_none());
         assert!(!faithful.tracks_raw_input());
     }

@@ -13,9 +13,10 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
 
 use super::intercept::Interceptor;
+use super::origin::Parts;
 use super::process::{Input, StopSignal};
 use super::status::StatusBoard;
-use super::transcript::{Direction, MaybeTranscript, Transcript};
+use crate::transcript::writer::{Direction, MaybeTranscript, Transcript};
 
 /// A pause after a failed accept (out of file descriptors, say), so a persistent failure
 /// does not spin.
@@ -25,6 +26,9 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 struct Client {
     stream: UnixStream,
     number: u64,
+    /// Bytes read from and written to it so far (the transcript's offsets).
+    read_at: u64,
+    written_at: u64,
 }
 
 /// The listening socket and the client being served.
@@ -39,7 +43,7 @@ pub(crate) struct ListenLink {
     faults: Interceptor,
     /// Bytes for the first client, written as soon as it is accepted (a scenario's stale
     /// output; qemu-ga's own socket has no buffer of its own to keep them in).
-    first_output: Option<Vec<u8>>,
+    first_output: Option<(Vec<u8>, Parts)>,
 }
 
 impl ListenLink {
@@ -49,7 +53,7 @@ impl ListenLink {
         fresh_parser_per_connection: bool,
         transcript: Option<Transcript>,
         faults: Interceptor,
-        first_output: Option<Vec<u8>>,
+        first_output: Option<(Vec<u8>, Parts)>,
     ) -> Self {
         Self {
             listener,
@@ -88,9 +92,14 @@ impl ListenLink {
                     Ok((stream, _)) => {
                         let number = self.status.connected();
                         self.transcript.conn_event(number, "connected", None);
-                        self.client = Some(Client { stream, number });
-                        if let Some(bytes) = self.first_output.take() {
-                            self.write(&bytes).await;
+                        self.client = Some(Client {
+                            stream,
+                            number,
+                            read_at: 0,
+                            written_at: 0,
+                        });
+                        if let Some((bytes, parts)) = self.first_output.take() {
+                            self.write(&bytes, &parts).await;
                         }
                         // After the write: a connect plan makes the process stop reading
                         // to carry it out, which must not cut the write short.
@@ -115,9 +124,15 @@ impl ListenLink {
                 Ok(0) => self.disconnect("eof".into()),
                 Ok(n) => {
                     self.status.read(n);
+                    let at = client.read_at;
                     self.transcript
-                        .bytes(client.number, Direction::In, &buf[..n]);
-                    return Input::Bytes(n);
+                        .bytes(client.number, Direction::In, at, &buf[..n]);
+                    client.read_at += n as u64;
+                    return Input::Bytes {
+                        n,
+                        conn: client.number,
+                        at,
+                    };
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => self.disconnect(e.to_string()),
@@ -127,8 +142,8 @@ impl ListenLink {
 
     /// Writes one reply to the client, waiting while its socket is full. A failed write
     /// (the client went away) drops the rest of the reply, and the agent goes on.
-    pub(crate) async fn write(&mut self, reply: &[u8]) {
-        let Some(client) = &self.client else {
+    pub(crate) async fn write(&mut self, reply: &[u8], parts: &Parts) {
+        let Some(client) = &mut self.client else {
             return;
         };
         let mut at = 0;
@@ -136,8 +151,20 @@ impl ListenLink {
             match client.stream.try_write(&reply[at..]) {
                 Ok(n) => {
                     self.status.wrote(n);
-                    self.transcript
-                        .bytes(client.number, Direction::Out, &reply[at..at + n]);
+                    let stream_at = client.written_at;
+                    self.transcript.bytes(
+                        client.number,
+                        Direction::Out,
+                        stream_at,
+                        &reply[at..at + n],
+                    );
+                    parts.record(
+                        self.transcript.as_ref(),
+                        client.number,
+                        stream_at,
+                        at..at + n,
+                    );
+                    client.written_at += n as u64;
                     at += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

@@ -55,13 +55,13 @@ mod faults;
 mod intercept;
 mod life;
 mod listen;
+mod origin;
 mod port;
 mod process;
 mod replay;
 mod reply_writer;
 mod status;
 mod supervisor;
-mod transcript;
 
 use std::fmt;
 use std::future::Future;
@@ -73,15 +73,15 @@ use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::time::Instant;
 
+pub use crate::transcript::TranscriptError;
 pub use bind::{BindError, MAX_SOCKET_PATH};
 pub use faults::{FaultControl, ListedRule, RuleError};
 pub use life::{AgentLife, AgentState, LifeError};
 pub use replay::{Replay, ReplayError};
 pub use status::ChannelStatus;
 pub use supervisor::VmEnd;
-pub use transcript::TranscriptError;
 
-pub(crate) use transcript::Transcript;
+pub(crate) use crate::transcript::writer::Transcript;
 
 pub(crate) use bind::bind_socket;
 pub(crate) use faults::{check_rule, FaultHub};
@@ -89,11 +89,11 @@ pub(crate) use life::{life_channel, LifeInbox};
 
 use crate::agent::AgentConfig;
 use crate::guest::Guest;
+use crate::transcript::writer::{MaybeTranscript, TranscriptWriter};
 use chardev::Chardev;
 use intercept::Interceptor;
 use port::Port;
 use supervisor::{Side, Supervisor};
-use transcript::{MaybeTranscript, TranscriptWriter};
 
 /// How the host reaches the agent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -241,7 +241,16 @@ pub(crate) async fn serve(
     let path = bind::listener_path(&listener);
     let guest = Arc::new(Mutex::new(guest));
     let status = life.status.clone();
-    let mut pending_output = config.pending_output;
+    // Output that waited in the channel before the mock started: the first output.
+    let mut pending_output = config.pending_output.map(|bytes| {
+        let tag = Arc::new(origin::Tag {
+            output: status.next_output(),
+            origin: crate::transcript::Origin::Preloaded,
+            for_conn: None,
+        });
+        let parts = origin::Parts::whole(bytes.len(), &tag);
+        (bytes, parts)
+    });
     let first_output = match config.transport {
         Transport::UnixListen => pending_output.take(),
         Transport::VirtioSerial => None,
@@ -264,8 +273,8 @@ pub(crate) async fn serve(
     let end = match config.transport {
         Transport::VirtioSerial => {
             let port = Arc::new(Port::default());
-            if let Some(bytes) = pending_output {
-                port.preload_output(bytes);
+            if let Some((bytes, parts)) = pending_output {
+                port.preload_output(bytes, parts);
             }
             let chardev = Chardev::new(
                 listener,

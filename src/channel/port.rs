@@ -12,6 +12,13 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 
+use super::origin::Parts;
+
+/// How far behind the agent's reads the port remembers which connection sent which input
+/// bytes: an agent that dies before reading a request gives back at most its raw input
+/// (1 MiB, see `process.rs`) plus one read.
+const SOURCE_MEMORY: u64 = 2 << 20;
+
 /// Host bytes the guest side holds for an agent that has not read them: the virtio-console
 /// driver's receive queue of 128 page-sized buffers.
 pub(crate) const GUEST_INPUT_LIMIT: usize = 128 * 4096;
@@ -26,8 +33,9 @@ pub(crate) const GUEST_OUTPUT_LIMIT: usize = 64 * 1024;
 /// What an agent read from the port gave.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum PortRead {
-    /// `n` bytes were copied into the buffer.
-    Bytes(usize),
+    /// `n` bytes were copied into the buffer: bytes `at..at + n` of what connection `conn`
+    /// sent. A read never mixes two connections' bytes.
+    Bytes { n: usize, conn: u64, at: u64 },
     /// The bytes that follow came from a new host connection, and the parser is set to
     /// start afresh for each connection.
     NewConnection,
@@ -46,12 +54,40 @@ struct State {
     /// Offsets in the input stream where a new host connection's bytes begin (only kept
     /// when the parser is reset per connection).
     boundaries: VecDeque<u64>,
-    output: VecDeque<Vec<u8>>,
+    /// Where each connection's input begins in the input stream (offset `put`-based, the
+    /// connection, and the connection's own offset there); runs of one connection merge.
+    sources: VecDeque<Source>,
+    /// Replies waiting for the host, each with the outputs it carries.
+    output: VecDeque<(Vec<u8>, Parts)>,
     /// How much of the front reply is already written to the host.
     front_written: usize,
     output_bytes: usize,
     /// A fault asked the chardev to close the current client's connection.
     drop_client: bool,
+}
+
+/// Where a run of input bytes came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Source {
+    /// The offset of its first byte in the port's input stream.
+    start: u64,
+    len: u64,
+    conn: u64,
+    /// The offset of its first byte in what the connection sent.
+    conn_at: u64,
+}
+
+impl State {
+    /// The source of input stream offset `at`, and how many bytes from there are its.
+    fn source_of(&self, at: u64) -> Option<(Source, u64)> {
+        let index = self
+            .sources
+            .partition_point(|s| s.start <= at)
+            .checked_sub(1)?;
+        let source = self.sources[index];
+        let within = at - source.start;
+        (within < source.len).then(|| (source, source.len - within))
+    }
 }
 
 /// The port, shared by the chardev and the agent process.
@@ -137,36 +173,58 @@ impl Port {
                     let until_boundary = s.boundaries.front().map_or(usize::MAX, |b| {
                         usize::try_from(b - s.taken).unwrap_or(usize::MAX)
                     });
-                    let n = buf.len().min(s.input.len()).min(until_boundary);
+                    let (conn, at, source_left) = match s.source_of(s.taken) {
+                        Some((source, left)) => (
+                            source.conn,
+                            source.conn_at + (s.taken - source.start),
+                            usize::try_from(left).unwrap_or(usize::MAX),
+                        ),
+                        None => (0, 0, usize::MAX),
+                    };
+                    let n = buf
+                        .len()
+                        .min(s.input.len())
+                        .min(until_boundary)
+                        .min(source_left);
                     let was_full = s.input.len() >= GUEST_INPUT_LIMIT;
                     for (dst, src) in buf.iter_mut().zip(s.input.drain(..n)) {
                         *dst = src;
                     }
                     s.taken += n as u64;
+                    let forget_before = s.taken.saturating_sub(SOURCE_MEMORY);
+                    while s
+                        .sources
+                        .front()
+                        .is_some_and(|f| f.start + f.len <= forget_before)
+                    {
+                        s.sources.pop_front();
+                    }
                     drop(s);
                     if was_full {
                         self.host_wake.notify_one();
                     }
-                    return PortRead::Bytes(n);
+                    return PortRead::Bytes { n, conn, at };
                 }
             }
             self.agent_wake.notified().await;
         }
     }
 
-    /// Writes one reply. Blocks, as the guest driver does, while no host client is
-    /// connected or while the port's queue is full.
-    pub(crate) async fn write(&self, reply: Vec<u8>) {
+    /// Writes one reply, with the outputs it carries. Blocks, as the guest driver does,
+    /// while no host client is connected or while the port's queue is full.
+    pub(crate) async fn write(&self, reply: Vec<u8>, parts: Parts) {
         if reply.len() <= GUEST_OUTPUT_LIMIT {
-            self.push_when_room(reply).await;
+            self.push_when_room(reply, parts).await;
         } else {
-            for piece in reply.chunks(GUEST_OUTPUT_LIMIT) {
-                self.push_when_room(piece.to_vec()).await;
+            for (index, piece) in reply.chunks(GUEST_OUTPUT_LIMIT).enumerate() {
+                let from = index * GUEST_OUTPUT_LIMIT;
+                let piece_parts = parts.slice(from..from + piece.len());
+                self.push_when_room(piece.to_vec(), piece_parts).await;
             }
         }
     }
 
-    async fn push_when_room(&self, reply: Vec<u8>) {
+    async fn push_when_room(&self, reply: Vec<u8>, parts: Parts) {
         if reply.is_empty() {
             return;
         }
@@ -175,7 +233,7 @@ impl Port {
                 let mut s = self.lock();
                 if s.host_connected && s.output_bytes < GUEST_OUTPUT_LIMIT {
                     s.output_bytes += reply.len();
-                    s.output.push_back(reply);
+                    s.output.push_back((reply, parts));
                     drop(s);
                     self.host_wake.notify_one();
                     return;
@@ -216,13 +274,13 @@ impl Port {
 
     /// Bytes the agent wrote before the mock started (a previous session's replies that
     /// no client read): the next client gets them first.
-    pub(crate) fn preload_output(&self, bytes: Vec<u8>) {
+    pub(crate) fn preload_output(&self, bytes: Vec<u8>, parts: Parts) {
         if bytes.is_empty() {
             return;
         }
         let mut s = self.lock();
         s.output_bytes += bytes.len();
-        s.output.push_back(bytes);
+        s.output.push_back((bytes, parts));
     }
 
     /// How many host bytes the guest would take now: none while the agent has the port
@@ -236,26 +294,44 @@ impl Port {
         }
     }
 
-    /// Hands host bytes to the guest. Bytes beyond the room are never offered, as the
-    /// chardev reads at most [`Port::input_room`].
-    pub(crate) fn push_input(&self, bytes: &[u8]) {
+    /// Hands host bytes to the guest: bytes `conn_at..` of what connection `conn` sent.
+    /// Bytes beyond the room are never offered, as the chardev reads at most
+    /// [`Port::input_room`].
+    pub(crate) fn push_input(&self, bytes: &[u8], conn: u64, conn_at: u64) {
         {
             let mut s = self.lock();
             if !s.open {
                 return;
             }
+            let start = s.put;
+            let len = bytes.len() as u64;
+            match s.sources.back_mut() {
+                Some(last)
+                    if last.conn == conn
+                        && last.start + last.len == start
+                        && last.conn_at + last.len == conn_at =>
+                {
+                    last.len += len;
+                }
+                _ => s.sources.push_back(Source {
+                    start,
+                    len,
+                    conn,
+                    conn_at,
+                }),
+            }
             s.input.extend(bytes);
-            s.put += bytes.len() as u64;
+            s.put += len;
         }
         self.agent_wake.notify_one();
     }
 
-    /// Calls `write` with the unwritten part of the oldest reply, if any; `write` returns
-    /// how many bytes the host socket took. Returns that count, or `None` when nothing is
-    /// pending.
+    /// Calls `write` with the unwritten part of the oldest reply, if any, and the outputs
+    /// that part carries; `write` returns how many bytes the host socket took. Returns that
+    /// count, or `None` when nothing is pending.
     pub(crate) fn write_front<E>(
         &self,
-        write: impl FnOnce(&[u8]) -> Result<usize, E>,
+        write: impl FnOnce(&[u8], &Parts) -> Result<usize, E>,
     ) -> Option<Result<usize, E>> {
         let mut s = self.lock();
         if s.drop_client {
@@ -263,8 +339,8 @@ impl Port {
             return None;
         }
         let at = s.front_written;
-        let front = s.output.front()?;
-        let result = write(&front[at..]);
+        let (front, parts) = s.output.front()?;
+        let result = write(&front[at..], &parts.slice(at..front.len()));
         if let Ok(n) = result {
             let len = front.len();
             s.front_written += n;
@@ -303,16 +379,19 @@ mod tests {
     async fn a_closed_port_takes_no_input_and_close_discards_unread_bytes() {
         let port = Port::default();
         assert_eq!(port.input_room(), 0);
-        port.push_input(b"lost");
+        port.push_input(b"lost", 1, 0);
         port.open();
         assert_eq!(port.input_room(), GUEST_INPUT_LIMIT);
-        port.push_input(b"abc");
+        port.push_input(b"abc", 1, 0);
         assert_eq!(port.input_room(), GUEST_INPUT_LIMIT - 3);
         port.close();
         port.open();
-        port.push_input(b"xy");
+        port.push_input(b"xy", 1, 0);
         let mut buf = [0u8; 16];
-        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(2));
+        assert!(matches!(
+            port.read(&mut buf).await,
+            PortRead::Bytes { n: 2, .. }
+        ));
         assert_eq!(&buf[..2], b"xy");
     }
 
@@ -320,38 +399,69 @@ mod tests {
     async fn reads_stop_at_a_new_connection_when_asked() {
         let port = open_port();
         port.host_connected(true);
-        port.push_input(b"{\"a\"");
+        port.push_input(b"{\"a\"", 1, 0);
         port.host_disconnected();
         port.host_connected(true);
-        port.push_input(b"}");
+        port.push_input(b"}", 1, 0);
         let mut buf = [0u8; 16];
         assert_eq!(port.read(&mut buf).await, PortRead::NewConnection);
-        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(4));
+        assert!(matches!(
+            port.read(&mut buf).await,
+            PortRead::Bytes { n: 4, .. }
+        ));
         assert_eq!(port.read(&mut buf).await, PortRead::NewConnection);
-        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(1));
+        assert!(matches!(
+            port.read(&mut buf).await,
+            PortRead::Bytes { n: 1, .. }
+        ));
         assert_eq!(buf[0], b'}');
     }
 
     #[tokio::test]
-    async fn reads_run_across_connections_by_default() {
+    async fn reads_run_across_connections_by_default_but_never_mix_them() {
         let port = open_port();
         port.host_connected(false);
-        port.push_input(b"{\"a\"");
+        port.push_input(b"{\"a\"", 1, 0);
         port.host_disconnected();
         port.host_connected(false);
-        port.push_input(b"}");
+        port.push_input(b"}", 2, 0);
         let mut buf = [0u8; 16];
-        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(5));
+        // No new-connection mark: the parser goes on; but each read says whose bytes.
+        assert_eq!(
+            port.read(&mut buf).await,
+            PortRead::Bytes {
+                n: 4,
+                conn: 1,
+                at: 0
+            }
+        );
+        assert_eq!(
+            port.read(&mut buf).await,
+            PortRead::Bytes {
+                n: 1,
+                conn: 2,
+                at: 0
+            }
+        );
     }
 
     #[tokio::test]
     async fn reads_take_at_most_the_buffer() {
         let port = open_port();
-        port.push_input(&[b' '; 10_000]);
+        port.push_input(&[b' '; 10_000], 1, 0);
         let mut buf = [0u8; 4096];
-        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(4096));
-        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(4096));
-        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(1808));
+        assert!(matches!(
+            port.read(&mut buf).await,
+            PortRead::Bytes { n: 4096, .. }
+        ));
+        assert!(matches!(
+            port.read(&mut buf).await,
+            PortRead::Bytes { n: 4096, .. }
+        ));
+        assert!(matches!(
+            port.read(&mut buf).await,
+            PortRead::Bytes { n: 1808, .. }
+        ));
     }
 
     #[tokio::test(start_paused = true)]
@@ -359,24 +469,28 @@ mod tests {
         let port = std::sync::Arc::new(open_port());
         let writer = {
             let port = port.clone();
-            tokio::spawn(async move { port.write(b"reply\n".to_vec()).await })
+            tokio::spawn(async move { port.write(b"reply\n".to_vec(), Parts::default()).await })
         };
         tokio::task::yield_now().await;
-        assert!(port.write_front(|_: &[u8]| Ok::<usize, ()>(0)).is_none());
+        assert!(port
+            .write_front(|_: &[u8], _: &Parts| Ok::<usize, ()>(0))
+            .is_none());
         port.host_connected(false);
         writer.await.expect("writer");
         let mut seen = Vec::new();
-        let n = port.write_front(|b: &[u8]| {
+        let n = port.write_front(|b: &[u8], _: &Parts| {
             seen.extend_from_slice(&b[..2]);
             Ok::<usize, ()>(2)
         });
         assert_eq!(n, Some(Ok(2)));
-        port.write_front(|b: &[u8]| {
+        port.write_front(|b: &[u8], _: &Parts| {
             seen.extend_from_slice(b);
             Ok::<usize, ()>(b.len())
         });
         assert_eq!(seen, b"reply\n");
-        assert!(port.write_front(|_: &[u8]| Ok::<usize, ()>(0)).is_none());
+        assert!(port
+            .write_front(|_: &[u8], _: &Parts| Ok::<usize, ()>(0))
+            .is_none());
     }
 
     #[tokio::test(start_paused = true)]
@@ -387,13 +501,13 @@ mod tests {
         let writer = {
             let port = port.clone();
             let reply = reply.clone();
-            tokio::spawn(async move { port.write(reply).await })
+            tokio::spawn(async move { port.write(reply, Parts::default()).await })
         };
         tokio::task::yield_now().await;
         let mut seen = Vec::new();
         let mut segments = 0;
         while seen.len() < reply.len() {
-            let taken = port.write_front(|b: &[u8]| {
+            let taken = port.write_front(|b: &[u8], _: &Parts| {
                 assert!(b.len() <= GUEST_OUTPUT_LIMIT, "one piece at a time");
                 seen.extend_from_slice(b);
                 Ok::<usize, ()>(b.len())
@@ -411,15 +525,21 @@ mod tests {
     #[tokio::test]
     async fn an_agent_that_died_before_reading_gives_its_bytes_back() {
         let port = open_port();
-        port.push_input(b"{\"a\":1}{\"b\":2}");
+        port.push_input(b"{\"a\":1}{\"b\":2}", 1, 0);
         let mut buf = [0u8; 7];
-        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(7));
+        assert!(matches!(
+            port.read(&mut buf).await,
+            PortRead::Bytes { n: 7, .. }
+        ));
         port.close_returning(b"{\"a\":1}");
         assert_eq!(port.input_room(), 0);
         assert!(port.has_input());
         port.open();
         let mut buf = [0u8; 64];
-        assert_eq!(port.read(&mut buf).await, PortRead::Bytes(14));
+        assert!(matches!(
+            port.read(&mut buf).await,
+            PortRead::Bytes { n: 14, .. }
+        ));
         assert_eq!(&buf[..14], b"{\"a\":1}{\"b\":2}");
     }
 
@@ -429,16 +549,16 @@ mod tests {
         port.drop_client();
         assert!(!port.take_drop_request(), "no client, nothing to drop");
         port.host_connected(false);
-        port.preload_output(b"stale\n".to_vec());
+        port.preload_output(b"stale\n".to_vec(), Parts::default());
         port.drop_client();
         assert!(port
-            .write_front(|b: &[u8]| Ok::<usize, ()>(b.len()))
+            .write_front(|b: &[u8], _: &Parts| Ok::<usize, ()>(b.len()))
             .is_none());
         assert!(port.take_drop_request());
         port.host_disconnected();
         port.host_connected(false);
         let mut seen = Vec::new();
-        port.write_front(|b: &[u8]| {
+        port.write_front(|b: &[u8], _: &Parts| {
             seen.extend_from_slice(b);
             Ok::<usize, ()>(b.len())
         });
@@ -449,14 +569,15 @@ mod tests {
     async fn writes_block_when_the_queue_is_full() {
         let port = std::sync::Arc::new(open_port());
         port.host_connected(false);
-        port.write(vec![b'x'; GUEST_OUTPUT_LIMIT]).await;
+        port.write(vec![b'x'; GUEST_OUTPUT_LIMIT], Parts::default())
+            .await;
         let blocked = {
             let port = port.clone();
-            tokio::spawn(async move { port.write(b"next\n".to_vec()).await })
+            tokio::spawn(async move { port.write(b"next\n".to_vec(), Parts::default()).await })
         };
         tokio::task::yield_now().await;
         assert!(!blocked.is_finished());
-        port.write_front(|b: &[u8]| Ok::<usize, ()>(b.len()));
+        port.write_front(|b: &[u8], _: &Parts| Ok::<usize, ()>(b.len()));
         blocked.await.expect("writer");
     }
 }

@@ -18,16 +18,24 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use super::faults::{Chunking, Out, Plan, RequestInfo};
+use super::faults::{Chunking, Injected, Out, Plan, RequestInfo};
 use super::intercept::{Interceptor, Request};
 use super::listen::ListenLink;
+use super::origin::{Parts, Tag};
 use super::port::{Port, PortRead};
 use super::reply_writer::{ReplyWriter, Sink};
+use super::status::StatusBoard;
 use crate::agent::{AgentConfig, Dispatcher};
 use crate::fault::Restart;
 use crate::guest::{Guest, PowerEvent};
 use crate::proxy::Upstream;
-use crate::wire::{write_json, Parsed, Streamer};
+use crate::transcript::writer::Transcript;
+use crate::transcript::{ConnSpan, FaultOutput, Origin, RequestRecord};
+use crate::wire::{write_json, ItemSpan, Parsed, Streamer, Value};
+
+/// A request's value goes into its transcript record up to this input size; a larger one
+/// is recorded by its size (its bytes are in the bytes records).
+const RECORDED_VALUE_LIMIT: u64 = 64 << 10;
 
 /// qemu-ga's read size (`QGA_READ_COUNT_DEFAULT`, qga/guest-agent-core.h).
 pub(crate) const READ_SIZE: usize = 4096;
@@ -77,7 +85,8 @@ pub(crate) enum Link {
 /// What one read of the link gave the process.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Input {
-    Bytes(usize),
+    /// `n` bytes: bytes `at..at + n` of what connection `conn` sent.
+    Bytes { n: usize, conn: u64, at: u64 },
     /// A new client's bytes begin here, and the parser starts afresh per connection.
     NewConnection,
     /// A stop was requested while the process waited for input.
@@ -92,7 +101,7 @@ impl Link {
                 biased;
                 () = stop.requested() => Input::Stop,
                 read = port.read(buf) => match read {
-                    PortRead::Bytes(n) => Input::Bytes(n),
+                    PortRead::Bytes { n, conn, at } => Input::Bytes { n, conn, at },
                     PortRead::NewConnection => Input::NewConnection,
                 },
             },
@@ -119,10 +128,10 @@ impl Link {
 }
 
 impl Sink for Link {
-    async fn write(&mut self, reply: Vec<u8>) {
+    async fn write(&mut self, reply: Vec<u8>, parts: Parts) {
         match self {
-            Link::Port(port) => port.write(reply).await,
-            Link::Listen(link) => link.write(&reply).await,
+            Link::Port(port) => port.write(reply, parts).await,
+            Link::Listen(link) => link.write(&reply, &parts).await,
         }
     }
 }
@@ -141,6 +150,9 @@ pub(crate) struct ProcessParts {
     pub(crate) parser_input: Option<Vec<u8>>,
     /// A real agent that answers the requests instead of the simulated guest (a proxy).
     pub(crate) upstream: Option<Upstream>,
+    /// The mock's counters (request and output numbers).
+    pub(crate) status: StatusBoard,
+    pub(crate) transcript: Option<Transcript>,
 }
 
 /// How a process ended.
@@ -159,10 +171,95 @@ pub(crate) enum Exit {
     VmExited,
 }
 
-/// An item from the parser, with where its raw bytes start in [`RawInput`] when kept.
+/// An item from the parser, with where its raw bytes start in [`RawInput`] when kept, and
+/// where its bytes are in the parser's input (then, in what clients sent).
 struct Item {
     parsed: Parsed,
     raw_from: Option<usize>,
+    span: ItemSpan,
+    input: Vec<ConnSpan>,
+    /// The connection whose bytes completed it (0: input from before any client).
+    conn: u64,
+}
+
+impl Item {
+    fn new(parsed: Parsed, raw_from: Option<usize>, span: ItemSpan) -> Item {
+        Item {
+            parsed,
+            raw_from,
+            span,
+            input: Vec::new(),
+            conn: 0,
+        }
+    }
+}
+
+/// Which client sent each run of bytes the process fed its parser: an item's position in
+/// the parser's input becomes spans of what clients sent, including a previous client's
+/// leftover input that a later client's bytes completed.
+#[derive(Debug, Default)]
+struct InputMap {
+    runs: VecDeque<Run>,
+    /// Bytes fed to the parser so far (the lexer counts the same way).
+    fed: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    start: u64,
+    len: u64,
+    conn: u64,
+    conn_at: u64,
+}
+
+impl InputMap {
+    fn push(&mut self, len: usize, conn: u64, conn_at: u64) {
+        let start = self.fed;
+        let len = len as u64;
+        self.fed += len;
+        match self.runs.back_mut() {
+            Some(last)
+                if last.conn == conn
+                    && last.start + last.len == start
+                    && last.conn_at + last.len == conn_at =>
+            {
+                last.len += len;
+            }
+            _ => self.runs.push_back(Run {
+                start,
+                len,
+                conn,
+                conn_at,
+            }),
+        }
+    }
+
+    /// The client bytes of parser input `from..to`.
+    fn spans(&self, from: u64, to: u64) -> Vec<ConnSpan> {
+        self.runs
+            .iter()
+            .filter_map(|run| {
+                let start = from.max(run.start);
+                let end = to.min(run.start + run.len);
+                (start < end).then(|| ConnSpan {
+                    conn: run.conn,
+                    from: run.conn_at + (start - run.start),
+                    to: run.conn_at + (end - run.start),
+                })
+            })
+            .collect()
+    }
+
+    /// Items end in order: nothing before `offset` will be asked for again.
+    fn forget_before(&mut self, offset: u64) {
+        while self
+            .runs
+            .front()
+            .is_some_and(|run| run.start + run.len <= offset)
+        {
+            self.runs.pop_front();
+        }
+    }
 }
 
 /// The raw bytes of the items not handled yet, kept only while some rule can kill the
@@ -188,11 +285,8 @@ impl RawInput {
     ) {
         if !track {
             self.on = false;
-            streamer.feed(chunk, &mut |parsed| {
-                items.push_back(Item {
-                    parsed,
-                    raw_from: None,
-                });
+            streamer.feed_spans(chunk, &mut |parsed, span| {
+                items.push_back(Item::new(parsed, None, span));
             });
             return;
         }
@@ -213,11 +307,8 @@ impl RawInput {
             }
             let from = self.valid.then_some(self.item_start);
             let before = items.len();
-            streamer.feed(&[byte], &mut |parsed| {
-                items.push_back(Item {
-                    parsed,
-                    raw_from: from,
-                });
+            streamer.feed_spans(&[byte], &mut |parsed, span| {
+                items.push_back(Item::new(parsed, from, span));
             });
             if items.len() > before {
                 if !self.valid {
@@ -260,6 +351,9 @@ struct Agent {
     writer: ReplyWriter,
     raw: RawInput,
     items: VecDeque<Item>,
+    inputs: InputMap,
+    status: StatusBoard,
+    transcript: Option<Transcript>,
     /// Reading stopped by a fault: until then, or (`Some(None)`) for good.
     not_reading: Option<Option<Instant>>,
     upstream: Option<Upstream>,
@@ -276,6 +370,8 @@ pub(crate) async fn run(parts: ProcessParts) -> Exit {
         faults,
         parser_input,
         upstream,
+        status,
+        transcript,
     } = parts;
     let mut agent = Agent {
         guest,
@@ -291,6 +387,9 @@ pub(crate) async fn run(parts: ProcessParts) -> Exit {
             ..RawInput::default()
         },
         items: VecDeque::new(),
+        inputs: InputMap::default(),
+        status,
+        transcript,
         not_reading: None,
         upstream,
     };
@@ -305,7 +404,8 @@ impl Agent {
             }
         }
         if let Some(bytes) = parser_input {
-            self.feed(&bytes);
+            // Input from before any client: connection 0.
+            self.feed(&bytes, 0, 0);
             if let Some(exit) = self.handle_items().await {
                 return exit;
             }
@@ -338,7 +438,7 @@ impl Agent {
                 input = self.link.read(&mut buf, &self.stop) => input,
             };
             match input {
-                Input::Bytes(n) => self.feed(&buf[..n]),
+                Input::Bytes { n, conn, at } => self.feed(&buf[..n], conn, at),
                 Input::NewConnection => {
                     self.streamer.reset();
                     self.raw.reset();
@@ -351,10 +451,87 @@ impl Agent {
         }
     }
 
-    fn feed(&mut self, bytes: &[u8]) {
+    /// Feeds bytes `at..` of what connection `conn` sent to the parser; each item it
+    /// completes learns where its bytes came from.
+    fn feed(&mut self, bytes: &[u8], conn: u64, at: u64) {
         let track = self.faults.tracks_raw_input();
+        let before = self.items.len();
+        self.inputs.push(bytes.len(), conn, at);
         self.raw
             .feed(&mut self.streamer, bytes, &mut self.items, track);
+        let mut last_end = None;
+        for item in self.items.iter_mut().skip(before) {
+            item.input = self.inputs.spans(item.span.start, item.span.end);
+            item.conn = item.input.last().map_or(conn, |s| s.conn);
+            last_end = Some(item.span.end);
+        }
+        if let Some(end) = last_end {
+            self.inputs.forget_before(end);
+        }
+    }
+
+    /// Numbers a request and records what it is and where its bytes came from.
+    fn record_request(&self, item: &Item) -> u64 {
+        let number = self.status.next_request();
+        let Some(transcript) = &self.transcript else {
+            return number;
+        };
+        let size: u64 = item.input.iter().map(|s| s.to - s.from).sum();
+        let mut record = RequestRecord {
+            request: number,
+            conn: item.conn,
+            input: item.input.clone(),
+            command: None,
+            value: None,
+            size: None,
+            error: None,
+            stray: None,
+        };
+        match &item.parsed {
+            Parsed::Value(value) => {
+                if let Value::Object(object) = value {
+                    record.command = object
+                        .get("execute")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
+                }
+                if size <= RECORDED_VALUE_LIMIT {
+                    record.value = Some(value.to_serde());
+                } else {
+                    record.size = Some(size);
+                }
+            }
+            Parsed::Error(desc) => {
+                record.error = Some(desc.clone());
+                record.stray = item.span.stray;
+            }
+        }
+        transcript.request(&record);
+        number
+    }
+
+    /// A new output: what it is and the connection it is for.
+    fn tag(&self, origin: Origin, for_conn: Option<u64>) -> Arc<Tag> {
+        Arc::new(Tag {
+            output: self.status.next_output(),
+            origin,
+            for_conn,
+        })
+    }
+
+    /// The tag of the agent's answer to a request.
+    fn answer_tag(&self, handled: &Handled) -> Arc<Tag> {
+        let origin = if handled.parse_error {
+            Origin::ParseError {
+                request: handled.number,
+                input: handled.input.clone(),
+            }
+        } else {
+            Origin::Reply {
+                request: handled.number,
+            }
+        };
+        self.tag(origin, Some(handled.conn))
     }
 
     /// Handles every item read so far, in order.
@@ -373,22 +550,37 @@ impl Agent {
     }
 
     async fn handle(&mut self, item: Item) -> Option<Exit> {
-        let fired = self.faults.on_request(&Request::new(&item.parsed));
+        let number = self.record_request(&item);
+        let fired = self.faults.on_request(&Request::new(&item.parsed, number));
+        let handled = Handled {
+            number,
+            conn: item.conn,
+            parse_error: matches!(item.parsed, Parsed::Error(_)),
+            input: item.input.clone(),
+        };
         match fired {
             None => {
                 if let Some(reply) = self.dispatch(item.parsed).await {
                     self.faults.wrote_reply(&reply);
+                    let tag = self.answer_tag(&handled);
                     if self.writer.is_idle() {
-                        self.link.write(reply).await;
+                        let parts = Parts::whole(reply.len(), &tag);
+                        self.link.write(reply, parts).await;
                     } else {
                         self.writer
-                            .write(&mut self.link, Out::bytes(reply), &Chunking::Whole, None)
+                            .write(
+                                &mut self.link,
+                                Out::bytes(reply),
+                                tag,
+                                &Chunking::Whole,
+                                None,
+                            )
                             .await;
                     }
                 }
                 None
             }
-            Some((plan, info)) => self.execute(plan, Some((item, info))).await,
+            Some((plan, info)) => self.execute(plan, Some((item, info, handled))).await,
         }
     }
 
@@ -427,8 +619,28 @@ impl Agent {
         }
     }
 
-    async fn write(&mut self, out: Out, chunking: &Chunking, cut: Option<usize>) {
-        self.writer.write(&mut self.link, out, chunking, cut).await;
+    async fn write(&mut self, out: Out, tag: Arc<Tag>, chunking: &Chunking, cut: Option<usize>) {
+        self.writer
+            .write(&mut self.link, out, tag, chunking, cut)
+            .await;
+    }
+
+    /// Writes what a fault rule adds beside a reply.
+    async fn write_injected(
+        &mut self,
+        injected: Injected,
+        request: Option<u64>,
+        conn: Option<u64>,
+    ) {
+        let tag = self.tag(
+            Origin::Fault {
+                rule: injected.rule,
+                fault: injected.kind,
+                request,
+            },
+            conn,
+        );
+        self.write(injected.out, tag, &Chunking::Whole, None).await;
     }
 
     /// Carries out a plan: for a request (with its item and what its reply needs), or for
@@ -436,7 +648,7 @@ impl Agent {
     async fn execute(
         &mut self,
         mut plan: Plan,
-        request: Option<(Item, RequestInfo)>,
+        request: Option<(Item, RequestInfo, Handled)>,
     ) -> Option<Exit> {
         let died = |plan: &Plan, unread: Option<Vec<u8>>| {
             Some(Exit::Died {
@@ -445,9 +657,12 @@ impl Agent {
             })
         };
         if plan.die_before_read {
+            if let (Some((_, _, handled)), Some(transcript)) = (&request, &self.transcript) {
+                transcript.request_unread(handled.number);
+            }
             let unread = request
                 .as_ref()
-                .map(|(item, _)| self.unread(item))
+                .map(|(item, _, _)| self.unread(item))
                 .unwrap_or_default();
             return died(&plan, Some(unread));
         }
@@ -463,20 +678,22 @@ impl Agent {
         if plan.close_client {
             self.link.close_client();
         }
-        let (dispatched, info) = match request {
-            Some((item, info)) => {
+        let (dispatched, info, handled) = match request {
+            Some((item, info, handled)) => {
                 let reply = if plan.dispatch {
                     self.dispatch(item.parsed).await
                 } else {
                     None
                 };
-                (reply, info)
+                (reply, info, Some(handled))
             }
-            None => (None, RequestInfo::default()),
+            None => (None, RequestInfo::default(), None),
         };
+        let fired_on = handled.as_ref().map(|h| h.number);
+        let for_conn = handled.as_ref().map(|h| h.conn).or(plan.conn);
         let reply = plan.shape_reply(dispatched.map(Out::bytes), &info);
-        for out in std::mem::take(&mut plan.before) {
-            self.write(out, &Chunking::Whole, None).await;
+        for injected in std::mem::take(&mut plan.before) {
+            self.write_injected(injected, fired_on, for_conn).await;
         }
         if plan.hang {
             // Stuck in the command for good: nothing more is read or answered until the
@@ -493,21 +710,43 @@ impl Agent {
                 if let Some(bytes) = reply.as_single_buffer() {
                     self.faults.wrote_reply(bytes);
                 }
-                let copy = plan.duplicate.then(|| reply.clone());
+                // A reply to no request (a connect or start rule's) is the rule's own.
+                let tag = match &handled {
+                    Some(handled) => self.answer_tag(handled),
+                    None => self.tag(
+                        Origin::Fault {
+                            rule: plan.rules.first().copied().unwrap_or_default(),
+                            fault: FaultOutput::MadeUpReply,
+                            request: None,
+                        },
+                        for_conn,
+                    ),
+                };
+                let copy = plan.duplicate.map(|rule| {
+                    let tag = self.tag(
+                        Origin::Fault {
+                            rule,
+                            fault: FaultOutput::Duplicate,
+                            request: fired_on,
+                        },
+                        for_conn,
+                    );
+                    (reply.clone(), tag)
+                });
                 // A reply already waits for the next one: this is it, so two swapped
                 // replies trade places instead of both waiting.
                 if plan.swap && plan.cut.is_none() && !self.writer.holds_swapped() {
-                    self.writer.hold(reply);
-                    if let Some(copy) = copy {
-                        self.writer.hold(copy);
+                    self.writer.hold(reply, tag);
+                    if let Some((copy, tag)) = copy {
+                        self.writer.hold(copy, tag);
                     }
                 } else {
-                    self.write(reply, &plan.chunking, plan.cut).await;
+                    self.write(reply, tag, &plan.chunking, plan.cut).await;
                     if plan.cut.is_some() {
                         return died(&plan, None);
                     }
-                    if let Some(copy) = copy {
-                        self.write(copy, &plan.chunking, None).await;
+                    if let Some((copy, tag)) = copy {
+                        self.write(copy, tag, &plan.chunking, None).await;
                     }
                 }
             }
@@ -518,8 +757,8 @@ impl Agent {
             }
             None => {}
         }
-        for out in std::mem::take(&mut plan.after) {
-            self.write(out, &Chunking::Whole, None).await;
+        for injected in std::mem::take(&mut plan.after) {
+            self.write_injected(injected, fired_on, for_conn).await;
         }
         if let Some(pause) = plan.stop_reading {
             self.not_reading = Some(pause.map(|d| Instant::now() + d));
@@ -531,6 +770,14 @@ impl Agent {
         }
         None
     }
+}
+
+/// What the process knows about the request it is handling.
+struct Handled {
+    number: u64,
+    conn: u64,
+    parse_error: bool,
+    input: Vec<ConnSpan>,
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -11,13 +11,15 @@
 //! however long that takes.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use super::faults::{Chunking, Out, PIECE};
+use super::origin::{Parts, Tag};
 
 /// Where the agent's writes go (the port or the agent's own socket).
 pub(crate) trait Sink {
-    /// One write; waits until the channel took it.
-    async fn write(&mut self, bytes: Vec<u8>);
+    /// One write, with the outputs it carries; waits until the channel took it.
+    async fn write(&mut self, bytes: Vec<u8>, parts: Parts);
 }
 
 /// The most a coalesce group gathers in memory: a larger reply is written on its own, and
@@ -29,12 +31,13 @@ struct Group {
     want: usize,
     replies: usize,
     bytes: Vec<u8>,
+    parts: Parts,
 }
 
 /// The agent process's reply writer and what it holds back.
 #[derive(Debug, Default)]
 pub(crate) struct ReplyWriter {
-    swapped: VecDeque<Out>,
+    swapped: VecDeque<(Out, Arc<Tag>)>,
     group: Option<Group>,
 }
 
@@ -46,13 +49,14 @@ impl ReplyWriter {
                 want: count,
                 replies: 0,
                 bytes: Vec::new(),
+                parts: Parts::default(),
             });
         }
     }
 
     /// Holds `reply` back until the next reply has been written.
-    pub(crate) fn hold(&mut self, reply: Out) {
-        self.swapped.push_back(reply);
+    pub(crate) fn hold(&mut self, reply: Out, tag: Arc<Tag>) {
+        self.swapped.push_back((reply, tag));
     }
 
     /// True when a reply waits for the next one.
@@ -69,7 +73,7 @@ impl ReplyWriter {
     pub(crate) async fn flush_group(&mut self, sink: &mut impl Sink) {
         if let Some(group) = self.group.take() {
             if !group.bytes.is_empty() {
-                sink.write(group.bytes).await;
+                sink.write(group.bytes, group.parts).await;
             }
         }
     }
@@ -80,26 +84,27 @@ impl ReplyWriter {
         &mut self,
         sink: &mut impl Sink,
         reply: Out,
+        tag: Arc<Tag>,
         chunking: &Chunking,
         cut: Option<usize>,
     ) {
         if *chunking != Chunking::Whole || cut.is_some() {
             self.flush_group(sink).await;
-            write_out(sink, reply, chunking, cut).await;
+            write_out(sink, reply, &tag, chunking, cut).await;
             if cut.is_none() {
                 self.release_swapped(sink).await;
             }
             return;
         }
         if self.group.is_some() && reply.len() <= GROUP_LIMIT {
-            self.gather(reply);
+            self.gather(reply, &tag);
             // Replies held by `swap` follow this one, in the same group.
-            while let Some(held) = self.swapped.pop_front() {
+            while let Some((held, held_tag)) = self.swapped.pop_front() {
                 if self.group.is_some() && held.len() <= GROUP_LIMIT {
-                    self.gather(held);
+                    self.gather(held, &held_tag);
                 } else {
                     self.flush_group(sink).await;
-                    write_out(sink, held, &Chunking::Whole, None).await;
+                    write_out(sink, held, &held_tag, &Chunking::Whole, None).await;
                 }
             }
             if self
@@ -113,27 +118,43 @@ impl ReplyWriter {
         }
         // A reply too large to gather: what was gathered goes first.
         self.flush_group(sink).await;
-        write_out(sink, reply, &Chunking::Whole, None).await;
+        write_out(sink, reply, &tag, &Chunking::Whole, None).await;
         self.release_swapped(sink).await;
     }
 
-    fn gather(&mut self, reply: Out) {
+    fn gather(&mut self, reply: Out, tag: &Arc<Tag>) {
         if let Some(group) = &mut self.group {
-            group.bytes.extend(reply.into_vec());
+            let bytes = reply.into_vec();
+            group
+                .parts
+                .append(group.bytes.len(), Parts::whole(bytes.len(), tag));
+            group.bytes.extend(bytes);
             group.replies += 1;
         }
     }
 
     async fn release_swapped(&mut self, sink: &mut impl Sink) {
-        while let Some(held) = self.swapped.pop_front() {
-            write_out(sink, held, &Chunking::Whole, None).await;
+        while let Some((held, tag)) = self.swapped.pop_front() {
+            write_out(sink, held, &tag, &Chunking::Whole, None).await;
         }
     }
 }
 
+/// One write of a piece of the output `tag` names.
+async fn write_piece(sink: &mut impl Sink, piece: Vec<u8>, tag: &Arc<Tag>) {
+    let parts = Parts::whole(piece.len(), tag);
+    sink.write(piece, parts).await;
+}
+
 /// Writes `out` in the requested chunks; a large whole reply goes in channel-sized pieces
 /// produced as they are written.
-async fn write_out(sink: &mut impl Sink, mut out: Out, chunking: &Chunking, cut: Option<usize>) {
+async fn write_out(
+    sink: &mut impl Sink,
+    mut out: Out,
+    tag: &Arc<Tag>,
+    chunking: &Chunking,
+    cut: Option<usize>,
+) {
     if let Some(n) = cut {
         // A reply cut short never ends: at most all but its last byte.
         out.truncate(n.min(out.len().saturating_sub(1)));
@@ -143,11 +164,11 @@ async fn write_out(sink: &mut impl Sink, mut out: Out, chunking: &Chunking, cut:
             if out.as_single_buffer().is_some() {
                 let bytes = out.into_vec();
                 if !bytes.is_empty() {
-                    sink.write(bytes).await;
+                    write_piece(sink, bytes, tag).await;
                 }
             } else {
                 while !out.is_empty() {
-                    sink.write(out.take(PIECE)).await;
+                    write_piece(sink, out.take(PIECE), tag).await;
                 }
             }
         }
@@ -161,7 +182,7 @@ async fn write_out(sink: &mut impl Sink, mut out: Out, chunking: &Chunking, cut:
                     .unwrap_or(PIECE)
                     .max(1);
                 next += 1;
-                sink.write(out.take(size)).await;
+                write_piece(sink, out.take(size), tag).await;
             }
         }
         Chunking::Drip { bytes, interval } => {
@@ -171,7 +192,7 @@ async fn write_out(sink: &mut impl Sink, mut out: Out, chunking: &Chunking, cut:
                     tokio::time::sleep(*interval).await;
                 }
                 first = false;
-                sink.write(out.take((*bytes).max(1))).await;
+                write_piece(sink, out.take((*bytes).max(1)), tag).await;
             }
         }
     }
@@ -186,9 +207,17 @@ mod tests {
     struct Writes(Vec<Vec<u8>>);
 
     impl Sink for Writes {
-        async fn write(&mut self, bytes: Vec<u8>) {
+        async fn write(&mut self, bytes: Vec<u8>, _: Parts) {
             self.0.push(bytes);
         }
+    }
+
+    fn tag() -> Arc<Tag> {
+        Arc::new(Tag {
+            output: 1,
+            origin: crate::transcript::Origin::Preloaded,
+            for_conn: None,
+        })
     }
 
     fn out(text: &str) -> Out {
@@ -208,21 +237,22 @@ mod tests {
         let mut writer = ReplyWriter::default();
         let mut sink = Writes::default();
         writer
-            .write(&mut sink, out("abcdef\n"), &Chunking::Whole, None)
+            .write(&mut sink, out("abcdef\n"), tag(), &Chunking::Whole, None)
             .await;
         writer
             .write(
                 &mut sink,
                 out("abcdef\n"),
+                tag(),
                 &Chunking::Sizes(vec![1, 2]),
                 None,
             )
             .await;
         writer
-            .write(&mut sink, out("abcdef\n"), &Chunking::Whole, Some(4))
+            .write(&mut sink, out("abcdef\n"), tag(), &Chunking::Whole, Some(4))
             .await;
         writer
-            .write(&mut sink, out("ab\n"), &Chunking::Whole, Some(100))
+            .write(&mut sink, out("ab\n"), tag(), &Chunking::Whole, Some(100))
             .await;
         assert_eq!(
             strings(&sink),
@@ -239,7 +269,9 @@ mod tests {
             bytes: 2,
             interval: Duration::from_millis(10),
         };
-        writer.write(&mut sink, out("abcde"), &drip, None).await;
+        writer
+            .write(&mut sink, out("abcde"), tag(), &drip, None)
+            .await;
         assert_eq!(strings(&sink), ["ab", "cd", "e"]);
         assert_eq!(started.elapsed(), Duration::from_millis(20));
     }
@@ -248,12 +280,12 @@ mod tests {
     async fn a_swapped_reply_follows_the_next_one() {
         let mut writer = ReplyWriter::default();
         let mut sink = Writes::default();
-        writer.hold(out("first\n"));
+        writer.hold(out("first\n"), tag());
         assert!(!writer.is_idle());
         assert!(writer.holds_swapped());
         assert!(sink.0.is_empty());
         writer
-            .write(&mut sink, out("second\n"), &Chunking::Whole, None)
+            .write(&mut sink, out("second\n"), tag(), &Chunking::Whole, None)
             .await;
         assert_eq!(strings(&sink), ["second\n", "first\n"]);
         assert!(writer.is_idle());
@@ -266,18 +298,18 @@ mod tests {
         writer.open_group(3);
         for reply in ["a\n", "b\n"] {
             writer
-                .write(&mut sink, out(reply), &Chunking::Whole, None)
+                .write(&mut sink, out(reply), tag(), &Chunking::Whole, None)
                 .await;
         }
         assert!(sink.0.is_empty());
         writer
-            .write(&mut sink, out("c\n"), &Chunking::Whole, None)
+            .write(&mut sink, out("c\n"), tag(), &Chunking::Whole, None)
             .await;
         assert_eq!(strings(&sink), ["a\nb\nc\n"]);
         // An idle agent flushes a group that is not full.
         writer.open_group(2);
         writer
-            .write(&mut sink, out("d\n"), &Chunking::Whole, None)
+            .write(&mut sink, out("d\n"), tag(), &Chunking::Whole, None)
             .await;
         writer.flush_group(&mut sink).await;
         assert_eq!(strings(&sink), ["a\nb\nc\n", "d\n"]);
@@ -290,7 +322,9 @@ mod tests {
         big.push_slice(b"}\n");
         let mut writer = ReplyWriter::default();
         let mut sink = Writes::default();
-        writer.write(&mut sink, big, &Chunking::Whole, None).await;
+        writer
+            .write(&mut sink, big, tag(), &Chunking::Whole, None)
+            .await;
         assert_eq!(sink.0.len(), 3);
         assert!(sink.0.iter().all(|w| w.len() <= PIECE));
         assert_eq!(sink.0.iter().map(Vec::len).sum::<usize>(), PIECE * 2 + 3);

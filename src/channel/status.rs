@@ -31,6 +31,9 @@ struct Board {
     serving: AtomicU64,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// The last request number and output number given (mock-wide, across agent processes).
+    requests: AtomicU64,
+    outputs: AtomicU64,
     /// Tasks inside [`StatusView::wait_for`].
     waiting: AtomicUsize,
     changed: Notify,
@@ -104,6 +107,16 @@ impl StatusBoard {
     pub(crate) fn disconnected(&self) {
         self.0.serving.store(0, SeqCst);
         self.0.publish();
+    }
+
+    /// The next mock-wide request number (from 1): every item an agent process handles.
+    pub(crate) fn next_request(&self) -> u64 {
+        self.0.requests.fetch_add(1, SeqCst) + 1
+    }
+
+    /// The next mock-wide output number (from 1): everything the agent writes.
+    pub(crate) fn next_output(&self) -> u64 {
+        self.0.outputs.fetch_add(1, SeqCst) + 1
     }
 
     pub(crate) fn serving(&self) -> Option<u64> {

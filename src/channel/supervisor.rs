@@ -21,12 +21,12 @@ use super::listen::ListenLink;
 use super::port::Port;
 use super::process::{self, Exit, Link, ProcessParts, SharedGuest, StopSignal};
 use super::status::StatusBoard;
-use super::transcript::{MaybeTranscript, Transcript};
 use super::{AgentStart, PowerPolicy};
 use crate::agent::AgentConfig;
 use crate::fault::Restart;
 use crate::guest::PowerEvent;
 use crate::proxy::Upstream;
+use crate::transcript::writer::{MaybeTranscript, Transcript};
 
 /// How the VM ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,7 +85,7 @@ pub(crate) struct Supervisor {
     /// What the first process finds in its parser.
     pub(crate) parser_input: Option<Vec<u8>>,
     /// What the first client of qemu-ga's own socket gets at once (unix-listen).
-    pub(crate) first_output: Option<Vec<u8>>,
+    pub(crate) first_output: Option<(Vec<u8>, super::origin::Parts)>,
     /// The real agent each process forwards to (a proxy).
     pub(crate) upstream: Option<PathBuf>,
 }
@@ -276,6 +276,8 @@ impl Run {
                 .upstream
                 .clone()
                 .map(|path| Upstream::new(path, self.s.transcript.clone())),
+            status: self.s.status.clone(),
+            transcript: self.s.transcript.clone(),
         };
         self.process = Some(Process {
             future: Box::pin(process::run(parts)),

@@ -50,12 +50,9 @@ pub const DEFAULT_MAX_REPLY_BYTES: usize = 48 << 20;
 pub const DEFAULT_NO_REPLY_GRACE: Duration = Duration::from_secs(1);
 
 /// Commands that send no reply when they succeed (`success-response: false` in
-/// qemu-ga's schema).
+/// qemu-ga's schema, as the agent's command table has it).
 pub fn is_no_reply_command(command: &str) -> bool {
-    matches!(
-        command,
-        "guest-shutdown" | "guest-suspend-disk" | "guest-suspend-ram" | "guest-suspend-hybrid"
-    )
+    crate::agent::command_facts(command).is_some_and(|f| f.no_reply)
 }
 
 /// Settings of a [`Client`].

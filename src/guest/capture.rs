@@ -324,9 +324,11 @@ pub fn capture(socket: &Path, options: &CaptureOptions) -> Result<Captured, Capt
     profile.cpustats.clear();
     profile.errors.clear();
 
+    // Only commands the agent's table marks read-only are ever sent.
     macro_rules! read_only {
         ($command:literal, |$value:ident| $store:expr) => {
-            if has($command) {
+            if has($command) && crate::agent::command_facts($command).is_some_and(|f| f.read_only())
+            {
                 match conn.call($command, None)? {
                     Ok($value) => $store,
                     Err((_, desc)) => {

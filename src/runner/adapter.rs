@@ -204,7 +204,7 @@ fn shown(captured: &Captured) -> String {
     if captured.truncated() {
         text.push_str(&format!("... ({} bytes in all)", captured.total));
     }
-    super::transcript::excerpt(&text)
+    crate::transcript::excerpt(&text)
 }
 
 /// Runs every step of a case through `client`, against the agent at `socket`. Times are

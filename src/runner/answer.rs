@@ -274,7 +274,7 @@ impl fmt::Display for Answer {
 }
 
 fn excerpt(text: &str) -> String {
-    super::transcript::excerpt(text)
+    crate::transcript::excerpt(text)
 }
 
 #[cfg(test)]

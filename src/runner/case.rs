@@ -15,8 +15,9 @@ use super::answer::Answer;
 use super::discover::LoadedCase;
 use super::judge::{judge, Evidence, Judgement, Verdict};
 use super::timeline::{self, Timeline};
-use super::transcript::Wire;
+use super::timeline_wire::Wire as TimelineWire;
 use crate::scenario::Scenario;
+use crate::transcript::Wire;
 
 /// How a run is done.
 #[derive(Clone)]
@@ -195,8 +196,11 @@ pub async fn run_case(case: &LoadedCase, options: &RunOptions) -> CaseResult {
     };
     let judgement = judge(&evidence);
     let timeouts: Vec<u64> = steps.iter().map(|s| s.timeout_ms).collect();
+    // The timeline draws the bytes as they were chunked on the socket, which the judge's
+    // reading does not keep.
+    let timeline_wire = TimelineWire::read(&transcript).unwrap_or_default();
     result.timeline = Some(timeline::build(
-        &wire,
+        &timeline_wire,
         &run.steps,
         &timeouts,
         evidence.launch_span_us,

@@ -6,15 +6,15 @@
 //! later. A runner time `t` is therefore a transcript time in `[t - span, t]`, and every
 //! window below uses the bound that includes more, never less.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::adapter::{ClientRun, StepRecord};
 use super::answer::{Answer, BrokenKind, FailureClass};
-use super::transcript::{Item, ItemKind, Wire};
 use crate::scenario::{ClientErrorClass, Duty, JsonType, Outcome, Scenario};
+use crate::transcript::{Item, ItemKind, Wire};
 
 /// A case's verdict.
 #[derive(
@@ -168,42 +168,15 @@ pub struct Evidence<'a> {
     pub max_rss_kib: u64,
 }
 
-/// Commands qemu-ga answers with nothing on success (`success-response: false`).
+/// Commands qemu-ga answers with nothing on success (the agent's command table).
 pub fn is_no_reply_command(execute: &str) -> bool {
-    matches!(
-        execute,
-        "guest-shutdown" | "guest-suspend-disk" | "guest-suspend-ram" | "guest-suspend-hybrid"
-    )
+    crate::agent::command_facts(execute).is_some_and(|f| f.no_reply)
 }
 
-/// Commands that change the guest (or consume state, as guest-exec-status and
-/// guest-file-read do): sending one twice is not the same as sending it once.
+/// Commands that must not be sent twice for one call (the agent's command table): they
+/// change the guest, or consume state as guest-exec-status and guest-file-read do.
 pub fn is_side_effecting(execute: &str) -> bool {
-    matches!(
-        execute,
-        "guest-exec"
-            | "guest-exec-status"
-            | "guest-file-open"
-            | "guest-file-close"
-            | "guest-file-read"
-            | "guest-file-write"
-            | "guest-file-seek"
-            | "guest-file-flush"
-            | "guest-fsfreeze-freeze"
-            | "guest-fsfreeze-freeze-list"
-            | "guest-fsfreeze-thaw"
-            | "guest-fstrim"
-            | "guest-set-time"
-            | "guest-set-user-password"
-            | "guest-set-vcpus"
-            | "guest-set-memory-blocks"
-            | "guest-ssh-add-authorized-keys"
-            | "guest-ssh-remove-authorized-keys"
-            | "guest-shutdown"
-            | "guest-suspend-disk"
-            | "guest-suspend-ram"
-            | "guest-suspend-hybrid"
-    )
+    crate::agent::command_facts(execute).is_some_and(|f| f.not_repeatable)
 }
 
 /// Slack on a step's timeout before the total-deadline duty is missed: 100 ms plus 10%,
@@ -309,6 +282,30 @@ pub fn judge(e: &Evidence<'_>) -> Judgement {
             detail,
         });
     }
+    let syncs_judged = e
+        .scenario
+        .duties
+        .iter()
+        .chain(&e.scenario.recommended)
+        .any(|d| {
+            matches!(
+                d,
+                Duty::NoStaleAttribution | Duty::SyncFirst | Duty::SyncAfterTimeout
+            )
+        });
+    if syncs_judged {
+        for (severity, miss) in analysis.wrong_sync_ids_accepted() {
+            findings.push(Finding {
+                severity,
+                subject: "sync reply with another id taken as the sync".to_owned(),
+                requirement: SYNC_ID_REQUIREMENT.to_owned(),
+                expected: miss.expected,
+                actual: miss.actual,
+                lines: line_span(&miss.lines),
+                excerpt: bounded_excerpt(e.wire, &miss.lines),
+            });
+        }
+    }
     let verdict = if e.scenario.info.is_some() {
         Verdict::Info
     } else if findings.iter().any(|f| f.severity == Severity::Fail) {
@@ -383,20 +380,17 @@ struct Analysis<'e> {
     e: &'e Evidence<'e>,
     /// Item index → the reply that answers it.
     reply_of: Vec<Option<usize>>,
-    /// Reply index → the item it answers.
-    item_of: Vec<Option<usize>>,
     /// Step index → the step's request on the wire.
     request_of: Vec<Option<Request>>,
 }
 
 impl<'e> Analysis<'e> {
     fn new(e: &'e Evidence<'e>) -> Analysis<'e> {
-        let (reply_of, item_of) = pair_replies(e.wire);
+        let reply_of = pair_replies(e.wire);
         let request_of = find_step_requests(e);
         Analysis {
             e,
             reply_of,
-            item_of,
             request_of,
         }
     }
@@ -506,9 +500,11 @@ impl<'e> Analysis<'e> {
             };
             exercised = true;
             let target = &self.items()[next];
+            // Only a sync the client could match counts: the agent answered it, on its
+            // connection, with the id sent.
             let synced = (from..next).any(|s| {
                 let item = &self.items()[s];
-                item.is_sync() && item.conn == target.conn
+                item.is_sync() && item.conn == target.conn && self.sync_matched(s)
             });
             if !synced {
                 misses.push(Miss {
@@ -667,6 +663,32 @@ impl<'e> Analysis<'e> {
         }
     }
 
+    /// True when output `reply` could have reached the client before it answered at
+    /// runner time `answered_us`. The mock stamps a write just after the socket took it, so
+    /// a fast client can read it, answer, and be timed by the runner before the stamp:
+    /// [`DELIVERY_SLACK_US`] covers that, in the client's favour.
+    fn delivered_before(&self, reply: usize, answered_us: u64) -> bool {
+        self.e.wire.replies[reply].t_us <= answered_us.saturating_add(DELIVERY_SLACK_US)
+    }
+
+    /// What an output is, for a finding: its origin, and where it went.
+    fn describe_output(&self, reply: usize) -> String {
+        let reply = &self.e.wire.replies[reply];
+        let mut text = reply.origin.describe();
+        if let Some(request) = reply.answers().and_then(|n| self.e.wire.item(n)) {
+            text = format!("{text}, {}", request.describe());
+        }
+        if reply.stale {
+            if let Some(for_conn) = reply.for_conn {
+                text = format!(
+                    "{text}, written for connection {for_conn} and delivered stale to connection {}",
+                    reply.conn
+                );
+            }
+        }
+        text
+    }
+
     fn no_stale_attribution(&self) -> Check {
         let mut misses = Vec::new();
         let mut exercised = false;
@@ -681,11 +703,7 @@ impl<'e> Analysis<'e> {
             }
             let no_reply_success =
                 is_no_reply_command(execute) && matches!(record.answer, Answer::Return { .. });
-            let Some(Request {
-                item: request,
-                after_answer,
-            }) = self.request_of[index]
-            else {
+            let Some(Request { item: request, .. }) = self.request_of[index] else {
                 if !no_reply_success {
                     exercised = true;
                     misses.push(Miss {
@@ -704,62 +722,62 @@ impl<'e> Analysis<'e> {
                 continue;
             }
             exercised = true;
+            let answered_us = record.ended_us();
+            // The agent's own answer to this request, delivered on the client's connection
+            // before the client answered: whatever else arrived, the client may have used it.
             let own = self.reply_of[request];
-            if !after_answer && own.is_some_and(|r| self.reply_matches(r, &record.answer)) {
+            let own_usable = own.filter(|&r| {
+                !self.e.wire.replies[r].stale && self.delivered_before(r, answered_us)
+            });
+            if own_usable.is_some_and(|r| self.reply_matches(r, &record.answer)) {
                 continue;
             }
-            // The answer is not the reply to this request: is it another reply?
-            let answered_by = self
+            // The answer is not the reply to this request: which output was it?
+            let taken = self
                 .e
                 .wire
                 .replies
                 .iter()
                 .enumerate()
-                .filter(|(r, reply)| {
+                .filter(|(r, _)| {
                     Some(*r) != own
-                        && reply.t_us <= record.ended_us()
+                        && self.delivered_before(*r, answered_us)
                         && self.reply_matches(*r, &record.answer)
                 })
                 .map(|(r, _)| r)
                 .next_back();
             let request_item = &self.items()[request];
-            let Some(taken) = answered_by else {
-                if after_answer {
+            let Some(taken) = taken else {
+                if own.is_some_and(|r| self.reply_matches(r, &record.answer)) {
+                    // Its own reply, but it answered before that reply existed.
+                    let own = &self.e.wire.replies[own.unwrap_or_default()];
                     misses.push(Miss {
                         expected: format!(
                             "step {}'s answer taken from the reply to its own request",
                             index + 1
                         ),
                         actual: format!(
-                            "it reported {} before its request {} had even reached the agent (line {})",
+                            "it reported {} before the agent's reply to {} was written (line {})",
                             record.answer,
                             request_item.describe(),
-                            request_item.lines.0
+                            own.lines.0
                         ),
-                        lines: vec![request_item.lines.0, request_item.lines.1],
+                        lines: vec![request_item.lines.0, request_item.lines.1, own.lines.0],
                     });
                 }
                 continue;
             };
             let taken_reply = &self.e.wire.replies[taken];
-            let whose = match self.item_of[taken] {
-                Some(i) => format!("the reply to {}", self.items()[i].describe()),
-                None => {
-                    "a reply to no request of this connection (stale or unsolicited)".to_owned()
-                }
-            };
-            let own_text = match (own, after_answer) {
-                (_, true) => format!(
-                    "its request reached the agent only after that (line {})",
-                    request_item.lines.0
+            let own_text = match own {
+                Some(r) if !self.delivered_before(r, answered_us) => format!(
+                    "the agent's reply to it came only later (line {})",
+                    self.e.wire.replies[r].lines.0
                 ),
-                (Some(r), false) => {
-                    format!(
-                        "the agent's reply to it was {}",
-                        self.e.wire.replies[r].text
-                    )
-                }
-                (None, false) => "the agent had not answered it".to_owned(),
+                Some(r) => format!(
+                    "the agent's reply to it was {}",
+                    self.e.wire.replies[r].text
+                ),
+                None => "the agent never answered it".to_owned(),
             };
             let mut lines = vec![
                 request_item.lines.0,
@@ -778,12 +796,95 @@ impl<'e> Analysis<'e> {
                 ),
                 actual: format!(
                     "it reported {} from {} (line {}); {own_text}",
-                    record.answer, whose, taken_reply.lines.0
+                    record.answer,
+                    self.describe_output(taken),
+                    taken_reply.lines.0
                 ),
                 lines,
             });
         }
         Check::from_misses(misses, exercised, "")
+    }
+
+    /// How the agent's reply to a sync returned its id: exactly, as the same number
+    /// written otherwise (`850201.0`), or not at all.
+    fn sync_reply_id(&self, sync: usize) -> Option<SyncEcho> {
+        let item = &self.items()[sync];
+        let sent = item.sync_id()?;
+        let reply = &self.e.wire.replies[self.reply_of[sync]?];
+        let returned = reply.value.as_ref()?.get("return")?;
+        Some(if returned == sent {
+            SyncEcho::Exact
+        } else if returned.is_f64()
+            && integer(sent).is_some_and(|n| returned.as_f64() == Some(n as f64))
+            && returned.as_f64().is_some_and(|f| f.fract() == 0.0)
+        {
+            SyncEcho::SameNumber
+        } else {
+            SyncEcho::Other
+        })
+    }
+
+    /// A sync whose reply the client could match: the agent answered it on the sync's own
+    /// connection with exactly the id sent.
+    fn sync_matched(&self, sync: usize) -> bool {
+        let delivered = self.reply_of[sync].is_some_and(|r| !self.e.wire.replies[r].stale);
+        delivered && self.sync_reply_id(sync) == Some(SyncEcho::Exact)
+    }
+
+    /// Steps answered from their own reply although the last sync before their request
+    /// (on its connection, since the previous command) was answered with another id: the
+    /// client took that reply as its sync.
+    fn wrong_sync_ids_accepted(&self) -> Vec<(Severity, Miss)> {
+        let mut found = Vec::new();
+        for (index, record) in self.e.run.steps.iter().enumerate() {
+            let Some(Request { item: request, .. }) = self.request_of[index] else {
+                continue;
+            };
+            let own = self.reply_of[request];
+            if !own.is_some_and(|r| self.reply_matches(r, &record.answer)) {
+                continue;
+            }
+            let conn = self.items()[request].conn;
+            let last_sync = self.items()[..request]
+                .iter()
+                .enumerate()
+                .rev()
+                .filter(|(_, i)| i.conn == conn)
+                .take_while(|(_, i)| !i.is_command())
+                .find(|(n, i)| i.is_sync() && !self.is_step_request(*n))
+                .map(|(n, _)| n);
+            let Some(sync) = last_sync else {
+                continue;
+            };
+            let severity = match self.sync_reply_id(sync) {
+                Some(SyncEcho::Other) => Severity::Fail,
+                Some(SyncEcho::SameNumber) => Severity::NonStrict,
+                _ => continue,
+            };
+            let sync_item = &self.items()[sync];
+            let Some(reply) = self.reply_of[sync].map(|r| &self.e.wire.replies[r]) else {
+                continue;
+            };
+            found.push((
+                severity,
+                Miss {
+                    expected: format!(
+                        "the reply to {} returns exactly its id {} before the sync counts",
+                        sync_item.describe(),
+                        sync_item.sync_id().map_or_else(String::new, Value::to_string)
+                    ),
+                    actual: format!(
+                        "the agent answered the sync with {} and the client went on to step {}'s {} as if synchronised",
+                        reply.text,
+                        index + 1,
+                        record.execute
+                    ),
+                    lines: vec![sync_item.lines.0, reply.lines.0, reply.lines.1],
+                },
+            ));
+        }
+        found
     }
 
     fn total_deadline(&self) -> Check {
@@ -894,6 +995,23 @@ impl<'e> Analysis<'e> {
     }
 }
 
+/// How much later than a client's answer the mock may stamp the write the client read it
+/// from (the stamp is taken after the write; the runner times the answer on its own clock).
+const DELIVERY_SLACK_US: u64 = 5_000;
+
+/// How a sync reply returned the id sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SyncEcho {
+    Exact,
+    /// The same number in another notation (a float): QEMU's parser reads it back as the
+    /// same id, but a strict client compares the JSON it got.
+    SameNumber,
+    Other,
+}
+
+/// What the sync-id finding requires.
+const SYNC_ID_REQUIREMENT: &str = "A client counts a sync as done only when the reply returns exactly the id it sent (another number, a string, a truncated id is not its sync); libvirt qemu_agent.c compares the id exactly.";
+
 /// A JSON integer as i128 (floats and strings are not integers).
 fn integer(value: &Value) -> Option<i128> {
     value
@@ -902,73 +1020,27 @@ fn integer(value: &Value) -> Option<i128> {
         .or_else(|| value.as_u64().map(i128::from))
 }
 
-/// Pairs the client's items with the agent's reply lines, per connection: a sync with the
-/// first later reply that returns its id; an item with an `id` with the reply that echoes
-/// it; the rest in order (qemu-ga answers strictly in order, one line per item, none for a
-/// successful no-reply command), a parser flush only with an error. Lines left unpaired are
-/// stale or unsolicited.
-fn pair_replies(wire: &Wire) -> (Vec<Option<usize>>, Vec<Option<usize>>) {
+/// Pairs each request with the agent's answer to it, as the agent recorded them: an output
+/// whose origin is the reply to (or the parse error for) request N answers the item with
+/// number N. Outputs that answer no request (a fault's injection, preloaded stale output)
+/// stay unpaired. Nothing is inferred from order, ids or timing.
+fn pair_replies(wire: &Wire) -> Vec<Option<usize>> {
     let mut reply_of = vec![None; wire.items.len()];
-    let mut item_of = vec![None; wire.replies.len()];
-    let returned = |r: usize| wire.replies[r].value.as_ref().and_then(|v| v.get("return"));
-    let is_error = |r: usize| {
-        wire.replies[r]
-            .value
-            .as_ref()
-            .is_some_and(|v| v.get("error").is_some())
-    };
-    for &conn in &wire.connections {
-        let items: Vec<usize> = (0..wire.items.len())
-            .filter(|&i| wire.items[i].conn == conn)
-            .collect();
-        let replies: Vec<usize> = (0..wire.replies.len())
-            .filter(|&r| wire.replies[r].conn == conn)
-            .collect();
-        let echoes_ids = replies.iter().any(|&r| wire.replies[r].id().is_some());
-        for &i in &items {
-            let item = &wire.items[i];
-            let found = replies.iter().copied().find(|&r| {
-                item_of[r].is_none()
-                    && wire.replies[r].lines.0 > item.lines.1
-                    && match (item.sync_id(), item.id()) {
-                        (Some(sync_id), _) => returned(r) == Some(sync_id),
-                        (None, Some(id)) => wire.replies[r].id() == Some(id),
-                        (None, None) => false,
-                    }
-            });
-            if let Some(r) = found {
-                reply_of[i] = Some(r);
-                item_of[r] = Some(i);
-            }
-        }
-        let pool: Vec<usize> = replies
-            .iter()
-            .copied()
-            .filter(|&r| item_of[r].is_none() && wire.replies[r].id().is_none())
-            .collect();
-        let mut next = 0;
-        for &i in &items {
-            let item = &wire.items[i];
-            if reply_of[i].is_some() || item.is_sync() || (item.id().is_some() && echoes_ids) {
-                continue;
-            }
-            while next < pool.len() && wire.replies[pool[next]].lines.0 <= item.lines.1 {
-                next += 1;
-            }
-            let Some(&r) = pool.get(next) else {
-                break;
-            };
-            let only_an_error = matches!(item.kind, ItemKind::Flush(_))
-                || item.execute().is_some_and(is_no_reply_command);
-            if only_an_error && !is_error(r) {
-                continue;
-            }
+    let index: HashMap<u64, usize> = wire
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| (item.request, i))
+        .collect();
+    for (r, reply) in wire.replies.iter().enumerate() {
+        let Some(&i) = reply.answers().and_then(|n| index.get(&n)) else {
+            continue;
+        };
+        if reply_of[i].is_none() {
             reply_of[i] = Some(r);
-            item_of[r] = Some(i);
-            next += 1;
         }
     }
-    (reply_of, item_of)
+    reply_of
 }
 
 /// Where a step's request is on the wire.

@@ -19,13 +19,14 @@ mod process;
 mod qemu;
 mod template;
 mod timeline;
-mod transcript;
+mod timeline_wire;
 
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+pub use crate::transcript::Wire;
 pub use adapter::{
     kill_after, BoxFuture, Client, ClientRun, InProcessClient, InProcessSession, ProcessReport,
     StepRecord, StepRequest,
@@ -38,7 +39,7 @@ pub use discover::{
 };
 pub use judge::{
     deadline_grace_ms, describe_outcomes, duty_requirement, is_no_reply_command, is_side_effecting,
-    DutyReport, DutyStatus, Finding, Judgement, Severity, StepResult, Verdict,
+    judge, DutyReport, DutyStatus, Evidence, Finding, Judgement, Severity, StepResult, Verdict,
 };
 pub use mock::MockLauncher;
 pub use process::{count_group_members, finish_reaping, ExitRecord};
@@ -48,7 +49,6 @@ pub use timeline::{
     pair_replies, visible_bytes, Block, BlockKind, BlockWrite, Lane, Mark, MarkKind, PairingSource,
     StepBar, Timeline, TranscriptLine,
 };
-pub use transcript::Wire;
 
 /// What a run tells as it goes (for progress output).
 pub trait RunObserver {

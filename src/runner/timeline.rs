@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::adapter::StepRecord;
 use super::judge::is_no_reply_command;
-use super::transcript::{Direction, Item, ItemKind, Reply, Wire, WriteRecord, PREVIEW_BYTES};
+use super::timeline_wire::{Direction, Item, ItemKind, Reply, Wire, WriteRecord, PREVIEW_BYTES};
 
 /// Blocks kept per case; the rest are counted (a flood of noise stays a bounded report).
 const MAX_BLOCKS: usize = 2_000;
@@ -260,7 +260,7 @@ pub fn build(
             continue;
         };
         let label = match &event.detail {
-            Some(detail) => format!("{}: {}", event.name, super::transcript::excerpt(detail)),
+            Some(detail) => format!("{}: {}", event.name, super::timeline_wire::excerpt(detail)),
             None => event.name.clone(),
         };
         timeline.marks.push(Mark {

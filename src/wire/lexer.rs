@@ -63,6 +63,11 @@ enum State {
 pub(crate) struct Lexer {
     state: State,
     token: Vec<u8>,
+    /// Bytes fed so far: the position of the next byte in the lexer's whole input.
+    fed: u64,
+    /// Where the pending token (or the next one) starts in the whole input: tokens are
+    /// contiguous, so a token's bytes are `token_start..token_start + text.len()`.
+    token_start: u64,
 }
 
 impl Default for Lexer {
@@ -70,6 +75,8 @@ impl Default for Lexer {
         Self {
             state: State::Start,
             token: Vec::new(),
+            fed: 0,
+            token_start: 0,
         }
     }
 }
@@ -86,11 +93,16 @@ impl Lexer {
         self.clear_token();
     }
 
-    /// Lexes `bytes`, calling `on_token` for each token in order.
-    pub(crate) fn feed(&mut self, bytes: &[u8], on_token: &mut impl FnMut(Token, &[u8])) {
+    /// Lexes `bytes`, calling `on_token` for each token in order, with the position of its
+    /// first byte in everything fed to this lexer (a reset does not restart the count).
+    pub(crate) fn feed(&mut self, bytes: &[u8], on_token: &mut impl FnMut(Token, &[u8], u64)) {
         let mut at = 0;
         while let Some(&byte) = bytes.get(at) {
             let rest = &bytes[at..];
+            if self.token.is_empty() {
+                // A token can only begin at a byte where none is pending.
+                self.token_start = self.fed + at as u64;
+            }
             at += match self.state {
                 State::Start => self.start(byte, rest, on_token),
                 State::Recovery => {
@@ -149,10 +161,16 @@ impl Lexer {
                 },
             };
         }
+        self.fed += bytes.len() as u64;
     }
 
     /// The start state; returns how many bytes were consumed.
-    fn start(&mut self, byte: u8, rest: &[u8], on_token: &mut impl FnMut(Token, &[u8])) -> usize {
+    fn start(
+        &mut self,
+        byte: u8,
+        rest: &[u8],
+        on_token: &mut impl FnMut(Token, &[u8], u64),
+    ) -> usize {
         let structural = match byte {
             b'{' => Token::LCurly,
             b'}' => Token::RCurly,
@@ -169,7 +187,7 @@ impl Lexer {
             b'a'..=b'z' => return self.begin(byte, State::Keyword),
             _ => return self.fail(byte, on_token),
         };
-        on_token(structural, std::slice::from_ref(&byte));
+        on_token(structural, std::slice::from_ref(&byte), self.token_start);
         1
     }
 
@@ -186,7 +204,7 @@ impl Lexer {
         quote: u8,
         escape: State,
         rest: &[u8],
-        on_token: &mut impl FnMut(Token, &[u8]),
+        on_token: &mut impl FnMut(Token, &[u8], u64),
     ) -> usize {
         let plain = |b: &u8| (0x20..=0xFD).contains(b) && *b != quote && *b != b'\\';
         match rest.first() {
@@ -207,7 +225,7 @@ impl Lexer {
         &mut self,
         byte: u8,
         string: State,
-        on_token: &mut impl FnMut(Token, &[u8]),
+        on_token: &mut impl FnMut(Token, &[u8], u64),
     ) -> usize {
         if (0x20..=0xFD).contains(&byte) {
             self.grow(byte, string, on_token)
@@ -217,7 +235,12 @@ impl Lexer {
     }
 
     /// Appends one byte that keeps the token going, then applies the size limit.
-    fn grow(&mut self, byte: u8, state: State, on_token: &mut impl FnMut(Token, &[u8])) -> usize {
+    fn grow(
+        &mut self,
+        byte: u8,
+        state: State,
+        on_token: &mut impl FnMut(Token, &[u8], u64),
+    ) -> usize {
         self.append(&[byte]);
         self.state = state;
         self.enforce_size(on_token);
@@ -230,7 +253,7 @@ impl Lexer {
         &mut self,
         rest: &[u8],
         stays: impl Fn(&u8) -> bool,
-        on_token: &mut impl FnMut(Token, &[u8]),
+        on_token: &mut impl FnMut(Token, &[u8], u64),
     ) -> usize {
         let room = MAX_TOKEN_SIZE + 1 - self.token.len().min(MAX_TOKEN_SIZE);
         let take = run_len(&rest[..rest.len().min(room)], stays).max(1);
@@ -239,9 +262,9 @@ impl Lexer {
         take
     }
 
-    fn enforce_size(&mut self, on_token: &mut impl FnMut(Token, &[u8])) {
+    fn enforce_size(&mut self, on_token: &mut impl FnMut(Token, &[u8], u64)) {
         if self.token.len() > MAX_TOKEN_SIZE {
-            on_token(Token::Oversized, &self.token);
+            on_token(Token::Oversized, &self.token, self.token_start);
             self.reset();
         }
     }
@@ -249,16 +272,16 @@ impl Lexer {
     /// Emits the pending token without consuming the current byte, which is then lexed
     /// again from the start state (QEMU's lookahead terminals). Returns 0 consumed bytes,
     /// except for the closing quote, whose caller accounts for it.
-    fn finish(&mut self, token: Token, on_token: &mut impl FnMut(Token, &[u8])) -> usize {
-        on_token(token, &self.token);
+    fn finish(&mut self, token: Token, on_token: &mut impl FnMut(Token, &[u8], u64)) -> usize {
+        on_token(token, &self.token, self.token_start);
         self.reset();
         0
     }
 
     /// `byte` cannot continue the token: it joins the error token, and recovery begins.
-    fn fail(&mut self, byte: u8, on_token: &mut impl FnMut(Token, &[u8])) -> usize {
+    fn fail(&mut self, byte: u8, on_token: &mut impl FnMut(Token, &[u8], u64)) -> usize {
         self.append_last(byte);
-        on_token(Token::Error, &self.token);
+        on_token(Token::Error, &self.token, self.token_start);
         self.clear_token();
         self.state = State::Recovery;
         1
@@ -318,7 +341,7 @@ mod tests {
     fn lex(input: &[u8]) -> Vec<(Token, Vec<u8>)> {
         let mut lexer = Lexer::default();
         let mut out = Vec::new();
-        lexer.feed(input, &mut |t, text| out.push((t, text.to_vec())));
+        lexer.feed(input, &mut |t, text, _| out.push((t, text.to_vec())));
         out
     }
 

@@ -24,7 +24,7 @@ mod writer;
 #[cfg(test)]
 mod tests;
 
-pub use streamer::Streamer;
+pub use streamer::{ItemSpan, Streamer};
 pub use value::{Object, Value};
 #[cfg(test)]
 pub(crate) use writer::qdict_bucket;

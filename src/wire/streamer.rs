@@ -29,8 +29,23 @@ pub struct Streamer {
     framing: Framing,
 }
 
+/// Where a finished item's bytes were in everything fed to the streamer (counted from its
+/// creation; a reset does not restart the count).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ItemSpan {
+    /// The position of the item's first token byte (whitespace before it excluded).
+    pub start: u64,
+    /// One past its last byte: the byte that completed it (or, for an error, the stray one).
+    pub end: u64,
+    /// For a lexer error: the byte that made it (0xFF, 0xFE, a control character, a byte
+    /// that cannot continue the token).
+    pub stray: Option<u8>,
+}
+
 #[derive(Debug, Default)]
 struct Framing {
+    /// Where the open message's first token starts.
+    message_start: Option<u64>,
     braces: i64,
     brackets: i64,
     message_bytes: usize,
@@ -46,8 +61,15 @@ impl Streamer {
 
     /// Feeds bytes; calls `sink` once per finished value or error, in input order.
     pub fn feed(&mut self, bytes: &[u8], sink: &mut impl FnMut(Parsed)) {
+        self.feed_spans(bytes, &mut |parsed, _| sink(parsed));
+    }
+
+    /// As [`Streamer::feed`], with where each item's bytes were in the whole input.
+    pub fn feed_spans(&mut self, bytes: &[u8], sink: &mut impl FnMut(Parsed, ItemSpan)) {
         let Streamer { lexer, framing } = self;
-        lexer.feed(bytes, &mut |token, text| framing.token(token, text, sink));
+        lexer.feed(bytes, &mut |token, text, start| {
+            framing.token(token, text, start, sink)
+        });
     }
 
     /// Drops everything pending, as a freshly started agent would have nothing pending.
@@ -66,7 +88,19 @@ impl Streamer {
 
 impl Framing {
     /// `json_message_process_token`.
-    fn token(&mut self, token: Token, text: &[u8], sink: &mut impl FnMut(Parsed)) {
+    fn token(
+        &mut self,
+        token: Token,
+        text: &[u8],
+        start: u64,
+        sink: &mut impl FnMut(Parsed, ItemSpan),
+    ) {
+        let message_start = *self.message_start.get_or_insert(start);
+        let mut span = ItemSpan {
+            start: message_start,
+            end: start + text.len() as u64,
+            stray: None,
+        };
         match token {
             Token::LCurly => self.braces += 1,
             Token::RCurly => self.braces -= 1,
@@ -76,20 +110,21 @@ impl Framing {
                 // The desc is a C string: it ends at a NUL, and the writer prints each
                 // invalid UTF-8 sequence as U+FFFD.
                 let desc = utf8::c_string_lossy_between("JSON parse error, stray '", text, "'");
-                return self.abandon(desc, sink);
+                span.stray = text.last().copied();
+                return self.abandon(desc, span, sink);
             }
             _ => {}
         }
         // The limits are checked before the token joins the message, with the counters
         // already updated; breaking one drops the message and this token.
         if self.message_bytes + text.len() + 1 > MAX_MESSAGE_BYTES {
-            return self.abandon("JSON token size limit exceeded".to_owned(), sink);
+            return self.abandon("JSON token size limit exceeded".to_owned(), span, sink);
         }
         if self.message_tokens + 1 > MAX_TOKEN_COUNT {
-            return self.abandon("JSON token count limit exceeded".to_owned(), sink);
+            return self.abandon("JSON token count limit exceeded".to_owned(), span, sink);
         }
         if self.braces + self.brackets > MAX_NESTING {
-            return self.abandon("JSON nesting depth limit exceeded".to_owned(), sink);
+            return self.abandon("JSON nesting depth limit exceeded".to_owned(), span, sink);
         }
         self.message_bytes += text.len();
         self.message_tokens += 1;
@@ -100,18 +135,20 @@ impl Framing {
         }
         let outcome = self.parser.finish();
         self.reset();
-        sink(match outcome {
+        let parsed = match outcome {
             Ok(value) => Parsed::Value(value),
             Err(desc) => Parsed::Error(desc),
-        });
+        };
+        sink(parsed, span);
     }
 
-    fn abandon(&mut self, desc: String, sink: &mut impl FnMut(Parsed)) {
+    fn abandon(&mut self, desc: String, span: ItemSpan, sink: &mut impl FnMut(Parsed, ItemSpan)) {
         self.reset();
-        sink(Parsed::Error(desc));
+        sink(Parsed::Error(desc), span);
     }
 
     fn reset(&mut self) {
+        self.message_start = None;
         self.braces = 0;
         self.brackets = 0;
         self.message_bytes = 0;

@@ -552,7 +552,7 @@ mod tests {
             "guest-get-cpustats",
         ];
         let disabled = |name: &str| {
-            crate::real_agent::SAFE_BLOCK_LIST.contains(&name) || name == "guest-get-devices"
+            crate::real_agent::safe_block_list().contains(&name) || name == "guest-get-devices"
         };
         let no_reply = |name: &str| name == "guest-shutdown" || name.starts_with("guest-suspend-");
         let commands = REGISTERED

@@ -1,7 +1,7 @@
 //! The byte sequences sent to both agents. Each case runs on a clean parser (after a resync)
 //! and ends with a resync marker, so its reply stream is exactly the bytes between the two.
 
-use qga_harness::real_agent::SAFE_BLOCK_LIST;
+use qga_harness::real_agent::safe_block_list;
 
 /// How two reply streams are compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -617,7 +617,7 @@ fn command_cases(cases: &mut Vec<Case>) {
     for command in MOVING_READS {
         cases.push(shape(format!("read {command}"), exec(command)));
     }
-    for command in SAFE_BLOCK_LIST {
+    for command in safe_block_list() {
         cases.push(case(format!("blocked {command}"), exec(command)));
     }
 }

@@ -29,10 +29,10 @@ use crate::fault::{
 };
 use crate::AgentLife;
 
-use super::transcript::Transcript;
+use crate::transcript::writer::Transcript;
 
 pub(crate) use out::{Out, PIECE};
-pub(crate) use plan::{Chunking, Plan};
+pub(crate) use plan::{Chunking, Injected, Plan};
 pub(crate) use replies::{RequestInfo, SyncRequest};
 
 /// How many sync requests are remembered for stale sync replies.
@@ -114,7 +114,8 @@ pub(crate) struct FaultHub {
     raw_input: AtomicBool,
     /// Some rule repeats the previous reply (`spurious=duplicate`), so it is kept.
     keeps_replies: AtomicBool,
-    /// Requests handled so far by every agent process of the mock.
+    /// The highest request number handled so far by any agent process of the mock (the
+    /// numbers are the process's, see `process.rs`).
     requests: AtomicU64,
     origin: Instant,
     /// The emulated qemu-ga echoes request ids (from 4.0).
@@ -256,18 +257,22 @@ impl FaultHub {
             syncs,
             previous_reply: previous_reply.as_deref(),
         };
-        plan::compile(fired.iter().flat_map(|f| &f.actions), info, &mut draws)
+        let actions = fired
+            .iter()
+            .flat_map(|f| f.actions.iter().map(move |a| (f.rule, a)));
+        plan::compile(actions, info, &mut draws)
     }
 
     /// A request is about to be dispatched: what to do instead, if any rule fires.
     /// `command` is its `execute` name; `info` builds what the reply needs to know.
     pub(crate) fn on_request(
         &self,
+        sequence: u64,
         command: Option<&str>,
         sync: Option<SyncRequest>,
         info: impl FnOnce(bool) -> RequestInfo,
     ) -> Option<(Plan, RequestInfo)> {
-        let sequence = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        self.requests.fetch_max(sequence, Ordering::Relaxed);
         if !self.is_armed() {
             if let Some(sync) = sync {
                 remember_sync(&mut self.lock(), sync);
@@ -333,7 +338,8 @@ impl FaultHub {
         if fired.is_empty() {
             return;
         }
-        let plan = Self::compile(&mut state, &fired, &RequestInfo::default());
+        let mut plan = Self::compile(&mut state, &fired, &RequestInfo::default());
+        plan.conn = Some(conn);
         if state.events.len() >= QUEUED_EVENTS {
             state.events.pop_front();
         }
@@ -557,17 +563,18 @@ mod tests {
     async fn an_idle_hub_only_counts_and_remembers_syncs() {
         let hub = hub(&[]);
         assert!(hub
-            .on_request(Some("guest-sync"), Some(sync(3)), |_| RequestInfo::default(
-            ))
+            .on_request(1, Some("guest-sync"), Some(sync(3)), |_| {
+                RequestInfo::default()
+            })
             .is_none());
         assert_eq!(hub.requests(), 1);
         hub.add(parse_spec("guest-ping:spurious=stale-sync").expect("spec"))
             .expect("add");
         let (plan, _) = hub
-            .on_request(Some("guest-ping"), None, |_| RequestInfo::default())
+            .on_request(2, Some("guest-ping"), None, |_| RequestInfo::default())
             .expect("fires");
         assert_eq!(
-            plan.before[0].clone().into_vec(),
+            plan.before[0].out.clone().into_vec(),
             b"{\"return\": 3}\n".to_vec()
         );
     }
@@ -580,7 +587,7 @@ mod tests {
         assert!(hub.remove(1));
         assert!(!hub.remove(1));
         assert!(hub
-            .on_request(Some("guest-ping"), None, |_| RequestInfo::default())
+            .on_request(3, Some("guest-ping"), None, |_| RequestInfo::default())
             .is_none());
         hub.connected(1);
         assert!(hub.take_event().is_some_and(|p| p.close_client));

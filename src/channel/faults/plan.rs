@@ -24,7 +24,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::fault::{Action, Distribution, Garbage, Position, RawPosition, Restart, WrongId};
+use crate::fault::{
+    Action, Distribution, Garbage, Position, RawPosition, Restart, RuleId, SpuriousKind, WrongId,
+};
+use crate::transcript::FaultOutput;
 use crate::wire::Value;
 
 use super::out::Out;
@@ -58,6 +61,24 @@ pub(crate) enum ReplyOp {
     ReplyToNoReply,
 }
 
+/// Output a rule adds beside the reply: its bytes, the rule, and what kind it is.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Injected {
+    pub(crate) out: Out,
+    pub(crate) rule: RuleId,
+    pub(crate) kind: FaultOutput,
+}
+
+fn spurious_kind(kind: SpuriousKind) -> FaultOutput {
+    match kind {
+        SpuriousKind::StaleSync => FaultOutput::SpuriousStaleSync,
+        SpuriousKind::Duplicate => FaultOutput::SpuriousDuplicate,
+        SpuriousKind::OtherCommand => FaultOutput::SpuriousOtherCommand,
+        SpuriousKind::UnknownId => FaultOutput::SpuriousUnknownId,
+        SpuriousKind::Event => FaultOutput::SpuriousEvent,
+    }
+}
+
 /// Everything the agent does differently for one event.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Plan {
@@ -69,11 +90,13 @@ pub(crate) struct Plan {
     /// False when an action replaces what the command does.
     pub(crate) dispatch: bool,
     pub(crate) ops: Vec<ReplyOp>,
-    pub(crate) before: Vec<Out>,
-    pub(crate) after: Vec<Out>,
+    /// What goes before and after the reply, each with the rule that made it.
+    pub(crate) before: Vec<Injected>,
+    pub(crate) after: Vec<Injected>,
     /// Never answer, and handle nothing more.
     pub(crate) hang: bool,
-    pub(crate) duplicate: bool,
+    /// The rule that asked for a second copy of the reply.
+    pub(crate) duplicate: Option<RuleId>,
     pub(crate) swap: bool,
     pub(crate) coalesce: Option<usize>,
     pub(crate) chunking: Chunking,
@@ -82,6 +105,10 @@ pub(crate) struct Plan {
     pub(crate) restart: Option<Restart>,
     /// Stop reading input after this event: for this long, or for good.
     pub(crate) stop_reading: Option<Option<Duration>>,
+    /// For a connect event: the connection that was accepted (what its output is for).
+    pub(crate) conn: Option<u64>,
+    /// The rules that fired, in order (a reply made for no request is the first one's).
+    pub(crate) rules: Vec<RuleId>,
 }
 
 impl Plan {
@@ -134,9 +161,9 @@ pub(crate) fn raw_bytes(text: Option<&str>, base64: Option<&str>) -> Option<Vec<
     }
 }
 
-/// Compiles the actions of every rule that fired, in order.
+/// Compiles the actions of every rule that fired, in order, each with its rule's id.
 pub(crate) fn compile<'a>(
-    actions: impl IntoIterator<Item = &'a Action>,
+    actions: impl IntoIterator<Item = (RuleId, &'a Action)>,
     info: &RequestInfo,
     draws: &mut impl Draws,
 ) -> Plan {
@@ -144,7 +171,11 @@ pub(crate) fn compile<'a>(
         dispatch: true,
         ..Plan::default()
     };
-    for action in actions {
+    for (rule, action) in actions {
+        if plan.rules.last() != Some(&rule) {
+            plan.rules.push(rule);
+        }
+        let injected = |out: Out, kind: FaultOutput| Injected { out, rule, kind };
         match action {
             Action::Delay {
                 ms,
@@ -190,7 +221,10 @@ pub(crate) fn compile<'a>(
                     previous_reply: draws.previous_reply(),
                     draw,
                 };
-                let out = replies::spurious(*kind, info, &source);
+                let out = injected(
+                    replies::spurious(*kind, info, &source),
+                    spurious_kind(*kind),
+                );
                 match position {
                     Position::Before => plan.before.push(out),
                     Position::After => plan.after.push(out),
@@ -200,10 +234,12 @@ pub(crate) fn compile<'a>(
                 kind: *kind,
                 other: draws.number(),
             }),
-            Action::Duplicate => plan.duplicate = true,
+            Action::Duplicate => plan.duplicate = Some(rule),
             Action::Swap => plan.swap = true,
             Action::Garbage { kind } => match kind {
-                Garbage::Ff => plan.before.push(replies::stray_ff()),
+                Garbage::Ff => plan
+                    .before
+                    .push(injected(replies::stray_ff(), FaultOutput::GarbageFf)),
                 Garbage::HalfObject => plan.ops.push(ReplyOp::HalfObject),
                 Garbage::Crlf => plan.ops.push(ReplyOp::Crlf),
                 Garbage::FfPrefix => plan.ops.push(ReplyOp::FfPrefix),
@@ -257,8 +293,12 @@ pub(crate) fn compile<'a>(
                 let bytes = raw_bytes(text.as_deref(), base64.as_deref()).unwrap_or_default();
                 match position {
                     RawPosition::Replace => plan.ops.push(ReplyOp::Set(Some(Out::bytes(bytes)))),
-                    RawPosition::Before => plan.before.push(Out::bytes(bytes)),
-                    RawPosition::After => plan.after.push(Out::bytes(bytes)),
+                    RawPosition::Before => plan
+                        .before
+                        .push(injected(Out::bytes(bytes), FaultOutput::Raw)),
+                    RawPosition::After => plan
+                        .after
+                        .push(injected(Out::bytes(bytes), FaultOutput::Raw)),
                 }
             }
         }
@@ -290,7 +330,7 @@ mod tests {
 
     fn plan(spec: &str, info: &RequestInfo) -> Plan {
         let rule = parse_spec(spec).expect("spec");
-        compile(&rule.actions, info, &mut Fixed)
+        compile(rule.actions.iter().map(|a| (1, a)), info, &mut Fixed)
     }
 
     #[test]

@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::path::Path;
 
 use base64::Engine as _;
@@ -8,31 +9,118 @@ use super::*;
 use crate::runner::adapter::ClientRun;
 use crate::runner::process::ExitRecord;
 use crate::runner::ProcessReport;
+use crate::transcript::{ConnSpan, Origin};
 
-/// A transcript built record by record.
+/// A transcript built record by record, with the agent's ground truth: the client's bytes
+/// go through the agent's own parser (one per connection here) and become numbered
+/// requests; `agent_sends` answers the oldest unanswered request, as a faithful agent does,
+/// and `agent_injects` writes output of a given origin.
 #[derive(Default)]
-struct Script(Vec<String>);
+struct Script {
+    lines: Vec<String>,
+    parsers: HashMap<u64, crate::wire::Streamer>,
+    in_at: HashMap<u64, u64>,
+    out_at: HashMap<u64, u64>,
+    next_request: u64,
+    next_output: u64,
+    unanswered: std::collections::VecDeque<(Origin, u64)>,
+}
 
 impl Script {
     fn bytes(mut self, t_us: u64, conn: u64, dir: &str, data: &[u8]) -> Self {
+        let offsets = if dir == "in" {
+            &mut self.in_at
+        } else {
+            &mut self.out_at
+        };
+        let at = *offsets.get(&conn).unwrap_or(&0);
+        offsets.insert(conn, at + data.len() as u64);
         let record = match std::str::from_utf8(data) {
             Ok(text) if !text.bytes().any(|b| b < 0x20 && b != b'\n') => {
-                json!({"t_us": t_us, "conn": conn, "dir": dir, "text": text})
+                json!({"t_us": t_us, "conn": conn, "dir": dir, "at": at, "text": text})
             }
-            _ => json!({"t_us": t_us, "conn": conn, "dir": dir,
+            _ => json!({"t_us": t_us, "conn": conn, "dir": dir, "at": at,
                 "b64": base64::engine::general_purpose::STANDARD.encode(data)}),
         };
-        self.0.push(record.to_string());
+        self.lines.push(record.to_string());
         self
     }
-    fn client_sends(self, t_us: u64, conn: u64, data: &[u8]) -> Self {
-        self.bytes(t_us, conn, "in", data)
+    fn client_sends(mut self, t_us: u64, conn: u64, data: &[u8]) -> Self {
+        let at = *self.in_at.get(&conn).unwrap_or(&0);
+        self = self.bytes(t_us, conn, "in", data);
+        let mut items = Vec::new();
+        self.parsers
+            .entry(conn)
+            .or_default()
+            .feed_spans(data, &mut |parsed, span| items.push((parsed, span)));
+        for (parsed, span) in items {
+            self.next_request += 1;
+            let request = self.next_request;
+            let input = vec![ConnSpan {
+                conn,
+                from: span.start,
+                to: span.end,
+            }];
+            let _ = at;
+            let mut record = json!({"t_us": t_us, "event": "request", "request": request,
+                "conn": conn, "input": input});
+            let origin = match parsed {
+                crate::wire::Parsed::Value(value) => {
+                    let value = value.to_serde();
+                    if let Some(command) = value.get("execute") {
+                        record["command"] = command.clone();
+                    }
+                    record["value"] = value;
+                    Origin::Reply { request }
+                }
+                crate::wire::Parsed::Error(desc) => {
+                    record["error"] = json!(desc);
+                    if let Some(stray) = span.stray {
+                        record["stray"] = json!(stray);
+                    }
+                    Origin::ParseError { request, input }
+                }
+            };
+            self.lines.push(record.to_string());
+            self.unanswered.push_back((origin, conn));
+        }
+        self
     }
-    fn agent_sends(self, t_us: u64, conn: u64, data: &[u8]) -> Self {
-        self.bytes(t_us, conn, "out", data)
+    fn agent_sends(mut self, t_us: u64, conn: u64, data: &[u8]) -> Self {
+        let (origin, for_conn) = self.unanswered.pop_front().expect("a request to answer");
+        self.output(t_us, conn, data, origin, Some(for_conn))
+    }
+    fn agent_injects(self, t_us: u64, conn: u64, data: &[u8], origin: Origin) -> Self {
+        self.output(t_us, conn, data, origin, Some(conn))
+    }
+    fn output(
+        mut self,
+        t_us: u64,
+        conn: u64,
+        data: &[u8],
+        origin: Origin,
+        for_conn: Option<u64>,
+    ) -> Self {
+        let at = *self.out_at.get(&conn).unwrap_or(&0);
+        self = self.bytes(t_us, conn, "out", data);
+        self.next_output += 1;
+        let record = crate::transcript::OutputRecord {
+            conn,
+            output: self.next_output,
+            at,
+            len: data.len() as u64,
+            origin,
+            for_conn,
+            stale: for_conn.is_some_and(|c| c != conn),
+        };
+        let mut value = serde_json::to_value(record).expect("serialises");
+        value["t_us"] = json!(t_us);
+        value["event"] = json!("output");
+        self.lines.push(value.to_string());
+        self
     }
     fn wire(&self) -> Wire {
-        Wire::parse(self.0.join("\n").as_bytes()).expect("transcript parses")
+        Wire::parse(self.lines.join("\n").as_bytes()).expect("transcript parses")
     }
 }
 
@@ -157,7 +245,7 @@ fn a_command_without_sync_misses_sync_first_and_points_at_it() {
     );
     let finding = &j.findings[0];
     assert_eq!(finding.subject, "duty sync-first");
-    assert_eq!(finding.lines, Some((1, 1)));
+    assert_eq!(finding.lines, Some((1, 2)));
     assert!(
         finding.excerpt.contains("guest-ping"),
         "{}",
@@ -279,13 +367,13 @@ fn a_late_reply_taken_for_the_next_command_is_stale(
             .find(|f| f.subject == "duty no-stale-attribution")
             .expect("finding");
         assert!(
-            finding
-                .actual
-                .contains("the reply to {\"execute\":\"guest-get-time\"}"),
+            finding.actual.contains(
+                "the agent's reply to request 1, request 1 {\"execute\":\"guest-get-time\"}"
+            ),
             "{}",
             finding.actual
         );
-        assert_eq!(finding.lines, Some((2, 4)));
+        assert_eq!(finding.lines, Some((3, 7)));
     }
 }
 
@@ -293,14 +381,14 @@ fn a_late_reply_taken_for_the_next_command_is_stale(
 fn stale_output_at_connect_is_not_an_answer() {
     let s = scenario(ping_steps(1), json!(["no-stale-attribution"]));
     let wire = Script::default()
-        .agent_sends(5, 1, EMPTY)
+        .agent_injects(5, 1, EMPTY, Origin::Preloaded)
         .client_sends(10, 1, PING)
         .wire();
     let run = run_of(vec![step(0, "guest-ping", 8, 30, ret(json!({})))]);
     let j = judged(&s, &run, &wire);
     assert_eq!(duty(&j, "no-stale-attribution").status, DutyStatus::Missed);
     assert!(
-        j.findings[0].actual.contains("stale or unsolicited"),
+        j.findings[0].actual.contains("before the mock started"),
         "{}",
         j.findings[0].actual
     );
@@ -314,10 +402,15 @@ fn replies_are_paired_by_id_past_a_spurious_line() {
     );
     let wire = Script::default()
         .client_sends(10, 1, b"{\"execute\": \"guest-get-host-name\", \"id\": 99}")
-        .agent_sends(
+        .agent_injects(
             20,
             1,
             b"{\"return\": {\"host-name\": \"evil\"}, \"id\": 5}\n",
+            Origin::Fault {
+                rule: 1,
+                fault: crate::transcript::FaultOutput::SpuriousUnknownId,
+                request: Some(1),
+            },
         )
         .agent_sends(
             21,
@@ -343,12 +436,24 @@ fn replies_are_paired_by_id_past_a_spurious_line() {
     assert_eq!(judged(&s, &fooled, &wire).verdict, Verdict::Fail);
 }
 
-#[test]
-fn a_resync_after_a_timeout_meets_the_duty() {
+#[rstest]
+#[case::matched(true, DutyStatus::Met)]
+#[case::never_answered(false, DutyStatus::Missed)]
+fn a_resync_after_a_timeout_counts_only_when_its_reply_came(
+    #[case] answered: bool,
+    #[case] status: DutyStatus,
+) {
     let s = scenario(time_steps(), json!(["sync-after-timeout"]));
-    let wire = Script::default()
+    let mut script = Script::default()
         .client_sends(1_000, 1, b"{\"execute\": \"guest-get-time\"}")
-        .client_sends(110_000, 1, SYNC)
+        .client_sends(110_000, 1, SYNC);
+    if answered {
+        script = script
+            .agent_sends(111_000, 1, b"{\"return\": 111}\n")
+            .agent_sends(111_050, 1, STRAY)
+            .agent_sends(111_100, 1, SYNC_REPLY);
+    }
+    let wire = script
         .client_sends(120_000, 1, b"{\"execute\": \"guest-get-time\"}")
         .wire();
     let run = run_of(vec![
@@ -356,7 +461,7 @@ fn a_resync_after_a_timeout_meets_the_duty() {
         step(1, "guest-get-time", 105_000, 200_000, ret(json!(222))),
     ]);
     let j = judged(&s, &run, &wire);
-    assert_eq!(duty(&j, "sync-after-timeout").status, DutyStatus::Met);
+    assert_eq!(duty(&j, "sync-after-timeout").status, status);
 }
 
 #[test]
@@ -442,7 +547,7 @@ fn a_repeated_guest_exec_is_caught() {
         duty(&j, "no-repeated-side-effects").status,
         DutyStatus::Missed
     );
-    assert_eq!(j.findings[0].lines, Some((2, 2)));
+    assert_eq!(j.findings[0].lines, Some((3, 4)));
 }
 
 #[test]
@@ -507,18 +612,18 @@ fn an_info_case_records_without_judging() {
 #[test]
 fn an_answer_given_before_the_request_reached_the_agent_is_stale() {
     let s = scenario(ping_steps(1), json!(["no-stale-attribution"]));
-    // The client read a stale `{}` and answered at 20 µs; its ping reached the agent at 30.
+    // The client read a stale `{}` and answered at 20 µs; its ping reached the agent at 30 ms.
     let wire = Script::default()
-        .agent_sends(5, 1, EMPTY)
-        .client_sends(30, 1, PING)
-        .agent_sends(40, 1, EMPTY)
+        .agent_injects(5, 1, EMPTY, Origin::Preloaded)
+        .client_sends(30_000, 1, PING)
+        .agent_sends(40_000, 1, EMPTY)
         .wire();
     let run = run_of(vec![step(0, "guest-ping", 8, 12, ret(json!({})))]);
     let j = judged(&s, &run, &wire);
     assert_eq!(duty(&j, "no-stale-attribution").status, DutyStatus::Missed);
     let actual = &j.findings[0].actual;
-    assert!(actual.contains("only after that (line 2)"), "{actual}");
-    assert!(actual.contains("stale or unsolicited"), "{actual}");
+    assert!(actual.contains("came only later (line 5)"), "{actual}");
+    assert!(actual.contains("before the mock started"), "{actual}");
 }
 
 #[test]
@@ -531,6 +636,9 @@ fn a_step_that_never_sent_its_command_does_not_claim_the_next_steps_request() {
     let wire = Script::default()
         .client_sends(10, 1, SYNC)
         .client_sends(200_000, 1, SYNC)
+        .agent_sends(200_020, 1, STRAY)
+        .agent_sends(200_050, 1, SYNC_REPLY)
+        .agent_sends(200_070, 1, STRAY)
         .agent_sends(200_100, 1, SYNC_REPLY)
         .client_sends(200_200, 1, PING)
         .agent_sends(200_300, 1, EMPTY)
@@ -624,4 +732,39 @@ fn the_flush_duty_concerns_guest_sync_delimited() {
         DutyStatus::NotApplicable
     );
     assert_eq!(duty(&j, "sync-first").status, DutyStatus::Met);
+}
+
+/// Decided for sync.5: a sync reply with another id taken as the sync is a FAIL of its own
+/// (not a stale attribution); the same number written as a float is NON-STRICT.
+#[rstest]
+#[case::float(&b"{\"return\": 8234567890123456789.0}\n"[..], Verdict::NonStrict)]
+#[case::other_number(&b"{\"return\": 8234567890123456788}\n"[..], Verdict::Fail)]
+#[case::string(&b"{\"return\": \"8234567890123456789\"}\n"[..], Verdict::Fail)]
+#[case::exact(&b"{\"return\": 8234567890123456789}\n"[..], Verdict::Pass)]
+fn a_sync_reply_with_another_id_taken_as_the_sync(#[case] reply: &[u8], #[case] verdict: Verdict) {
+    let s = scenario(ping_steps(1), json!(["no-stale-attribution", "sync-first"]));
+    let wire = Script::default()
+        .client_sends(
+            10,
+            1,
+            b"{\"execute\": \"guest-sync\", \"arguments\": {\"id\": 8234567890123456789}}",
+        )
+        .agent_sends(20, 1, reply)
+        .client_sends(30, 1, PING)
+        .agent_sends(40, 1, EMPTY)
+        .wire();
+    let run = run_of(vec![step(0, "guest-ping", 5, 50, ret(json!({})))]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(j.verdict, verdict, "{:#?}", j.findings);
+    assert_eq!(
+        duty(&j, "no-stale-attribution").status,
+        DutyStatus::Met,
+        "the answer is the ping's own reply"
+    );
+    if verdict != Verdict::Pass {
+        assert_eq!(
+            j.findings[0].subject,
+            "sync reply with another id taken as the sync"
+        );
+    }
 }

@@ -1,38 +1,5 @@
-//! The transcript: every byte both ways and every connection and agent life event, as JSON
-//! lines, written by a thread of its own so the mock's event loop never waits on the disk.
-//!
-//! # Format
-//!
-//! One JSON object per line. Every line has `t_us`, the microseconds since the mock started
-//! (on the mock's clock, so a test with paused time gets virtual time). Then one of:
-//!
-//! - bytes: `{"t_us": 812, "conn": 1, "dir": "in", "text": "{\"execute\":\"guest-ping\"}"}`.
-//!   `dir` is `"in"` (read from the client) or `"out"` (written to the client); one line per
-//!   read or write, so the lines also show how the bytes were chunked on the socket. The
-//!   bytes are in `text` when they are valid UTF-8 with no control characters other than
-//!   tab, line feed and carriage return; otherwise they are in `b64` (standard base64 with
-//!   padding), and `text` is absent.
-//! - a connection event: `{"t_us": 10, "conn": 1, "event": "connected"}`; `"disconnected"`
-//!   carries a `detail` (`"eof"`, `"hangup"`, an I/O error, `"vm-exit"`, `"agent-died"`...).
-//! - an agent or VM life event, without `conn`: `"mock-started"` (with `detail` naming the
-//!   transport), `"agent-started"`, `"agent-hung"`, `"agent-resumed"`, `"agent-stopped"`,
-//!   `"agent-killed"`, `"agent-restarting"`, `"agent-failed"`, `"guest-suspended"`,
-//!   `"power-event"`, `"vm-exit"`, `"shutdown"`; `detail` adds what is known.
-//! - a write the agent could not finish: `{"conn": 2, "event": "write-failed", "detail": "Broken pipe (os error 32)"}`.
-//! - the agent's setup, once, right after `"mock-started"`:
-//!   `{"t_us": 0, "event": "agent-setup", "seed": 7, "agent": {...}}`, where `agent` is the
-//!   agent side of a scenario file (profile, transport, version, lists, seed, state, and
-//!   the fault rules loaded at start, as JSON rules): what a replay needs.
-//! - a fault rule that fired: `{"t_us": 912, "event": "fault", "rule": 2, "on": "request",
-//!   "request": 3, "command": "guest-ping", "actions": ["die-mid-reply", "restart"]}`;
-//!   `on` is `request` (with the mock-wide request number, from 1, and the command),
-//!   `connect` (with `conn`) or `start`.
-//! - behind a proxy (`qga-harness proxy`), the real agent's side:
-//!   `"upstream-connected"`, `"upstream-closed"`, `"upstream-failed"` (with `detail`), and
-//!   `{"event": "upstream", "dir": "to-agent", "text": ...}` / `"from-agent"` for the bytes
-//!   forwarded and the reply lines read back.
-//! - rules changed at run time: `"rule-added"` (with `rule`, the id, and `definition`),
-//!   `"rule-removed"` (`rule`), `"rules-cleared"` (`removed`: how many).
+//! Writing the transcript (format in the module docs of `crate::transcript`): records are
+//! sent to a thread of its own, so the mock's event loop never waits on the disk.
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -43,24 +10,18 @@ use std::thread::JoinHandle;
 use base64::Engine as _;
 use tokio::time::Instant;
 
+pub(crate) use super::Direction;
+
 /// How many records may wait for the writer thread before the mock waits for the disk.
 /// Bounds the transcript's memory to this many records (each at most one read or write).
 const QUEUE_RECORDS: usize = 1024;
-
-/// Which way bytes went, seen from the mock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Direction {
-    /// Read from the client.
-    In,
-    /// Written to the client.
-    Out,
-}
 
 #[derive(Debug)]
 enum Body {
     Bytes {
         conn: u64,
         dir: Direction,
+        at: u64,
         data: Vec<u8>,
     },
     Event {
@@ -160,12 +121,39 @@ impl Transcript {
         let _ = self.tx.send(Record { t_us, body });
     }
 
-    pub(crate) fn bytes(&self, conn: u64, dir: Direction, data: &[u8]) {
+    /// Bytes read or written; `at` is the offset of the first in the connection's stream
+    /// that way.
+    pub(crate) fn bytes(&self, conn: u64, dir: Direction, at: u64, data: &[u8]) {
         self.send(Body::Bytes {
             conn,
             dir,
+            at,
             data: data.to_vec(),
         });
+    }
+
+    /// A request the agent's parser completed.
+    pub(crate) fn request(&self, record: &super::RequestRecord) {
+        self.record_of("request", record);
+    }
+
+    /// One piece of an output, right after the bytes record of the write that carried it.
+    pub(crate) fn output(&self, record: &super::OutputRecord) {
+        self.record_of("output", record);
+    }
+
+    /// A request whose fault killed the agent before it read it: its bytes go back to the
+    /// channel and are read again under another number.
+    pub(crate) fn request_unread(&self, request: u64) {
+        let mut fields = serde_json::Map::new();
+        fields.insert("request".into(), request.into());
+        self.fields("request-unread", fields);
+    }
+
+    fn record_of(&self, event: &'static str, record: &impl serde::Serialize) {
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(record) {
+            self.fields(event, fields);
+        }
     }
 
     pub(crate) fn conn_event(&self, conn: u64, event: &'static str, detail: Option<String>) {
@@ -219,15 +207,15 @@ impl Transcript {
 
 /// Helpers so callers with an optional transcript stay one line long.
 pub(crate) trait MaybeTranscript {
-    fn bytes(&self, conn: u64, dir: Direction, data: &[u8]);
+    fn bytes(&self, conn: u64, dir: Direction, at: u64, data: &[u8]);
     fn conn_event(&self, conn: u64, event: &'static str, detail: Option<String>);
     fn event(&self, event: &'static str, detail: Option<String>);
 }
 
 impl MaybeTranscript for Option<Transcript> {
-    fn bytes(&self, conn: u64, dir: Direction, data: &[u8]) {
+    fn bytes(&self, conn: u64, dir: Direction, at: u64, data: &[u8]) {
         if let Some(t) = self {
-            t.bytes(conn, dir, data);
+            t.bytes(conn, dir, at, data);
         }
     }
 
@@ -284,12 +272,17 @@ fn render(record: &Record, out: &mut Vec<u8>) {
     use std::io::Write as _;
     let _ = write!(out, "{{\"t_us\":{}", record.t_us);
     match &record.body {
-        Body::Bytes { conn, dir, data } => {
+        Body::Bytes {
+            conn,
+            dir,
+            at,
+            data,
+        } => {
             let dir = match dir {
                 Direction::In => "in",
                 Direction::Out => "out",
             };
-            let _ = write!(out, ",\"conn\":{conn},\"dir\":\"{dir}\"");
+            let _ = write!(out, ",\"conn\":{conn},\"dir\":\"{dir}\",\"at\":{at}");
             match std::str::from_utf8(data) {
                 Ok(text) if is_plain_text(text) => {
                     out.extend_from_slice(b",\"text\":");
@@ -353,11 +346,12 @@ mod tests {
         let v = rendered(Body::Bytes {
             conn: 3,
             dir: Direction::Out,
+            at: 40,
             data: b"{\"return\": {}}\n".to_vec(),
         });
         assert_eq!(
             v,
-            serde_json::json!({"t_us": 7, "conn": 3, "dir": "out", "text": "{\"return\": {}}\n"})
+            serde_json::json!({"t_us": 7, "conn": 3, "dir": "out", "at": 40, "text": "{\"return\": {}}\n"})
         );
     }
 
@@ -366,15 +360,17 @@ mod tests {
         let v = rendered(Body::Bytes {
             conn: 1,
             dir: Direction::In,
+            at: 0,
             data: vec![0xff, b'{'],
         });
         assert_eq!(
             v,
-            serde_json::json!({"t_us": 7, "conn": 1, "dir": "in", "b64": "/3s="})
+            serde_json::json!({"t_us": 7, "conn": 1, "dir": "in", "at": 0, "b64": "/3s="})
         );
         let nul = rendered(Body::Bytes {
             conn: 1,
             dir: Direction::In,
+            at: 2,
             data: b"a\0b".to_vec(),
         });
         assert_eq!(nul["b64"], "YQBi");
@@ -406,7 +402,7 @@ mod tests {
         let writer = TranscriptWriter::create(&path, Instant::now()).expect("create");
         let handle = writer.handle();
         for i in 0..5000u64 {
-            handle.bytes(i, Direction::In, b"x");
+            handle.bytes(i, Direction::In, 0, b"x");
         }
         drop(handle);
         writer.finish();
