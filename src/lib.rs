@@ -13,6 +13,7 @@
 //! - [`report`]: human, JUnit, JSON reports, artifacts and baselines.
 //! - [`cli`]: the `qga-harness` command line.
 //! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
+//! - [`internals`]: items for tests, benches and measurement tools; not the stable API.
 //! - [`MockAgent`]: the mock qemu-ga as a library (`mock.rs`).
 
 pub mod agent;
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod fault;
 pub mod guest;
+pub mod internals;
 mod mock;
 pub mod real_agent;
 pub mod report;

@@ -225,7 +225,8 @@ fn finish(args: &RunArgs, results: &[CaseResult], info: &RunInfo) -> Result<i32,
         }
     }
     if let Some(path) = &args.write_baseline {
-        if let Err(e) = Baseline::from_results(results, &info.client).write(path) {
+        let previous = path.exists().then(|| Baseline::load(path).ok()).flatten();
+        if let Err(e) = Baseline::updated(previous.as_ref(), results, &info.client).write(path) {
             problems.push(e.to_string());
         }
     }

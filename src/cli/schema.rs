@@ -1,4 +1,4 @@
-//! `qga-harness schema`: prints the JSON Schema of a scenario or profile file.
+//! `qga-harness schema`: prints the JSON Schema of a scenario, profile or baseline file.
 
 use std::io::Write;
 
@@ -11,6 +11,8 @@ pub enum SchemaKind {
     Scenario,
     /// A guest profile (`mock --profile`, a scenario's `agent.profile`).
     Profile,
+    /// A baseline of verdicts (`run --baseline`, `scenarios/baselines/*.json`).
+    Baseline,
 }
 
 /// Prints the JSON Schema of a scenario or profile file, for editors.
@@ -25,6 +27,9 @@ pub fn run(args: SchemaArgs) -> i32 {
     let schema = match args.kind {
         SchemaKind::Scenario => crate::scenario::json_schema(),
         SchemaKind::Profile => Profile::json_schema(),
+        SchemaKind::Baseline => {
+            serde_json::to_value(schemars::schema_for!(crate::report::Baseline)).unwrap_or_default()
+        }
     };
     match serde_json::to_string_pretty(&schema) {
         Ok(text) => {

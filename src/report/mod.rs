@@ -6,11 +6,12 @@ mod catalogue;
 mod human;
 mod json;
 mod junit;
+pub mod matrix;
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-pub use baseline::{Baseline, BaselineError, Comparison};
+pub use baseline::{Baseline, BaselineError, Comparison, TimingSensitive};
 pub use catalogue::{list_markdown, list_text};
 pub use human::{failure_details, summary_table, HumanReport};
 pub use json::json_report;

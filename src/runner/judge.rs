@@ -18,7 +18,17 @@ use crate::scenario::{ClientErrorClass, Duty, JsonType, Outcome, Scenario};
 
 /// A case's verdict.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
 )]
 pub enum Verdict {
     #[serde(rename = "PASS")]
