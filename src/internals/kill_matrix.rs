@@ -296,7 +296,7 @@ mod tests {
         let mut only_sync_kills = sample();
         only_sync_kills.cases[1]
             .verdicts
-            .insert(Mutation::NoFlush, Verdict::Pass);
+            .insert(Mutation::FirstLine, Verdict::Pass);
         only_sync_kills.cases[0]
             .verdicts
             .insert(Mutation::FirstLine, Verdict::Fail);
