@@ -15,6 +15,7 @@
 //! - [`proxy`]: the fault proxy in front of a real agent's socket.
 //! - [`qemu`]: a real QEMU guest from `qemu-images/`, its ports and its control port.
 //! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
+//! - [`internals`]: items for tests, benches and measurement tools; not the stable API.
 //! - [`MockAgent`]: the mock qemu-ga as a library (`mock.rs`).
 
 pub mod agent;
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod client;
 pub mod fault;
 pub mod guest;
+pub mod internals;
 mod mock;
 pub mod proxy;
 pub mod qemu;

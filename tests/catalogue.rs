@@ -175,3 +175,65 @@ fn the_naive_socat_client_fails_most_sync_timeout_and_hostile_cases() {
         judged.len()
     );
 }
+
+fn catalogue_ids() -> Vec<(String, bool)> {
+    let files = qga_harness::runner::scenario_files(&[root().join("scenarios")]).expect("files");
+    qga_harness::runner::load_cases(&files)
+        .expect("the catalogue loads")
+        .iter()
+        .map(|c| (c.scenario.id.clone(), c.scenario.info.is_some()))
+        .collect()
+}
+
+#[test]
+fn the_readme_compatibility_matrix_is_generated_from_the_baselines() {
+    use qga_harness::report::matrix::{self, CompatibilityMatrix};
+    let table = CompatibilityMatrix::from_baselines(
+        &catalogue_ids(),
+        &root().join("scenarios/baselines"),
+        &matrix::readme_clients(),
+    )
+    .expect("the baselines load")
+    .markdown();
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let expected =
+        matrix::splice_readme(&readme, &table).expect("the README has the matrix markers");
+    assert!(
+        readme == expected,
+        "the README's compatibility matrix is stale; it should read:\n{table}"
+    );
+}
+
+#[test]
+fn retired_ids_are_recorded_alike_in_every_baseline_and_never_reused() {
+    let ids: Vec<String> = catalogue_ids().into_iter().map(|(id, _)| id).collect();
+    let mut retired_sets = Vec::new();
+    for entry in std::fs::read_dir(root().join("scenarios/baselines")).expect("baselines") {
+        let path = entry.expect("entry").path();
+        let baseline = qga_harness::report::Baseline::load(&path).expect("loads");
+        for id in baseline.retired.keys() {
+            assert!(
+                !ids.contains(id),
+                "{} retires {id}, which a case uses",
+                path.display()
+            );
+        }
+        for id in baseline.verdicts.keys() {
+            assert!(
+                !baseline.retired.contains_key(id),
+                "{} has a verdict for the retired {id}",
+                path.display()
+            );
+        }
+        retired_sets.push((path, baseline.retired));
+    }
+    for pair in retired_sets.windows(2) {
+        assert_eq!(
+            pair[0].1.keys().collect::<Vec<_>>(),
+            pair[1].1.keys().collect::<Vec<_>>(),
+            "{} and {} retire different ids",
+            pair[0].0.display(),
+            pair[1].0.display()
+        );
+    }
+}

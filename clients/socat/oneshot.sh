@@ -18,4 +18,19 @@ if [ $# -lt 2 ] || [ $# -gt 3 ]; then
     echo "usage: $0 SOCKET REQUEST_JSON [TIMEOUT_S]" >&2
     exit 2
 fi
-(printf '%s\n' "$2"; sleep "${3:-2}") | socat -t 2 - "UNIX-CONNECT:$1" | head -n 1
+#
+# The answer is the first line, so the script ends as soon as it has printed it: the
+# held-open stdin and socat are ended then, and a verdict is about the protocol, never
+# about the wrapper's sleep. (FIFOs instead of a pipeline, so that the script knows the
+# two processes to end.)
+dir=$(mktemp -d) || exit 2
+trap 'rm -rf "$dir"' EXIT
+mkfifo "$dir/in" "$dir/out" || exit 2
+{ printf '%s\n' "$2"; exec sleep "${3:-2}"; } >"$dir/in" &
+hold=$!
+socat -t 2 - "UNIX-CONNECT:$1" <"$dir/in" >"$dir/out" &
+conn=$!
+head -n 1 <"$dir/out"
+kill "$hold" "$conn" 2>/dev/null
+wait
+exit 0

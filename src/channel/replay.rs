@@ -114,6 +114,7 @@ impl Replay {
             recommended: Vec::new(),
             single_connection: false,
             info: Some("recorded agent, no expectations yet".into()),
+            no_mutant: None,
         }
     }
 }

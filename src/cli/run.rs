@@ -293,7 +293,8 @@ fn finish(args: &RunArgs, results: &[CaseResult], report: &Report) -> Result<i32
         problems.push(e);
     }
     if let Some(path) = &args.write_baseline {
-        if let Err(e) = Baseline::from_results(results, &report.client).write(path) {
+        let previous = path.exists().then(|| Baseline::load(path).ok()).flatten();
+        if let Err(e) = Baseline::updated(previous.as_ref(), results, &report.client).write(path) {
             problems.push(e.to_string());
         }
     }

@@ -1,4 +1,4 @@
-//! `qga-harness schema`: prints the JSON Schema of a scenario, profile or report file.
+//! `qga-harness schema`: prints the JSON Schema of a scenario, profile, report or baseline file.
 
 use std::io::Write;
 
@@ -13,6 +13,8 @@ pub enum SchemaKind {
     Profile,
     /// The JSON report (`run --json`, read by `report merge`, `report html`, `report matrix`).
     Report,
+    /// A baseline of verdicts (`run --baseline`, `scenarios/baselines/*.json`).
+    Baseline,
 }
 
 /// Prints the JSON Schema of a scenario or profile file, for editors.
@@ -28,6 +30,9 @@ pub fn run(args: SchemaArgs) -> i32 {
         SchemaKind::Scenario => crate::scenario::json_schema(),
         SchemaKind::Profile => Profile::json_schema(),
         SchemaKind::Report => crate::report::Report::json_schema(),
+        SchemaKind::Baseline => {
+            serde_json::to_value(schemars::schema_for!(crate::report::Baseline)).unwrap_or_default()
+        }
     };
     match serde_json::to_string_pretty(&schema) {
         Ok(text) => {

@@ -21,9 +21,9 @@
 //!   just answered a sync, so a dead agent is a timeout, never a success. (Python's
 //!   qemu_ga_client takes a timeout for a successful shutdown.)
 
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -35,6 +35,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::error::{Error, ProtocolError, Result, Stage};
 use super::frame::{Frame, FrameReader};
+use super::mutation::Mutation;
 use super::reply::{preview, NotAnObject, Reply};
 use super::request::{push_command, push_sync, PARSER_RESET};
 
@@ -63,6 +64,9 @@ pub struct ClientBuilder {
     timeout: Duration,
     max_reply_bytes: usize,
     no_reply_grace: Duration,
+    /// A deliberate bug, for measuring the catalogue (never set outside
+    /// `qga_harness::internals`).
+    mutation: Option<Mutation>,
 }
 
 impl ClientBuilder {
@@ -73,7 +77,14 @@ impl ClientBuilder {
             timeout: DEFAULT_TIMEOUT,
             max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
             no_reply_grace: DEFAULT_NO_REPLY_GRACE,
+            mutation: None,
         }
+    }
+
+    /// Gives the client one deliberate bug (see [`Mutation`]).
+    pub(crate) fn mutation(mut self, mutation: Mutation) -> Self {
+        self.mutation = Some(mutation);
+        self
     }
 
     /// The total time a call may take when the call does not give its own
@@ -98,6 +109,7 @@ impl ClientBuilder {
 
     /// The client; it connects on its first call.
     pub fn build(self) -> Client {
+        let mutation = self.mutation;
         Client {
             config: self,
             conn: None,
@@ -106,6 +118,9 @@ impl ClientBuilder {
                 stats: Stats::default(),
                 rng: StdRng::from_os_rng(),
                 scratch: Vec::with_capacity(256),
+                mutation,
+                sync_count: 0,
+                sticky: None,
             },
         }
     }
@@ -160,6 +175,12 @@ struct State {
     rng: StdRng,
     /// Reused buffer for encoding requests.
     scratch: Vec<u8>,
+    /// The deliberate bug, if any (see [`Mutation`]).
+    mutation: Option<Mutation>,
+    /// Syncs sent, for [`Mutation::SequentialSyncIds`].
+    sync_count: u64,
+    /// The first client-side failure's timeout flag, for [`Mutation::StickyFailure`].
+    sticky: Option<bool>,
 }
 
 impl State {
@@ -167,6 +188,19 @@ impl State {
     /// guest cannot forge a reply to it in advance.
     fn fresh_id(&mut self) -> u64 {
         self.rng.random::<u64>() >> 1
+    }
+
+    /// The id of the next sync.
+    fn sync_id(&mut self) -> u64 {
+        self.sync_count += 1;
+        if self.has(Mutation::SequentialSyncIds) {
+            return self.sync_count;
+        }
+        self.fresh_id()
+    }
+
+    fn has(&self, mutation: Mutation) -> bool {
+        self.mutation == Some(mutation)
     }
 }
 
@@ -229,11 +263,14 @@ impl Job<'_> {
         conn: &mut Connection,
         state: &mut State,
         config: &ClientBuilder,
-        stage: &Cell<Stage>,
+        stage: &StageCell,
         deadline: Instant,
     ) -> Result<Value> {
         let (request, expect, no_reply) = match self {
             Job::Sync => {
+                if state.has(Mutation::NoSync) {
+                    return Ok(Value::Null);
+                }
                 stage.set(Stage::Sync);
                 return sync(conn, state).await.map(|()| Value::Null);
             }
@@ -245,10 +282,13 @@ impl Job<'_> {
         };
         // An echoing agent on a synced connection needs no handshake: ids match replies.
         // Otherwise the command must be the next thing the agent answers after a sync.
-        let needs_sync = !conn.synced
+        let unchecked_no_reply = no_reply && state.has(Mutation::UncheckedNoReply);
+        let needs_sync = (!conn.synced
             || !conn.echoes_ids
             || no_reply
-            || matches!(expect, Expect::GivenId(_) | Expect::NextReply);
+            || matches!(expect, Expect::GivenId(_) | Expect::NextReply))
+            && !state.has(Mutation::NoSync)
+            && !unchecked_no_reply;
         if needs_sync {
             stage.set(Stage::Sync);
             sync(conn, state).await?;
@@ -260,6 +300,16 @@ impl Job<'_> {
         let result = if no_reply {
             let grace_end = deadline_after(config.no_reply_grace).min(deadline);
             send_no_reply(conn, state, request, expect, grace_end).await
+        } else if state.has(Mutation::RetryCommand) {
+            write(conn, request, Stage::Reply).await?;
+            let half = Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2;
+            match tokio::time::timeout_at(half, await_reply(conn, state, expect, None)).await {
+                Ok(result) => result,
+                Err(_slow) => {
+                    write(conn, request, Stage::Reply).await?;
+                    await_reply(conn, state, expect, None).await
+                }
+            }
         } else {
             write(conn, request, Stage::Reply).await?;
             await_reply(conn, state, expect, None).await
@@ -315,8 +365,10 @@ impl Client {
     /// Runs `command` with `arguments` (a JSON object, or `None`) and returns its
     /// `return` value, within the default timeout.
     ///
-    /// For a no-reply command (see [`is_no_reply_command`]) the result is `{}` when no
-    /// error reply comes within the grace period, or the connection closes.
+    /// For a no-reply command (see [`is_no_reply_command`]) the result is `{}` when the
+    /// agent answers a `guest-ping` sent right behind it, or the connection closes; an
+    /// agent that does not echo ids cannot be asked that way, and there the result is
+    /// `{}` when no error reply comes within the grace period.
     pub async fn execute(&mut self, command: &str, arguments: Option<&Value>) -> Result<Value> {
         self.execute_within(command, arguments, self.config.timeout)
             .await
@@ -332,13 +384,23 @@ impl Client {
         let id = self.state.fresh_id();
         let mut request = std::mem::take(&mut self.state.scratch);
         request.clear();
+        let arguments = arguments.filter(|_| !self.state.has(Mutation::DropArguments));
         push_command(&mut request, command, arguments, id);
         let expect = Expect::Id(Value::from(id));
         let result = self
             .call(&request, &expect, is_no_reply_command(command), timeout)
             .await;
         self.state.scratch = request;
-        result
+        match result {
+            Err(e) if self.state.has(Mutation::FlattenErrorClass) && e.agent_error().is_some() => {
+                let desc = e.desc();
+                Err(Error::Agent(super::error::AgentError {
+                    class: "GenericError".to_owned(),
+                    desc,
+                }))
+            }
+            other => other,
+        }
     }
 
     /// Sends any JSON value as the request and returns the answer's `return` value.
@@ -405,8 +467,27 @@ impl Client {
 
     /// Runs one job under one total deadline.
     async fn run(&mut self, job: Job<'_>, timeout: Duration) -> Result<Value> {
-        let deadline = deadline_after(timeout);
-        let stage = Cell::new(Stage::Connect);
+        if let Some(timed_out) = self
+            .state
+            .sticky
+            .filter(|_| self.state.has(Mutation::StickyFailure))
+        {
+            return Err(if timed_out {
+                Error::Timeout {
+                    stage: Stage::Connect,
+                    timeout,
+                }
+            } else {
+                Error::disconnected(Stage::Connect, None)
+            });
+        }
+        let limit = match self.state.mutation {
+            Some(Mutation::NoTimeout) => Duration::from_secs(100 * 365 * 86_400),
+            Some(Mutation::InstantTimeout) => timeout / 20,
+            _ => timeout,
+        };
+        let mut deadline = deadline_after(limit);
+        let stage = StageCell::new(Stage::Connect);
         let runtime = tokio::runtime::Handle::current().id();
         if self.timer.as_ref().is_some_and(|t| t.runtime != runtime) {
             // Moved to another runtime: the old runtime's timer and socket cannot be
@@ -425,33 +506,51 @@ impl Client {
             sleep: Box::pin(tokio::time::sleep_until(deadline)),
         });
         timer.sleep.as_mut().reset(deadline);
-        let work = async {
-            let mut retried = false;
-            loop {
-                stage.set(Stage::Connect);
-                let (open, reused) = ready_connection(config, conn, state).await?;
-                open.wrote = false;
-                open.reply_pending = false;
-                let result = job.run_on(open, state, config, &stage, deadline).await;
-                match result {
-                    Err(Error::Disconnected { .. }) if reused && !open.wrote && !retried => {
-                        // The agent closed the connection between calls and no byte of
-                        // this call reached it: a new connection repeats nothing.
-                        *conn = None;
-                        retried = true;
+        let outcome = loop {
+            let work = async {
+                let mut retried = false;
+                loop {
+                    stage.set(Stage::Connect);
+                    let (open, reused) = ready_connection(config, conn, state).await?;
+                    open.wrote = false;
+                    open.reply_pending = false;
+                    let result = job.run_on(open, state, config, &stage, deadline).await;
+                    match result {
+                        Err(Error::Disconnected { .. }) if reused && !open.wrote && !retried => {
+                            // The agent closed the connection between calls and no byte of
+                            // this call reached it: a new connection repeats nothing.
+                            *conn = None;
+                            retried = true;
+                        }
+                        other => return other,
                     }
-                    other => return other,
                 }
+            };
+            // The work goes first, so a reply already in hand wins over a deadline that
+            // passed meanwhile.
+            let outcome = tokio::select! {
+                biased;
+                result = work => Some(result),
+                () = timer.sleep.as_mut() => None,
+            };
+            if outcome.is_none()
+                && stage.get() == Stage::Sync
+                && state.has(Mutation::UnboundedSyncLoop)
+            {
+                // The bug: a sync that got no answer starts over with a fresh timeout.
+                deadline = deadline_after(limit);
+                timer.sleep.as_mut().reset(deadline);
+                continue;
             }
+            break outcome;
         };
-        // The work goes first, so a reply already in hand wins over a deadline that
-        // passed meanwhile.
-        let outcome = tokio::select! {
-            biased;
-            result = work => Some(result),
-            () = timer.sleep.as_mut() => None,
-        };
-        self.settle(outcome, &stage, timeout)
+        let result = self.settle(outcome, &stage, timeout);
+        if let Err(e) = &result {
+            if e.agent_error().is_none() && self.state.sticky.is_none() {
+                self.state.sticky = Some(matches!(e, Error::Timeout { .. }));
+            }
+        }
+        result
     }
 
     /// Turns a call's outcome into its result and leaves the connection ready for the
@@ -459,7 +558,7 @@ impl Client {
     fn settle(
         &mut self,
         outcome: Option<Result<Value>>,
-        stage: &Cell<Stage>,
+        stage: &StageCell,
         timeout: Duration,
     ) -> Result<Value> {
         match outcome {
@@ -470,7 +569,10 @@ impl Client {
             Some(result) => result,
             None => {
                 if let Some(conn) = self.conn.as_mut() {
-                    conn.synced = false;
+                    conn.synced = self.state.has(Mutation::NoResyncAfterTimeout);
+                }
+                if self.state.has(Mutation::SilenceIsSuccess) {
+                    return Ok(empty_object());
                 }
                 // A no-reply command that got its grace period ended inside; one that
                 // is still here could not even be written (an agent that stopped
@@ -480,6 +582,30 @@ impl Client {
                     timeout,
                 })
             }
+        }
+    }
+}
+
+/// The stage a call is in, readable once its future is dropped by the deadline. An atomic
+/// rather than a `Cell` so that a call's future is `Send` (it can be spawned on any
+/// runtime thread).
+#[derive(Debug)]
+struct StageCell(AtomicU8);
+
+impl StageCell {
+    fn new(stage: Stage) -> StageCell {
+        StageCell(AtomicU8::new(stage as u8))
+    }
+
+    fn set(&self, stage: Stage) {
+        self.0.store(stage as u8, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Stage {
+        match self.0.load(Ordering::Relaxed) {
+            x if x == Stage::Connect as u8 => Stage::Connect,
+            x if x == Stage::Sync as u8 => Stage::Sync,
+            _ => Stage::Reply,
         }
     }
 }
@@ -514,6 +640,9 @@ async fn ready_connection<'a>(
     let reused = reusable.is_some();
     let conn = match reusable {
         Some(conn) => conn,
+        None if state.has(Mutation::NoReconnect) && state.stats.connects > 0 => {
+            return Err(Error::disconnected(Stage::Connect, None));
+        }
         None => {
             let stream = connect(&config.socket, state.stats.connects > 0).await?;
             state.stats.connects += 1;
@@ -587,9 +716,11 @@ async fn write(conn: &mut Connection, mut bytes: &[u8], stage: Stage) -> Result<
 /// that is dropped with the rest, and syncs are rare on an echoing agent.
 async fn sync(conn: &mut Connection, state: &mut State) -> Result<()> {
     conn.synced = false;
-    let id = state.fresh_id();
+    let id = state.sync_id();
     let mut request = Vec::with_capacity(100);
-    request.push(PARSER_RESET);
+    if !state.has(Mutation::NoFlush) {
+        request.push(PARSER_RESET);
+    }
     push_sync(&mut request, id);
     write(conn, &request, Stage::Sync).await?;
     let id_value = Value::from(id);
@@ -609,6 +740,13 @@ async fn sync(conn: &mut Connection, state: &mut State) -> Result<()> {
         };
         let line = conn.reader.bytes(range);
         match Reply::parse(line) {
+            Ok(Ok(reply)) if state.has(Mutation::AnySyncId) && reply.ret.is_some() => {
+                conn.synced = true;
+                conn.echoes_ids = reply.id.is_some();
+                conn.handshaken = true;
+                state.stats.syncs += 1;
+                return Ok(());
+            }
             Ok(Ok(reply)) if reply.returns_sync_id(id) => {
                 let echoes_ids = match &reply.id {
                     None => false,
@@ -620,7 +758,7 @@ async fn sync(conn: &mut Connection, state: &mut State) -> Result<()> {
                     }
                 };
                 conn.synced = true;
-                conn.echoes_ids = echoes_ids;
+                conn.echoes_ids = echoes_ids || state.has(Mutation::AssumeIdEcho);
                 conn.handshaken = true;
                 state.stats.syncs += 1;
                 return Ok(());
@@ -653,6 +791,7 @@ async fn await_reply(
             .map_err(|e| Error::disconnected(Stage::Reply, Some(e)))?;
         let range = match frame {
             Frame::Line { range, .. } => range,
+            Frame::Eof { .. } if state.has(Mutation::EofIsSuccess) => return Ok(empty_object()),
             Frame::Eof { .. } => return Err(Error::disconnected(Stage::Reply, None)),
             Frame::Oversize => {
                 return Err(ProtocolError::TooLarge {
@@ -670,10 +809,17 @@ async fn await_reply(
         let line = conn.reader.bytes(range);
         let reply = match Reply::parse(line) {
             Ok(Ok(reply)) => reply,
-            Ok(Err(NotAnObject)) if conn.echoes_ids && expect.id().is_some() => {
+            Ok(Err(NotAnObject))
+                if conn.echoes_ids
+                    && expect.id().is_some()
+                    && !state.has(Mutation::NonObjectAnswer) =>
+            {
                 // It cannot carry our id, so it answers something else.
                 state.stats.discarded_replies += 1;
                 continue;
+            }
+            Ok(Err(NotAnObject)) if state.has(Mutation::NonObjectAnswer) => {
+                return Ok(serde_json::from_slice(line).unwrap_or(Value::Null));
             }
             Ok(Err(NotAnObject)) => {
                 return Err(ProtocolError::NotAnObject {
@@ -691,8 +837,12 @@ async fn await_reply(
             }
         }
         let ours = match (expect.id(), &reply.id) {
+            _ if state.has(Mutation::FirstLine) => true,
             (Some(want), Some(_)) => reply.has_id(want),
-            (Some(_), None) => !conn.echoes_ids,
+            (Some(_), None) => {
+                !conn.echoes_ids
+                    || (state.has(Mutation::TrustIdlessErrors) && reply.error.is_some())
+            }
             (None, _) => true,
         };
         if !ours {
@@ -706,8 +856,10 @@ async fn await_reply(
 /// A no-reply command (the connection has just been synced, so the agent is alive).
 /// To an echoing agent it goes out together with a `guest-ping` under its own id, whose
 /// answer proves the agent got past the command without an error (it answers in
-/// order). Success is that answer, any non-error answer, the connection closing, or
-/// silence until `grace_end`; an error reply to the command is the command's error.
+/// order). Success is that answer, any non-error answer, or the connection closing; an
+/// error reply to the command is the command's error. Without a marker (an agent that
+/// does not echo ids) silence until `grace_end` is also taken as success: nothing better
+/// can be known.
 async fn send_no_reply(
     conn: &mut Connection,
     state: &mut State,
@@ -718,7 +870,7 @@ async fn send_no_reply(
     let mut bytes = Vec::with_capacity(request.len() + 64);
     bytes.extend_from_slice(request);
     let marker = match expect.id() {
-        Some(_) if conn.echoes_ids => {
+        Some(_) if conn.echoes_ids && !state.has(Mutation::UncheckedNoReply) => {
             let marker = state.fresh_id();
             push_command(&mut bytes, "guest-ping", None, marker);
             Some(marker)
@@ -727,7 +879,14 @@ async fn send_no_reply(
         _ => None,
     };
     write(conn, &bytes, Stage::Reply).await?;
-    let waited = tokio::time::timeout_at(grace_end, await_reply(conn, state, expect, marker)).await;
+    let waited = if marker.is_some() {
+        // The marker's answer or the channel closing proves the agent got past the
+        // command; silence proves nothing (a hung agent, a guest that ignored the
+        // command while the VM stays up), so it runs into the call's deadline, a timeout.
+        Ok(await_reply(conn, state, expect, marker).await)
+    } else {
+        tokio::time::timeout_at(grace_end, await_reply(conn, state, expect, marker)).await
+    };
     match waited {
         Ok(Err(Error::Disconnected { .. })) => {
             // The channel closed after the command went out: the guest went down, the

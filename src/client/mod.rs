@@ -37,6 +37,7 @@ mod commands;
 mod core;
 mod error;
 mod frame;
+pub(crate) mod mutation;
 mod reply;
 mod request;
 

@@ -1,7 +1,15 @@
-//! Baselines: the verdict each case is expected to get. A run passes against a baseline
-//! unless a case does worse than its baseline (FAIL is worse than NON-STRICT and
-//! UNSUPPORTED, which are worse than PASS and INFO). A case the baseline does not list is
+//! Baselines: the exact verdict each case is expected to get with one client. A run passes
+//! against a baseline unless a case does worse than its baseline (FAIL is worse than
+//! NON-STRICT and UNSUPPORTED, which are worse than PASS and INFO); a case that does better
+//! is listed as an improvement to write into the file. A case the baseline does not list is
 //! expected to PASS.
+//!
+//! A case known to race with the agent for a client is marked `timing_sensitive` with
+//! every verdict it is seen to get and why: any of those is expected, so the file says
+//! what is known instead of hiding it behind the worst of several runs. Ids of retired
+//! cases are kept under `retired`, so they are never reused for another case.
+//!
+//! `qga-harness schema baseline` prints the format as JSON Schema.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,13 +19,31 @@ use serde::{Deserialize, Serialize};
 use crate::runner::{compare_ids, CaseResult, Verdict};
 
 /// Expected verdicts by case id.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Baseline {
     /// The client the baseline was written for (informative).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub client: String,
+    /// The verdict of each case, exactly as the client got it.
     pub verdicts: BTreeMap<String, Verdict>,
+    /// Cases whose verdict depends on timing for this client: every verdict seen, and why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub timing_sensitive: BTreeMap<String, TimingSensitive>,
+    /// Retired case ids and what became of each (merged into another case, dropped): an
+    /// id is never reused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retired: BTreeMap<String, String>,
+}
+
+/// A case whose verdict for this client depends on timing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimingSensitive {
+    /// Every verdict the case gets in repeated runs (the `verdicts` entry among them).
+    pub seen: Vec<Verdict>,
+    /// What the client races with.
+    pub why: String,
 }
 
 /// Why a baseline could not be read or written.
@@ -69,7 +95,43 @@ impl Baseline {
         Baseline {
             client: client.to_owned(),
             verdicts: results.iter().map(|r| (r.id.clone(), r.verdict)).collect(),
+            timing_sensitive: BTreeMap::new(),
+            retired: BTreeMap::new(),
         }
+    }
+
+    /// This run's verdicts with what a previous baseline knew beyond verdicts (timing
+    /// sensitivity and retired ids), for `--write-baseline` over an existing file.
+    pub fn updated(previous: Option<&Baseline>, results: &[CaseResult], client: &str) -> Baseline {
+        let mut baseline = Baseline::from_results(results, client);
+        if let Some(previous) = previous {
+            baseline.timing_sensitive = previous
+                .timing_sensitive
+                .iter()
+                .filter(|(id, _)| baseline.verdicts.contains_key(*id))
+                .map(|(id, t)| {
+                    let mut t = t.clone();
+                    if let Some(v) = baseline.verdicts.get(id) {
+                        if !t.seen.contains(v) {
+                            t.seen.push(*v);
+                            t.seen.sort();
+                        }
+                    }
+                    (id.clone(), t)
+                })
+                .collect();
+            baseline.retired = previous.retired.clone();
+        }
+        baseline
+    }
+
+    /// Whether `verdict` is one the baseline expects for case `id`.
+    fn expects(&self, id: &str, verdict: Verdict) -> bool {
+        self.verdicts.get(id).copied().unwrap_or(Verdict::Pass) == verdict
+            || self
+                .timing_sensitive
+                .get(id)
+                .is_some_and(|t| t.seen.contains(&verdict))
     }
 
     pub fn load(path: &Path) -> Result<Baseline, BaselineError> {
@@ -100,6 +162,41 @@ impl Baseline {
                 "  \"client\": {},\n",
                 serde_json::Value::String(self.client.clone())
             ));
+        }
+        if !self.retired.is_empty() {
+            text.push_str("  \"retired\": {");
+            let mut ids: Vec<&String> = self.retired.keys().collect();
+            ids.sort_by(|a, b| compare_ids(a, b));
+            for (n, id) in ids.iter().enumerate() {
+                text.push_str(if n == 0 { "\n" } else { ",\n" });
+                text.push_str(&format!(
+                    "    {}: {}",
+                    serde_json::Value::String((*id).clone()),
+                    serde_json::Value::String(self.retired[*id].clone())
+                ));
+            }
+            text.push_str("\n  },\n");
+        }
+        if !self.timing_sensitive.is_empty() {
+            text.push_str("  \"timing_sensitive\": {");
+            let mut ids: Vec<&String> = self.timing_sensitive.keys().collect();
+            ids.sort_by(|a, b| compare_ids(a, b));
+            for (n, id) in ids.iter().enumerate() {
+                let t = &self.timing_sensitive[*id];
+                let seen: Vec<String> = t
+                    .seen
+                    .iter()
+                    .map(|v| format!("\"{}\"", v.as_str()))
+                    .collect();
+                text.push_str(if n == 0 { "\n" } else { ",\n" });
+                text.push_str(&format!(
+                    "    {}: {{\"seen\": [{}], \"why\": {}}}",
+                    serde_json::Value::String((*id).clone()),
+                    seen.join(", "),
+                    serde_json::Value::String(t.why.clone())
+                ));
+            }
+            text.push_str("\n  },\n");
         }
         text.push_str("  \"verdicts\": {");
         for (n, id) in ids.iter().enumerate() {
@@ -132,6 +229,9 @@ impl Baseline {
                 expected,
                 actual: result.verdict,
             };
+            if self.expects(&result.id, result.verdict) {
+                continue;
+            }
             if result.verdict.rank() > expected.rank() {
                 comparison.regressions.push(change);
             } else if result.verdict.rank() < expected.rank() {
@@ -188,6 +288,7 @@ mod tests {
                 ("sync.9".to_owned(), Verdict::Pass),
             ]
             .into(),
+            ..Baseline::default()
         };
         let results = [
             result("sync.1", Verdict::Fail),
@@ -200,6 +301,56 @@ mod tests {
         assert_eq!(ids(&c.regressions), ["sync.2", "sync.4"]);
         assert_eq!(ids(&c.improvements), ["sync.3"]);
         assert_eq!(c.missing, ["sync.9"]);
+    }
+
+    #[test]
+    fn a_timing_sensitive_case_expects_every_verdict_seen_and_nothing_worse() {
+        let baseline = Baseline {
+            verdicts: [("timeout.4".to_owned(), Verdict::Pass)].into(),
+            timing_sensitive: [(
+                "timeout.4".to_owned(),
+                TimingSensitive {
+                    seen: vec![Verdict::Pass, Verdict::NonStrict],
+                    why: "races with the agent's delay".into(),
+                },
+            )]
+            .into(),
+            ..Baseline::default()
+        };
+        let c = baseline.compare(&[result("timeout.4", Verdict::NonStrict)]);
+        assert!(
+            c.regressions.is_empty() && c.improvements.is_empty(),
+            "{c:?}"
+        );
+        let c = baseline.compare(&[result("timeout.4", Verdict::Fail)]);
+        assert_eq!(c.regressions.len(), 1);
+    }
+
+    #[test]
+    fn rewriting_keeps_timing_notes_and_retired_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("b.json");
+        let previous = Baseline {
+            verdicts: [("sync.1".to_owned(), Verdict::Pass)].into(),
+            timing_sensitive: [(
+                "sync.1".to_owned(),
+                TimingSensitive {
+                    seen: vec![Verdict::Pass],
+                    why: "a race".into(),
+                },
+            )]
+            .into(),
+            retired: [("hostile.5".to_owned(), "merged into hostile.19".to_owned())].into(),
+            ..Baseline::default()
+        };
+        let updated = Baseline::updated(Some(&previous), &[result("sync.1", Verdict::Fail)], "x");
+        assert_eq!(
+            updated.timing_sensitive["sync.1"].seen,
+            [Verdict::Pass, Verdict::Fail]
+        );
+        assert_eq!(updated.retired, previous.retired);
+        updated.write(&path).expect("writes");
+        assert_eq!(Baseline::load(&path).expect("loads"), updated);
     }
 
     #[test]

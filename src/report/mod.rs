@@ -7,6 +7,7 @@ mod html;
 mod human;
 mod json;
 mod junit;
+pub mod matrix;
 mod merge;
 mod model;
 mod partition;
@@ -15,7 +16,7 @@ mod progress;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-pub use baseline::{Baseline, BaselineError, Comparison};
+pub use baseline::{Baseline, BaselineError, Comparison, TimingSensitive};
 pub use catalogue::{list_markdown, list_text};
 pub use html::html_page;
 pub use human::{case_line, closing, failure_details, summary_table, verdict_counts, HumanReport};

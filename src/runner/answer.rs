@@ -20,7 +20,7 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
-    fn from_class(class: &str) -> Option<FailureClass> {
+    pub(crate) fn from_class(class: &str) -> Option<FailureClass> {
         match class {
             "Timeout" => Some(FailureClass::Timeout),
             "Disconnected" => Some(FailureClass::Disconnected),

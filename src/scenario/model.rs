@@ -42,6 +42,10 @@ pub struct Scenario {
     /// Why this case exists when it only records behaviour: its verdict is INFO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<String>,
+    /// Why no mutant of the reference client (one deliberate bug each) FAILs this case:
+    /// what it guards that the mutants do not model. Every other case must kill one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_mutant: Option<String>,
 }
 
 /// The transport the mock emulates.

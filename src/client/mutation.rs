@@ -1,0 +1,177 @@
+//! Deliberate bugs of the reference client, one at a time, to measure the catalogue: a
+//! case is worth having when a client with a known bug FAILs it. Reachable only through
+//! `qga_harness::internals`, which is not the stable API; a client built normally has no
+//! mutation.
+
+/// One bug. Each is the smallest change to the reference client that makes it behave like
+/// a real client's known mistake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Mutation {
+    /// The sync is sent without the 0xFF that resets the agent's parser.
+    NoFlush,
+    /// Never syncs: the first command goes out on a fresh connection as is.
+    NoSync,
+    /// Any `return` reply read while syncing is taken as the sync reply, whatever its id.
+    AnySyncId,
+    /// The first reply line after the command is taken as its answer, whatever its id.
+    FirstLine,
+    /// The call's timeout is ignored: it waits as long as it takes.
+    NoTimeout,
+    /// Gives up after a twentieth of the timeout.
+    InstantTimeout,
+    /// A call that times out is reported as a success with `{}`.
+    SilenceIsSuccess,
+    /// A command with no answer by half its timeout is written again.
+    RetryCommand,
+    /// After a timeout the connection is reused without a sync.
+    NoResyncAfterTimeout,
+    /// An error reply without an id is taken as the answer to the pending command.
+    TrustIdlessErrors,
+    /// Sync ids count up from 1.
+    SequentialSyncIds,
+    /// Once a call fails on the client's side, every later call fails the same way.
+    StickyFailure,
+    /// A closed connection is never reopened.
+    NoReconnect,
+    /// A reply line that is not a JSON object (`42`, `[]`) is taken as the answer's value.
+    NonObjectAnswer,
+    /// The agent is assumed to echo ids: replies without an id are never an answer.
+    AssumeIdEcho,
+    /// A sync whose reply does not come is sent again with a fresh timeout, for ever.
+    UnboundedSyncLoop,
+    /// A no-reply command (guest-shutdown) is sent without a sync first and without a
+    /// marker; silence means success.
+    UncheckedNoReply,
+    /// The connection closing while a command waits for its answer is a success `{}`.
+    EofIsSuccess,
+    /// Every agent error is reported as `GenericError` (its class is lost).
+    FlattenErrorClass,
+    /// The command's arguments are not sent.
+    DropArguments,
+}
+
+impl Mutation {
+    /// Every mutation, in the order reports list them.
+    pub const ALL: [Mutation; 20] = [
+        Mutation::NoFlush,
+        Mutation::NoSync,
+        Mutation::AnySyncId,
+        Mutation::FirstLine,
+        Mutation::NoTimeout,
+        Mutation::InstantTimeout,
+        Mutation::SilenceIsSuccess,
+        Mutation::RetryCommand,
+        Mutation::NoResyncAfterTimeout,
+        Mutation::TrustIdlessErrors,
+        Mutation::SequentialSyncIds,
+        Mutation::StickyFailure,
+        Mutation::NoReconnect,
+        Mutation::NonObjectAnswer,
+        Mutation::AssumeIdEcho,
+        Mutation::UnboundedSyncLoop,
+        Mutation::UncheckedNoReply,
+        Mutation::EofIsSuccess,
+        Mutation::FlattenErrorClass,
+        Mutation::DropArguments,
+    ];
+
+    /// The mutant's name in reports and the kill matrix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutation::NoFlush => "no-flush",
+            Mutation::NoSync => "no-sync",
+            Mutation::AnySyncId => "any-sync-id",
+            Mutation::FirstLine => "first-line",
+            Mutation::NoTimeout => "no-timeout",
+            Mutation::InstantTimeout => "instant-timeout",
+            Mutation::SilenceIsSuccess => "silence-is-success",
+            Mutation::RetryCommand => "retry-command",
+            Mutation::NoResyncAfterTimeout => "no-resync-after-timeout",
+            Mutation::TrustIdlessErrors => "trust-idless-errors",
+            Mutation::SequentialSyncIds => "sequential-sync-ids",
+            Mutation::StickyFailure => "sticky-failure",
+            Mutation::NoReconnect => "no-reconnect",
+            Mutation::NonObjectAnswer => "non-object-answer",
+            Mutation::AssumeIdEcho => "assume-id-echo",
+            Mutation::UnboundedSyncLoop => "unbounded-sync-loop",
+            Mutation::UncheckedNoReply => "unchecked-no-reply",
+            Mutation::EofIsSuccess => "eof-is-success",
+            Mutation::FlattenErrorClass => "flatten-error-class",
+            Mutation::DropArguments => "drop-arguments",
+        }
+    }
+
+    /// The mutation named `name`.
+    pub fn parse(name: &str) -> Option<Mutation> {
+        Mutation::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// The case category its bug belongs to: at least one case of it must FAIL the mutant.
+    pub fn category(self) -> &'static str {
+        match self {
+            Mutation::NoFlush
+            | Mutation::NoSync
+            | Mutation::AnySyncId
+            | Mutation::SequentialSyncIds
+            | Mutation::UnboundedSyncLoop => "sync",
+            Mutation::NoTimeout
+            | Mutation::InstantTimeout
+            | Mutation::RetryCommand
+            | Mutation::NoResyncAfterTimeout => "timeout",
+            Mutation::SilenceIsSuccess | Mutation::UncheckedNoReply => "noreply",
+            Mutation::FirstLine | Mutation::TrustIdlessErrors | Mutation::NonObjectAnswer => {
+                "hostile"
+            }
+            Mutation::StickyFailure | Mutation::NoReconnect | Mutation::EofIsSuccess => "lifecycle",
+            Mutation::AssumeIdEcho => "version",
+            Mutation::FlattenErrorClass | Mutation::DropArguments => "commands",
+        }
+    }
+
+    /// The bug, in plain words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mutation::NoFlush => "syncs without the 0xFF that resets the agent's parser",
+            Mutation::NoSync => "never syncs",
+            Mutation::AnySyncId => "takes any return read while syncing as the sync reply",
+            Mutation::FirstLine => "takes the first reply line as the answer, whatever its id",
+            Mutation::NoTimeout => "ignores the timeout",
+            Mutation::InstantTimeout => "gives up after a twentieth of the timeout",
+            Mutation::SilenceIsSuccess => "reports a timeout as a success",
+            Mutation::RetryCommand => "writes a command again when its answer is slow",
+            Mutation::NoResyncAfterTimeout => {
+                "reuses the connection after a timeout without a sync"
+            }
+            Mutation::TrustIdlessErrors => "takes an error without an id as the answer",
+            Mutation::SequentialSyncIds => "counts sync ids up from 1",
+            Mutation::StickyFailure => "fails every call after the first client-side failure",
+            Mutation::NoReconnect => "never reopens a closed connection",
+            Mutation::NonObjectAnswer => "takes a non-object line as the answer's value",
+            Mutation::AssumeIdEcho => "assumes the agent echoes ids",
+            Mutation::UnboundedSyncLoop => {
+                "resends an unanswered sync with a fresh timeout, for ever"
+            }
+            Mutation::UncheckedNoReply => "sends guest-shutdown unsynced; silence is success",
+            Mutation::EofIsSuccess => "takes a closed connection for a success",
+            Mutation::FlattenErrorClass => "reports every agent error as GenericError",
+            Mutation::DropArguments => "sends commands without their arguments",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_parse_back() {
+        let mut names: Vec<_> = Mutation::ALL.iter().map(|m| m.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Mutation::ALL.len());
+        for m in Mutation::ALL {
+            assert_eq!(Mutation::parse(m.name()), Some(m));
+        }
+    }
+}

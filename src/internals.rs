@@ -1,0 +1,89 @@
+//! Items that the tests, benches and measurement tools need and users should not: **not
+//! the stable API**. Anything here may change or go away in any release.
+//!
+//! - [`ReferenceInProcess`]: the reference client as an in-process runner client, with
+//!   or without one deliberate bug ([`Mutation`]), to measure what the catalogue
+//!   catches (the kill matrix).
+//! - [`kill_matrix`]: running cases against every mutant and rendering the result.
+
+pub mod kill_matrix;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use crate::client::mutation::Mutation;
+use crate::client::{Client, Error};
+use crate::runner::{
+    Answer, BoxFuture, FailureClass, InProcessClient, InProcessSession, StepRequest,
+};
+
+/// The reference client, driven in the runner's process; with a mutation, a mutant.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReferenceInProcess {
+    pub mutation: Option<Mutation>,
+}
+
+impl ReferenceInProcess {
+    /// The reference client with `mutation`.
+    pub fn mutant(mutation: Mutation) -> ReferenceInProcess {
+        ReferenceInProcess {
+            mutation: Some(mutation),
+        }
+    }
+}
+
+impl InProcessClient for ReferenceInProcess {
+    fn name(&self) -> String {
+        match self.mutation {
+            Some(m) => format!("the reference client with the bug '{}'", m.name()),
+            None => "the reference client (in process)".to_owned(),
+        }
+    }
+
+    fn open<'a>(&'a self, socket: &'a Path) -> BoxFuture<'a, Box<dyn InProcessSession>> {
+        let mut builder = Client::builder(socket);
+        if let Some(mutation) = self.mutation {
+            builder = builder.mutation(mutation);
+        }
+        let client = builder.build();
+        Box::pin(async move { Box::new(ReferenceSession { client }) as Box<dyn InProcessSession> })
+    }
+}
+
+struct ReferenceSession {
+    client: Client,
+}
+
+impl InProcessSession for ReferenceSession {
+    fn execute<'a>(&'a mut self, request: &'a StepRequest) -> BoxFuture<'a, Answer> {
+        Box::pin(async move {
+            let arguments = request.arguments.clone().map(Value::Object);
+            let result = self
+                .client
+                .execute_within(
+                    &request.execute,
+                    arguments.as_ref(),
+                    Duration::from_millis(request.timeout_ms),
+                )
+                .await;
+            answer(result)
+        })
+    }
+}
+
+/// The runner's view of a call's result, as `qga-harness session` reports it.
+fn answer(result: Result<Value, Error>) -> Answer {
+    match result {
+        Ok(value) => Answer::Return { value },
+        Err(e) => {
+            let class = e.class().to_owned();
+            let desc = e.desc();
+            match FailureClass::from_class(&class) {
+                Some(class) if e.agent_error().is_none() => Answer::ClientError { class, desc },
+                _ => Answer::AgentError { class, desc },
+            }
+        }
+    }
+}
