@@ -7,6 +7,7 @@ mod html;
 mod human;
 mod json;
 mod junit;
+mod matrix;
 mod merge;
 mod model;
 mod partition;
@@ -21,6 +22,7 @@ pub use html::html_page;
 pub use human::{case_line, closing, failure_details, summary_table, verdict_counts, HumanReport};
 pub use json::json_report;
 pub use junit::{junit_of, junit_xml};
+pub use matrix::{matrix_html, matrix_markdown, MatrixColumn};
 pub use merge::{merge, MergeError};
 pub use model::{
     CaseReport, DutyEntry, FindingEntry, PartitionInfo, Report, ReportError, StepReport,
