@@ -20,6 +20,22 @@ pub enum ReportCommand {
     Merge(MergeArgs),
     /// Renders a JSON report as one self-contained HTML page.
     Html(HtmlArgs),
+    /// Renders the verdicts of several clients side by side: rows are cases by category,
+    /// columns are clients (each input's file name). An input is a baseline
+    /// (`run --write-baseline`) or a JSON report (`run --json`, which adds the duties each
+    /// client meets); a cell links to `NAME.html#case-ID` when `NAME.html` sits beside the
+    /// input `NAME.json`.
+    Matrix(MatrixArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MatrixArgs {
+    /// Baselines or JSON reports, one per client.
+    #[arg(value_name = "BASELINE", required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// The page to write [default: the verdict counts as a Markdown table on stdout].
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +72,7 @@ pub fn run(args: ReportArgs) -> i32 {
     let outcome = match args.command {
         ReportCommand::Merge(args) => merge(&args),
         ReportCommand::Html(args) => html(&args),
+        ReportCommand::Matrix(args) => matrix(&args),
     };
     match outcome {
         Ok(code) => code,
@@ -90,6 +107,26 @@ fn html(args: &HtmlArgs) -> Result<i32, String> {
         &report::html_page(&report, args.artifacts.as_deref()),
         "HTML report",
     )?;
+    Ok(0)
+}
+
+fn matrix(args: &MatrixArgs) -> Result<i32, String> {
+    let columns = args
+        .inputs
+        .iter()
+        .map(|path| report::MatrixColumn::load(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    match &args.output {
+        Some(path) => write_file(path, &report::matrix_html(&columns), "compatibility page")?,
+        None => {
+            use std::io::Write as _;
+            let _ = write!(
+                std::io::stdout().lock(),
+                "{}",
+                report::matrix_markdown(&columns)
+            );
+        }
+    }
     Ok(0)
 }
 

@@ -3,6 +3,7 @@
 
 mod baseline;
 mod catalogue;
+mod compat_page;
 mod html;
 mod human;
 mod json;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 pub use baseline::{Baseline, BaselineError, Comparison, TimingSensitive};
 pub use catalogue::{list_markdown, list_text};
+pub use compat_page::{matrix_html, matrix_markdown, MatrixColumn};
 pub use html::html_page;
 pub use human::{case_line, closing, failure_details, summary_table, verdict_counts, HumanReport};
 pub use json::json_report;
