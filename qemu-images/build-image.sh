@@ -61,6 +61,8 @@ fi
 
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+# One build at a time per cache directory.
+if command -v flock >/dev/null 2>&1; then exec 9>"$OUT/.lock"; flock 9; fi
 INITRD=$OUT/initramfs-$KVER.cpio.gz
 STAMP=$OUT/initramfs-$KVER.inputs
 SELF=$(readlink -f "$0")

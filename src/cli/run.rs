@@ -64,6 +64,12 @@ pub struct RunArgs {
     /// [default: $XDG_CACHE_HOME/qga-harness/qemu-images or ~/.cache/...]
     #[arg(long, value_name = "DIR")]
     pub image_dir: Option<PathBuf>,
+    /// With --target qemu: the guest's kernel version [default: the newest in /boot]
+    #[arg(long, value_name = "VERSION")]
+    pub kernel_version: Option<String>,
+    /// With --target qemu: how long a guest may take to boot and answer.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub boot_timeout: u64,
     /// Cases run in parallel [default: the number of cores]
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
@@ -177,12 +183,18 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(2, usize::from),
     };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(jobs.clamp(2, 16))
+        .enable_all()
+        .build()
+        .map_err(|e| Usage(format!("cannot start the runtime: {e}")))?;
+    let mut interrupts = Interrupts::catch(&runtime);
     let qemu = match args.target {
         Target::Mock => None,
         Target::Qemu => {
             // One guest serves the cases one after the other.
             jobs = 1;
-            Some(qemu_launcher(&args)?)
+            Some(qemu_launcher(&args, &runtime, &mut interrupts)?)
         }
     };
     // However the run ends (Ctrl-C included), the guest is killed and its sockets removed.
@@ -207,11 +219,6 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
         elapsed: std::time::Duration::ZERO,
         program: program_name(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(jobs.clamp(2, 16))
-        .enable_all()
-        .build()
-        .map_err(|e| Usage(format!("cannot start the runtime: {e}")))?;
     let stdout = std::io::stdout();
     let terminal = stdout.is_terminal();
     let mut human = HumanReport::new(stdout.lock(), false, cases.len());
@@ -234,11 +241,15 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
     let results = runtime.block_on(async {
         tokio::select! {
             results = runner::run_observed(cases, &options, &mut progress) => Some(results),
-            () = interrupted() => None,
+            () = interrupts.wait() => None,
         }
     });
     if let Some(live) = &progress.live {
         live.finish();
+    }
+    if results.is_none() {
+        // A case may be booting a fresh guest: it gives up now.
+        crate::qemu::cancel_boots();
     }
     // Dropping the runtime drops every case still running: their clients' process groups
     // are killed, their agents stopped and their temp dirs removed.
@@ -456,20 +467,35 @@ fn program_name() -> String {
         .unwrap_or_else(|| "qga-harness".to_owned())
 }
 
-/// Completes on SIGINT or SIGTERM (never, when the handlers cannot be installed).
-async fn interrupted() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
+/// SIGINT and SIGTERM, caught from the moment this is made (a signal that arrives before
+/// anyone waits is kept, not lost).
+struct Interrupts {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupts {
+    /// Installs the handlers; needs the runtime's context.
+    fn catch(runtime: &tokio::runtime::Runtime) -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _context = runtime.enter();
+        Self {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
         }
-        _ => std::future::pending().await,
+    }
+
+    /// Completes on SIGINT or SIGTERM (never, when the handlers could not be installed).
+    async fn wait(&mut self) {
+        match (&mut self.int, &mut self.term) {
+            (Some(int), Some(term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
     }
 }
 
@@ -498,7 +524,11 @@ fn default_image_dir() -> PathBuf {
 
 /// Builds the image and boots the first guest, so a bad environment is reported (exit 2)
 /// before any case runs.
-fn qemu_launcher(args: &RunArgs) -> Result<Arc<QemuLauncher>, Usage> {
+fn qemu_launcher(
+    args: &RunArgs,
+    runtime: &tokio::runtime::Runtime,
+    interrupts: &mut Interrupts,
+) -> Result<Arc<QemuLauncher>, Usage> {
     if args.guest_agent == GuestAgentKind::Mock {
         return Err(Usage(
             "--target qemu --guest-agent mock: the mock inside the guest is not available in this build; use --guest-agent real".into(),
@@ -508,15 +538,39 @@ fn qemu_launcher(args: &RunArgs) -> Result<Arc<QemuLauncher>, Usage> {
     eprintln!("building the guest image in {} ...", cache_dir.display());
     let image = crate::qemu::build_image(&ImageOptions {
         cache_dir,
-        kernel_version: None,
+        kernel_version: args.kernel_version.clone(),
         mock_binary: None,
     })
     .map_err(|e| Usage(error_chain(&e)))?;
-    let launcher = Arc::new(QemuLauncher::new(BootOptions::new(image, args.guest_agent)));
+    let mut boot = BootOptions::new(image, args.guest_agent);
+    boot.boot_timeout = std::time::Duration::from_secs(args.boot_timeout.max(1));
+    let launcher = Arc::new(QemuLauncher::new(boot));
     eprintln!("booting the guest ...");
-    let boot_time = launcher
-        .prepare()
-        .map_err(|e| Usage(format!("--target qemu: {}", error_chain(&e))))?;
+    let booting = launcher.clone();
+    let prepared = runtime.block_on(async move {
+        let task = tokio::task::spawn_blocking(move || booting.prepare());
+        tokio::pin!(task);
+        tokio::select! {
+            done = &mut task => Some(done),
+            () = interrupts.wait() => {
+                crate::qemu::cancel_boots();
+                let _ = task.await;
+                None
+            }
+        }
+    });
+    let boot_time = match prepared {
+        None => {
+            launcher.shut_down();
+            return Err(Usage(
+                "interrupted while the guest booted; it was stopped".into(),
+            ));
+        }
+        Some(Err(e)) => return Err(Usage(format!("the guest's boot task failed: {e}"))),
+        Some(Ok(result)) => {
+            result.map_err(|e| Usage(format!("--target qemu: {}", error_chain(&e))))?
+        }
+    };
     eprintln!("the guest is ready after {:.1} s", boot_time.as_secs_f64());
     Ok(launcher)
 }

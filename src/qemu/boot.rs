@@ -7,6 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -20,6 +21,15 @@ use super::QemuError;
 pub const AGENT_PORT: &str = "org.qemu.guest_agent.0";
 /// The harness's control port name.
 pub const CONTROL_PORT: &str = "org.qga-harness.control.0";
+
+/// Set when the harness is interrupted: boots in progress give up at once.
+static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+/// Makes every boot in progress (and every later one) fail at once, so an interrupted
+/// harness tears its guests down without waiting for a boot to finish.
+pub fn cancel_boots() {
+    CANCELLED.store(true, Ordering::SeqCst);
+}
 
 /// How long a KVM boot may take before KVM counts as unusable on this host.
 const KVM_PROBE: Duration = Duration::from_secs(15);
@@ -66,22 +76,27 @@ pub struct BootOptions {
     pub boot_timeout: Duration,
     /// Extra kernel command line words (`qgah.args=...`, `qgah.delay=...`).
     pub kernel_args: Vec<String>,
-    /// The program to run (default `qemu-system-x86_64` on PATH).
+    /// The program to run (default `qemu-system-x86_64` on PATH, or `$QGA_HARNESS_QEMU`).
     pub qemu: PathBuf,
+    /// Where the KVM probe's outcome is kept, so it runs once per host kernel (default: the
+    /// image's directory).
+    pub probe_cache: Option<PathBuf>,
 }
 
 impl BootOptions {
     /// The defaults: 256 MiB, accelerator chosen by probe, 60 s to boot.
     pub fn new(image: Image, agent: GuestAgentKind) -> Self {
         Self {
-            image,
             agent,
             extra_ports: Vec::new(),
             memory_mib: 256,
             accel: Accel::Auto,
             boot_timeout: Duration::from_secs(60),
             kernel_args: Vec::new(),
-            qemu: PathBuf::from("qemu-system-x86_64"),
+            qemu: std::env::var_os("QGA_HARNESS_QEMU")
+                .map_or_else(|| PathBuf::from("qemu-system-x86_64"), PathBuf::from),
+            probe_cache: image.kernel.parent().map(|dir| dir.join("kvm-probe")),
+            image,
         }
     }
 }
@@ -137,6 +152,9 @@ pub fn boot(options: &BootOptions) -> Result<Guest, QemuError> {
         }
     }
     find_program(&options.qemu)?;
+    if CANCELLED.load(Ordering::SeqCst) {
+        return Err(QemuError::Cancelled);
+    }
     match options.accel {
         Accel::Tcg => start(options, &initrd, "tcg", options.boot_timeout),
         Accel::Kvm => start(options, &initrd, "kvm", options.boot_timeout),
@@ -160,7 +178,30 @@ fn kvm_usable(options: &BootOptions, initrd: &Path) -> bool {
             .write(true)
             .open("/dev/kvm")
             .is_ok();
-        opens && start(options, initrd, "kvm", KVM_PROBE.min(options.boot_timeout)).is_ok()
+        if !opens {
+            return false;
+        }
+        // The outcome holds for this host kernel and this guest kernel.
+        let key = format!(
+            "{} {}",
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim(),
+            options.image.kernel.display()
+        );
+        if let Some(cache) = &options.probe_cache {
+            if let Ok(text) = std::fs::read_to_string(cache) {
+                if let Some(verdict) = text.strip_prefix(&format!("{key} = ")) {
+                    return verdict.trim() == "kvm";
+                }
+            }
+        }
+        let usable = start(options, initrd, "kvm", KVM_PROBE.min(options.boot_timeout)).is_ok();
+        if let Some(cache) = &options.probe_cache {
+            let verdict = if usable { "kvm" } else { "tcg" };
+            let _ = std::fs::write(cache, format!("{key} = {verdict}\n"));
+        }
+        usable
     })
 }
 
@@ -302,6 +343,9 @@ fn start(
         if let Some(status) = exited(&state) {
             return Err(failure(status));
         }
+        if CANCELLED.load(Ordering::SeqCst) {
+            return Err(QemuError::Cancelled);
+        }
         if let Ok(stream) = UnixStream::connect(&control_path) {
             break stream;
         }
@@ -315,6 +359,9 @@ fn start(
     loop {
         if let Some(status) = exited(&state) {
             return Err(failure(status));
+        }
+        if CANCELLED.load(Ordering::SeqCst) {
+            return Err(QemuError::Cancelled);
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

@@ -18,7 +18,9 @@ mod control;
 mod front;
 mod image;
 
-pub use boot::{boot, Accel, BootOptions, Guest, GuestAgentKind, AGENT_PORT, CONTROL_PORT};
+pub use boot::{
+    boot, cancel_boots, Accel, BootOptions, Guest, GuestAgentKind, AGENT_PORT, CONTROL_PORT,
+};
 pub use control::{Control, ControlError};
 pub use front::{serve_front, FrontRecord};
 pub use image::{build_image, static_binary_hint, Image, ImageOptions};
@@ -57,6 +59,9 @@ pub enum QemuError {
         #[source]
         source: std::io::Error,
     },
+    /// The harness was interrupted while the guest booted.
+    #[error("interrupted while the guest booted")]
+    Cancelled,
     /// The control port failed.
     #[error(transparent)]
     Control(#[from] ControlError),

@@ -44,6 +44,30 @@ pub fn static_binary() -> PathBuf {
         .clone()
 }
 
+/// The image's directory, built for `agent` (only the mock needs the static build).
+pub fn image_dir(agent: GuestAgentKind) -> PathBuf {
+    let image = match agent {
+        GuestAgentKind::Real => real_image(),
+        GuestAgentKind::Mock => image(),
+    };
+    image.kernel.parent().unwrap().to_owned()
+}
+
+/// The image with the real agent only.
+pub fn real_image() -> Image {
+    static IMAGE: OnceLock<Image> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            qemu::build_image(&ImageOptions {
+                cache_dir: cache_dir(),
+                kernel_version: None,
+                mock_binary: None,
+            })
+            .expect("the image builds")
+        })
+        .clone()
+}
+
 /// The image, with the mock (built once per test binary).
 pub fn image() -> Image {
     static IMAGE: Mutex<Option<Image>> = Mutex::new(None);
@@ -63,7 +87,11 @@ pub fn image() -> Image {
 
 /// Boots a guest with the given agent.
 pub fn boot(agent: GuestAgentKind) -> Guest {
-    let mut options = BootOptions::new(image(), agent);
+    let image = match agent {
+        GuestAgentKind::Real => real_image(),
+        GuestAgentKind::Mock => image(),
+    };
+    let mut options = BootOptions::new(image, agent);
     options.boot_timeout = Duration::from_secs(90);
     qemu::boot(&options).expect("the guest boots")
 }
