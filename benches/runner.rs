@@ -89,6 +89,7 @@ fn write_cases(dir: &Path) -> Vec<LoadedCase> {
 }
 
 fn options(client: Client, jobs: usize) -> RunOptions {
+    time_scale: 1,
     RunOptions {
         client,
         launcher: Arc::new(MockLauncher::default()),

@@ -154,6 +154,7 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
     };
     let seed = args.seed.unwrap_or_else(rand::random);
     let options = RunOptions {
+        time_scale: 1,
         client: client.clone(),
         launcher: launcher()?,
         jobs,
