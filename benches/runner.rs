@@ -89,8 +89,8 @@ fn write_cases(dir: &Path) -> Vec<LoadedCase> {
 }
 
 fn options(client: Client, jobs: usize) -> RunOptions {
-    time_scale: 1,
     RunOptions {
+        time_scale: 1,
         client,
         launcher: Arc::new(MockLauncher::default()),
         jobs,
