@@ -12,7 +12,9 @@
 //! - [`runner`]: running cases against a host client, judging them.
 //! - [`report`]: human, JUnit, JSON reports, artifacts and baselines.
 //! - [`cli`]: the `qga-harness` command line.
+//! - [`libvirt`]: real libvirt driven as a client under test.
 //! - [`proxy`]: the fault proxy in front of a real agent's socket.
+//! - [`qemu`]: a real QEMU guest from `qemu-images/`, its ports and its control port.
 //! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
 //! - [`MockAgent`]: the mock qemu-ga as a library (`mock.rs`).
 
@@ -22,8 +24,10 @@ pub mod cli;
 pub mod client;
 pub mod fault;
 pub mod guest;
+pub mod libvirt;
 mod mock;
 pub mod proxy;
+pub mod qemu;
 pub mod real_agent;
 pub mod report;
 pub mod runner;

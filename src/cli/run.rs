@@ -1,14 +1,16 @@
 //! `qga-harness run`: runs scenario cases against a host client and judges it.
 
+use crate::libvirt as qga_libvirt;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::qemu::{BootOptions, GuestAgentKind, ImageOptions};
 use crate::report::{self, Baseline, HumanReport, RunInfo};
 use crate::runner::{
-    self, AgentLauncher, Answer, BrokenKind, CaseResult, Client, Placeholder, RunOptions, Template,
-    Verdict,
+    self, AgentLauncher, Answer, BrokenKind, CaseResult, Client, Placeholder, QemuLauncher,
+    RunOptions, Template, Verdict,
 };
 
 /// What the client talks to.
@@ -53,9 +55,25 @@ pub struct RunArgs {
     /// Timeout, Disconnected and Protocol).
     #[arg(long, value_name = "CMD")]
     pub client_session: Option<String>,
+    /// Real libvirt as the client under test (a built-in adapter): virtlogd and libvirtd
+    /// (started as root if none runs), one transient TCG domain whose agent channel is
+    /// handed to each case's mock, each step a `virsh qemu-agent-command --timeout`.
+    #[arg(long, conflicts_with_all = ["client", "client_session"])]
+    pub libvirt: bool,
+    /// Multiply every timeout, delay and time bound of the cases by N [default: 5 with
+    /// --libvirt, whose timeouts are whole seconds; else 1]
+    #[arg(long, value_name = "N")]
+    pub time_scale: Option<u64>,
     /// What the client talks to.
     #[arg(long, value_enum, default_value_t = Target::Mock)]
     pub target: Target,
+    /// With --target qemu: the agent inside the guest.
+    #[arg(long, value_enum, default_value_t = GuestAgentKind::Mock)]
+    pub guest_agent: GuestAgentKind,
+    /// With --target qemu: where the guest image is built and cached
+    /// [default: $XDG_CACHE_HOME/qga-harness/qemu-images or ~/.cache/...]
+    #[arg(long, value_name = "DIR")]
+    pub image_dir: Option<PathBuf>,
     /// Cases run in parallel [default: the number of cores]
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
@@ -141,22 +159,54 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
         let _ = std::io::stdout().lock().write_all(text.as_bytes());
         return Ok(0);
     }
-    if args.target == Target::Qemu {
-        return Err(Usage(
-            "--target qemu needs a QEMU guest image and the qemu target, which this build does not provide; use --target mock".into(),
-        ));
-    }
-    let (client, client_flags) = client_of(&args)?;
-    let jobs = match args.jobs {
+    let libvirt = if args.libvirt {
+        let (client, daemons) =
+            qga_libvirt::LibvirtClient::prepare(qga_libvirt::LibvirtOptions::new())
+                .map_err(|e| Usage(format!("--libvirt: {}", error_chain(&e))))?;
+        Some((Arc::new(client), daemons))
+    } else {
+        None
+    };
+    let (client, client_flags) = match &libvirt {
+        Some((client, _)) => (
+            Client::InProcess(client.clone() as Arc<dyn runner::InProcessClient>),
+            "--libvirt".to_owned(),
+        ),
+        None => client_of(&args)?,
+    };
+    let time_scale = match args.time_scale {
+        Some(0) => return Err(Usage("--time-scale must be at least 1".into())),
+        Some(n) => n,
+        None if args.libvirt => qga_libvirt::DEFAULT_TIME_SCALE,
+        None => 1,
+    };
+    let mut jobs = match args.jobs {
         Some(0) => return Err(Usage("--jobs must be at least 1".into())),
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(2, usize::from),
     };
+    let qemu = match args.target {
+        Target::Mock => None,
+        Target::Qemu => {
+            // One guest serves the cases one after the other.
+            jobs = 1;
+            Some(qemu_launcher(&args)?)
+        }
+    };
+    if libvirt.is_some() {
+        // One domain serves the cases one after the other.
+        jobs = 1;
+    }
+    // However the run ends (Ctrl-C included), the guest is killed and its sockets removed.
+    let _guest_teardown = qemu.clone().map(GuestTeardown);
     let seed = args.seed.unwrap_or_else(rand::random);
     let options = RunOptions {
-        time_scale: 1,
+        time_scale,
         client: client.clone(),
-        launcher: launcher()?,
+        launcher: match &qemu {
+            Some(launcher) => launcher.clone(),
+            None => launcher()?,
+        },
         jobs,
         seed,
         max_rss_kib: args.max_rss_mib.saturating_mul(1024),
@@ -188,6 +238,12 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
             () = interrupted() => None,
         }
     });
+    // libvirt's domain goes first, however the run ended; then the daemons this run started.
+    if let Some((client, daemons)) = libvirt {
+        runtime.block_on(client.close());
+        qga_libvirt::destroy_all_owned();
+        drop(daemons);
+    }
     // Dropping the runtime drops every case still running: their clients' process groups
     // are killed, their agents stopped and their temp dirs removed.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
@@ -408,4 +464,58 @@ async fn interrupted() {
 /// The agent every case runs against.
 fn launcher() -> Result<Arc<dyn AgentLauncher>, Usage> {
     Ok(Arc::new(runner::MockLauncher::default()))
+}
+
+/// Kills the run's guest when dropped.
+struct GuestTeardown(Arc<QemuLauncher>);
+
+impl Drop for GuestTeardown {
+    fn drop(&mut self) {
+        self.0.shut_down();
+    }
+}
+
+/// The image cache when --image-dir is not given.
+fn default_image_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("qga-harness").join("qemu-images")
+}
+
+/// Builds the image and boots the first guest, so a bad environment is reported (exit 2)
+/// before any case runs.
+fn qemu_launcher(args: &RunArgs) -> Result<Arc<QemuLauncher>, Usage> {
+    if args.guest_agent == GuestAgentKind::Mock {
+        return Err(Usage(
+            "--target qemu --guest-agent mock: the mock inside the guest is not available in this build; use --guest-agent real".into(),
+        ));
+    }
+    let cache_dir = args.image_dir.clone().unwrap_or_else(default_image_dir);
+    eprintln!("building the guest image in {} ...", cache_dir.display());
+    let image = crate::qemu::build_image(&ImageOptions {
+        cache_dir,
+        kernel_version: None,
+        mock_binary: None,
+    })
+    .map_err(|e| Usage(error_chain(&e)))?;
+    let launcher = Arc::new(QemuLauncher::new(BootOptions::new(image, args.guest_agent)));
+    eprintln!("booting the guest ...");
+    let boot_time = launcher
+        .prepare()
+        .map_err(|e| Usage(format!("--target qemu: {}", error_chain(&e))))?;
+    eprintln!("the guest is ready after {:.1} s", boot_time.as_secs_f64());
+    Ok(launcher)
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

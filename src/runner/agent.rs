@@ -24,6 +24,8 @@ pub struct LaunchRequest<'a> {
 #[error("{message}")]
 pub struct LaunchError {
     message: String,
+    /// The target cannot reproduce the case: UNSUPPORTED with this reason, not an error.
+    unsupported: bool,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -32,8 +34,23 @@ impl LaunchError {
     pub fn new(message: impl Into<String>) -> LaunchError {
         LaunchError {
             message: message.into(),
+            unsupported: false,
             source: None,
         }
+    }
+
+    /// The target cannot reproduce this case (the message says why).
+    pub fn unsupported(reason: impl Into<String>) -> LaunchError {
+        LaunchError {
+            message: reason.into(),
+            unsupported: true,
+            source: None,
+        }
+    }
+
+    /// The reason, when the case is one the target cannot reproduce.
+    pub fn unsupported_reason(&self) -> Option<&str> {
+        self.unsupported.then_some(self.message.as_str())
     }
 
     pub fn with_source(
@@ -42,6 +59,7 @@ impl LaunchError {
     ) -> LaunchError {
         LaunchError {
             message: message.into(),
+            unsupported: false,
             source: Some(Box::new(source)),
         }
     }

@@ -164,6 +164,12 @@ async fn run_scaled(case: &LoadedCase, options: &RunOptions) -> CaseResult {
     let launch_span = origin.elapsed();
     let agent = match launched {
         Ok(agent) => agent,
+        Err(e) if e.unsupported_reason().is_some() => {
+            result.verdict = Verdict::Unsupported;
+            result.unsupported = e.unsupported_reason().map(str::to_owned);
+            result.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+            return result;
+        }
         Err(e) => {
             result.error = Some(format!("cannot start the agent: {}", error_chain(&e)));
             result.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;

@@ -16,6 +16,7 @@ mod discover;
 mod judge;
 mod mock;
 mod process;
+mod qemu;
 mod template;
 mod transcript;
 
@@ -40,6 +41,7 @@ pub use judge::{
 };
 pub use mock::MockLauncher;
 pub use process::{count_group_members, finish_reaping, ExitRecord};
+pub use qemu::{real_agent_cannot_run, QemuLauncher};
 pub use template::{shell_quote, Placeholder, Template, TemplateError};
 pub use transcript::Wire;
 

@@ -1,0 +1,5 @@
+//! Real QEMU guests (TCG): the real qemu-ga and the mock inside, driven through QEMU's
+//! chardev and virtio-serial and the control port.
+
+mod real_agent;
+mod support;
