@@ -90,6 +90,7 @@ fn write_cases(dir: &Path) -> Vec<LoadedCase> {
 
 fn options(client: Client, jobs: usize) -> RunOptions {
     RunOptions {
+        time_scale: 1,
         client,
         launcher: Arc::new(MockLauncher::default()),
         jobs,

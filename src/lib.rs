@@ -12,6 +12,7 @@
 //! - [`runner`]: running cases against a host client, judging them.
 //! - [`report`]: human, JUnit, JSON reports, artifacts and baselines.
 //! - [`cli`]: the `qga-harness` command line.
+//! - [`libvirt`]: real libvirt driven as a client under test.
 //! - [`proxy`]: the fault proxy in front of a real agent's socket.
 //! - [`qemu`]: a real QEMU guest from `qemu-images/`, its ports and its control port.
 //! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
@@ -25,6 +26,7 @@ pub mod client;
 pub mod fault;
 pub mod guest;
 pub mod internals;
+pub mod libvirt;
 mod mock;
 pub mod proxy;
 pub mod qemu;

@@ -54,6 +54,7 @@ fn run_cases() -> Run {
     }
     let client = session(&ws.python_session("careful.py", support::CAREFUL_SESSION_PY));
     let options = RunOptions {
+        time_scale: 1,
         client: client.clone(),
         launcher: Arc::new(runner::MockLauncher::default()),
         jobs: 2,

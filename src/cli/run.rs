@@ -1,5 +1,6 @@
 //! `qga-harness run`: runs scenario cases against a host client and judges it.
 
+use crate::libvirt as qga_libvirt;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,6 +55,15 @@ pub struct RunArgs {
     /// Timeout, Disconnected and Protocol).
     #[arg(long, value_name = "CMD")]
     pub client_session: Option<String>,
+    /// Real libvirt as the client under test (a built-in adapter): virtlogd and libvirtd
+    /// (started as root if none runs), one transient TCG domain whose agent channel is
+    /// handed to each case's mock, each step a `virsh qemu-agent-command --timeout`.
+    #[arg(long, conflicts_with_all = ["client", "client_session"])]
+    pub libvirt: bool,
+    /// Multiply every timeout, delay and time bound of the cases by N [default: 5 with
+    /// --libvirt, whose timeouts are whole seconds; else 1]
+    #[arg(long, value_name = "N")]
+    pub time_scale: Option<u64>,
     /// What the client talks to.
     #[arg(long, value_enum, default_value_t = Target::Mock)]
     pub target: Target,
@@ -177,7 +187,27 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
         let _ = std::io::stdout().lock().write_all(text.as_bytes());
         return Ok(0);
     }
-    let (client, client_flags) = client_of(&args)?;
+    let libvirt = if args.libvirt {
+        let (client, daemons) =
+            qga_libvirt::LibvirtClient::prepare(qga_libvirt::LibvirtOptions::new())
+                .map_err(|e| Usage(format!("--libvirt: {}", error_chain(&e))))?;
+        Some((Arc::new(client), daemons))
+    } else {
+        None
+    };
+    let (client, client_flags) = match &libvirt {
+        Some((client, _)) => (
+            Client::InProcess(client.clone() as Arc<dyn runner::InProcessClient>),
+            "--libvirt".to_owned(),
+        ),
+        None => client_of(&args)?,
+    };
+    let time_scale = match args.time_scale {
+        Some(0) => return Err(Usage("--time-scale must be at least 1".into())),
+        Some(n) => n,
+        None if args.libvirt => qga_libvirt::DEFAULT_TIME_SCALE,
+        None => 1,
+    };
     let mut jobs = match args.jobs {
         Some(0) => return Err(Usage("--jobs must be at least 1".into())),
         Some(n) => n,
@@ -197,10 +227,15 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
             Some(qemu_launcher(&args, &runtime, &mut interrupts)?)
         }
     };
+    if libvirt.is_some() {
+        // One domain serves the cases one after the other.
+        jobs = 1;
+    }
     // However the run ends (Ctrl-C included), the guest is killed and its sockets removed.
     let _guest_teardown = qemu.clone().map(GuestTeardown);
     let seed = args.seed.unwrap_or_else(rand::random);
     let options = RunOptions {
+        time_scale,
         client: client.clone(),
         launcher: match &qemu {
             Some(launcher) => launcher.clone(),
@@ -250,6 +285,12 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
     if results.is_none() {
         // A case may be booting a fresh guest: it gives up now.
         crate::qemu::cancel_boots();
+    }
+    // libvirt's domain goes first, however the run ended; then the daemons this run started.
+    if let Some((client, daemons)) = libvirt {
+        runtime.block_on(client.close());
+        qga_libvirt::destroy_all_owned();
+        drop(daemons);
     }
     // Dropping the runtime drops every case still running: their clients' process groups
     // are killed, their agents stopped and their temp dirs removed.

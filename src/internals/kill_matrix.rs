@@ -56,6 +56,7 @@ pub async fn run(cases: &[LoadedCase], mutants: &[Mutation], jobs: usize, seed: 
             seed,
             max_rss_kib: DEFAULT_MAX_RSS_KIB,
             artifacts: None,
+            time_scale: 1,
         };
         let results = runner::run_all(cases.to_vec(), &options, |_, _| {}).await;
         columns.push((mutation, results.iter().map(|r| r.verdict).collect()));

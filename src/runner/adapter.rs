@@ -105,6 +105,12 @@ pub trait InProcessClient: Send + Sync {
     fn name(&self) -> String;
     /// Starts a session against the agent at `socket`.
     fn open<'a>(&'a self, socket: &'a Path) -> BoxFuture<'a, Box<dyn InProcessSession>>;
+    /// How long opening a session may take on top of the first step's deadline: a heavy
+    /// client (a VM manager that must see its guest's agent channel connect) needs seconds
+    /// before it can send anything. Not charged to any step.
+    fn startup(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// One case's session of an in-process client.
@@ -144,6 +150,14 @@ impl Client {
                 super::template::shell_quote(t.source())
             ),
             Client::InProcess(c) => c.name(),
+        }
+    }
+
+    /// The client's own start-up allowance (see [`InProcessClient::startup`]).
+    pub fn startup(&self) -> Duration {
+        match self {
+            Client::InProcess(c) => c.startup(),
+            Client::Oneshot(_) | Client::Session(_) => Duration::ZERO,
         }
     }
 
@@ -701,7 +715,9 @@ async fn drive_in_process(
     origin: Instant,
 ) -> ClientRun {
     let mut run = ClientRun::default();
-    let open_deadline = Instant::now() + kill_after(requests.first().map_or(0, |r| r.timeout_ms));
+    let open_deadline = Instant::now()
+        + kill_after(requests.first().map_or(0, |r| r.timeout_ms))
+        + client.startup();
     let mut session = tokio::time::timeout_at(open_deadline, client.open(socket))
         .await
         .ok();

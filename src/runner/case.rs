@@ -32,6 +32,9 @@ pub struct RunOptions {
     pub max_rss_kib: u64,
     /// Where to keep each case's transcript and client log, when set.
     pub artifacts: Option<PathBuf>,
+    /// Every timeout, delay and time bound of the cases multiplied by this (1: as written);
+    /// see [`crate::scenario::scale_time`].
+    pub time_scale: u64,
 }
 
 /// The default bounded-memory limit: 256 MiB.
@@ -119,6 +122,19 @@ pub fn case_deadline(scenario: &Scenario) -> Duration {
 
 /// Runs one case.
 pub async fn run_case(case: &LoadedCase, options: &RunOptions) -> CaseResult {
+    if options.time_scale > 1 {
+        let mut scaled = case.clone();
+        if let Err(e) = crate::scenario::scale_time(&mut scaled.scenario, options.time_scale) {
+            let mut result = CaseResult::new(case, case_seed(options.seed, &case.scenario));
+            result.error = Some(format!("cannot scale the case's times: {e}"));
+            return result;
+        }
+        return run_scaled(&scaled, options).await;
+    }
+    run_scaled(case, options).await
+}
+
+async fn run_scaled(case: &LoadedCase, options: &RunOptions) -> CaseResult {
     let started = Instant::now();
     let seed = case_seed(options.seed, &case.scenario);
     let mut result = CaseResult::new(case, seed);
@@ -167,7 +183,7 @@ pub async fn run_case(case: &LoadedCase, options: &RunOptions) -> CaseResult {
         }
     };
     let steps = &case.scenario.steps;
-    let deadline = case_deadline(&case.scenario);
+    let deadline = case_deadline(&case.scenario) + options.client.startup();
     let run = match tokio::time::timeout(deadline, drive(&options.client, &socket, steps, origin))
         .await
     {

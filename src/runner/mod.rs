@@ -40,6 +40,7 @@ pub use discover::{
 pub use judge::{
     deadline_grace_ms, describe_outcomes, duty_requirement, is_no_reply_command, is_side_effecting,
     judge, DutyReport, DutyStatus, Evidence, Finding, Judgement, Severity, StepResult, Verdict,
+    UNKNOWN_CLASS,
 };
 pub use mock::MockLauncher;
 pub use process::{count_group_members, finish_reaping, ExitRecord};

@@ -233,6 +233,7 @@ pub fn run(cases: Vec<LoadedCase>, client: Client) -> Vec<CaseResult> {
         .build()
         .expect("runtime");
     let options = RunOptions {
+        time_scale: 1,
         client,
         launcher: Arc::new(runner::MockLauncher::default()),
         jobs: 2,
