@@ -21,7 +21,7 @@ const CASES: &[&str] = &[
     "hostile.12",
     "hostile.14",
     "lifecycle.1",
-    "commands.1",
+    "commands.13",
 ];
 
 fn chromium() -> PathBuf {
