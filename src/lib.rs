@@ -16,20 +16,27 @@
 //! - [`MockAgent`]: the mock qemu-ga as a library (`mock.rs`).
 
 pub mod agent;
+mod blocking;
 pub mod channel;
 pub mod cli;
 pub mod client;
+mod expect;
 pub mod fault;
 pub mod guest;
 mod mock;
 pub mod real_agent;
+mod received;
 pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod wire;
 
+pub use blocking::BlockingMockAgent;
 pub use channel::{
     AgentLife, AgentState, ChannelStatus, FaultControl, LifeError, ListedRule, PowerPolicy,
     RuleError, Transport, VmEnd,
 };
-pub use mock::{MockAgent, MockAgentBuilder, MockError};
+pub use expect::{Expectation, Verification};
+pub use fault::{Rule, RuleBuilder};
+pub use mock::{FaultGuard, MockAgent, MockAgentBuilder, MockError};
+pub use received::Received;

@@ -30,13 +30,16 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::agent::{AgentConfig, AgentVersion, ConfigError, VersionError};
+use crate::blocking::BlockingMockAgent;
 use crate::channel::control::ControlServer;
 use crate::channel::{
     self, AgentLife, AgentStart, BindError, ChannelConfig, FaultControl, FaultHub, LifeInbox,
     PowerPolicy, Replay, ReplayError, RuleError, TranscriptError, Transport, VmEnd,
 };
-use crate::fault::Rule;
+use crate::expect::{Expectation, Spy, Verification};
+use crate::fault::{Rule, RuleId};
 use crate::guest::{Guest, Profile, ProfileError};
+use crate::received::{Received, Recorder};
 use crate::scenario::{self, AgentSetup, Bytes, FaultEntry, ProfileSource};
 
 /// The file name [`MockAgentBuilder::start_in`] gives the socket.
@@ -79,6 +82,15 @@ pub enum MockError {
         field: &'static str,
         message: String,
     },
+    /// The temp dir for the socket could not be created.
+    #[error("cannot create a temp dir for the mock's socket")]
+    TempDir {
+        #[source]
+        source: std::io::Error,
+    },
+    /// The thread that runs a blocking mock could not be started or ended abnormally.
+    #[error("the blocking mock's thread: {0}")]
+    Thread(String),
     /// The control socket could not be created.
     #[error("cannot open the control socket")]
     Control(#[source] BindError),
@@ -177,8 +189,12 @@ pub struct MockAgent {
     socket: PathBuf,
     life: AgentLife,
     faults: FaultControl,
+    spy: Spy,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<VmEnd>>,
+    /// The temp dir holding the socket, when the mock made it ([`MockAgent::start`]);
+    /// declared last, so it is removed after the shutdown was sent.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl MockAgent {
@@ -202,10 +218,42 @@ impl MockAgent {
         }
     }
 
+    /// Starts a mock with the real agent's defaults on a fresh socket in a temp dir it
+    /// owns (removed when the mock is dropped); see [`MockAgentBuilder::start`].
+    pub async fn start() -> Result<MockAgent, MockError> {
+        MockAgent::builder().start().await
+    }
+
     /// Changes the fault rules while the mock runs.
     #[must_use]
     pub fn faults(&self) -> FaultControl {
         self.faults.clone()
+    }
+
+    /// Adds a fault rule while the mock runs, for as long as the returned guard lives.
+    pub fn fault_scoped(&self, rule: impl Into<Rule>) -> Result<FaultGuard, RuleError> {
+        FaultGuard::add(&self.faults, rule.into())
+    }
+
+    /// Every request the agent handled so far, as it parsed it, with the reply it wrote.
+    #[must_use]
+    pub fn received(&self) -> Vec<Received> {
+        self.spy.received()
+    }
+
+    /// Adds an expectation, checked when the mock is dropped: a failed one panics with a
+    /// report of every expectation and everything received.
+    pub fn expect(&self, expectation: Expectation) {
+        self.spy.expect(expectation);
+    }
+
+    /// Checks the expectations now.
+    pub fn verify(&self) -> Verification {
+        self.spy.verify()
+    }
+
+    pub(crate) fn recorder(&self) -> Arc<Recorder> {
+        self.spy.recorder.clone()
     }
 
     /// The unix socket clients connect to.
@@ -246,6 +294,36 @@ impl Drop for MockAgent {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.spy.check_on_drop();
+    }
+}
+
+/// A fault rule added while a mock runs; removed when the guard is dropped.
+#[must_use = "the fault is removed as soon as its guard is dropped"]
+#[derive(Debug)]
+pub struct FaultGuard {
+    faults: FaultControl,
+    id: RuleId,
+}
+
+impl FaultGuard {
+    pub(crate) fn add(faults: &FaultControl, rule: Rule) -> Result<FaultGuard, RuleError> {
+        Ok(FaultGuard {
+            faults: faults.clone(),
+            id: faults.add(rule)?,
+        })
+    }
+
+    /// The rule's id, as [`FaultControl::list`] shows it.
+    #[must_use]
+    pub fn id(&self) -> RuleId {
+        self.id
+    }
+}
+
+impl Drop for FaultGuard {
+    fn drop(&mut self) {
+        self.faults.remove(self.id);
     }
 }
 
@@ -281,8 +359,8 @@ impl MockAgentBuilder {
     }
 
     /// Adds a fault rule (see [`crate::fault`]); rules apply in the order added.
-    pub fn fault(mut self, rule: Rule) -> Self {
-        self.rules.push(rule);
+    pub fn fault(mut self, rule: impl Into<Rule>) -> Self {
+        self.rules.push(rule.into());
         self
     }
 
@@ -640,7 +718,9 @@ impl MockAgentBuilder {
     pub async fn bind(self, path: impl AsRef<Path>) -> Result<MockAgent, MockError> {
         let path = path.as_ref();
         let life = self.life.clone();
-        let p = self.prepare()?;
+        let mut p = self.prepare()?;
+        let recorder = Arc::new(Recorder::new());
+        p.config.received = Some(recorder.clone());
         let faults = p.faults.clone();
         let std_listener = channel::bind_socket(path)?;
         let listener =
@@ -661,9 +741,58 @@ impl MockAgentBuilder {
             socket: path.to_owned(),
             life,
             faults,
+            spy: Spy::new(recorder),
             shutdown: Some(tx),
             task: Some(task),
+            _dir: None,
         })
+    }
+
+    /// Binds a fresh socket in a new temp dir that the mock owns and removes when it is
+    /// dropped, and spawns the mock on the current tokio runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use qga_harness::{Expectation, MockAgent, Rule};
+    /// use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    ///
+    /// // Arrange: the second guest-ping hangs.
+    /// let mock = MockAgent::builder()
+    ///     .fault("guest-ping@2:hang".parse::<Rule>()?)
+    ///     .seed(7)
+    ///     .start()
+    ///     .await?;
+    /// mock.expect(Expectation::received("guest-ping", 1..));
+    ///
+    /// // Act
+    /// let mut client = BufReader::new(tokio::net::UnixStream::connect(mock.socket_path()).await?);
+    /// client.get_mut().write_all(br#"{"execute":"guest-ping"}"#).await?;
+    /// let mut reply = String::new();
+    /// client.read_line(&mut reply).await?;
+    ///
+    /// // Assert
+    /// assert_eq!(reply, "{\"return\": {}}\n");
+    /// let received = mock.received();
+    /// assert_eq!(received[0].command(), Some("guest-ping"));
+    /// assert_eq!(received[0].reply.as_deref(), Some(&b"{\"return\": {}}\n"[..]));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn start(self) -> Result<MockAgent, MockError> {
+        let dir = tempfile::Builder::new()
+            .prefix("qga-mock-")
+            .tempdir()
+            .map_err(|source| MockError::TempDir { source })?;
+        let mut mock = self.start_in(dir.path()).await?;
+        mock._dir = Some(dir);
+        Ok(mock)
+    }
+
+    /// Runs the mock on a thread of its own, with its own runtime, for tests that do not
+    /// use tokio; see [`BlockingMockAgent`].
+    pub fn start_blocking(self) -> Result<BlockingMockAgent, MockError> {
+        BlockingMockAgent::start(self)
     }
 
     /// [`MockAgentBuilder::bind`] at `dir/qga.sock`.

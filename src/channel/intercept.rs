@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use super::faults::{FaultHub, Plan, RequestInfo, SyncRequest};
+use crate::received::{PendingRecord, Recorder};
 use crate::wire::{Parsed, Value};
 
 /// What the agent knows about a request before it dispatches it.
@@ -62,19 +63,40 @@ impl<'a> Request<'a> {
     }
 }
 
-/// Asks the mock's faults what to do; without faults, the real agent's behaviour.
+/// Asks the mock's faults what to do; without faults, the real agent's behaviour. Also
+/// where the agent records what it received, when the mock keeps records.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Interceptor(Option<Arc<FaultHub>>);
+pub(crate) struct Interceptor {
+    hub: Option<Arc<FaultHub>>,
+    recorder: Option<Arc<Recorder>>,
+}
 
 impl Interceptor {
-    pub(crate) fn new(hub: Option<Arc<FaultHub>>) -> Self {
-        Self(hub)
+    pub(crate) fn new(hub: Option<Arc<FaultHub>>, recorder: Option<Arc<Recorder>>) -> Self {
+        Self { hub, recorder }
+    }
+
+    /// Starts the record of a request the agent is about to handle.
+    pub(crate) fn begin_record(&self, item: &Parsed) -> Option<PendingRecord> {
+        Some(self.recorder.as_ref()?.begin(item))
+    }
+
+    /// The agent is done with a request: `reply` is what it wrote for it.
+    pub(crate) fn commit_record(
+        &self,
+        pending: Option<PendingRecord>,
+        reply: Option<&[u8]>,
+        faulted: bool,
+    ) {
+        if let (Some(recorder), Some(pending)) = (&self.recorder, pending) {
+            recorder.commit(pending, reply, faulted);
+        }
     }
 
     /// The plan for a request, and what its reply needs to know; `None`: dispatch it
     /// and write the reply whole.
     pub(crate) fn on_request(&self, request: &Request<'_>) -> Option<(Plan, RequestInfo)> {
-        let hub = self.0.as_ref()?;
+        let hub = self.hub.as_ref()?;
         hub.on_request(request.command, request.sync(), |echo_id| {
             request.info(echo_id)
         })
@@ -82,30 +104,30 @@ impl Interceptor {
 
     /// The plan for a starting agent process.
     pub(crate) fn on_start(&self) -> Option<Plan> {
-        self.0.as_ref()?.on_start()
+        self.hub.as_ref()?.on_start()
     }
 
     /// A client was accepted (number `conn`).
     pub(crate) fn connected(&self, conn: u64) {
-        if let Some(hub) = &self.0 {
+        if let Some(hub) = &self.hub {
             hub.connected(conn);
         }
     }
 
     pub(crate) fn disconnected(&self) {
-        if let Some(hub) = &self.0 {
+        if let Some(hub) = &self.hub {
             hub.disconnected();
         }
     }
 
     /// A plan queued by a connect, for the agent to carry out now.
     pub(crate) fn take_event(&self) -> Option<Plan> {
-        self.0.as_ref()?.take_event()
+        self.hub.as_ref()?.take_event()
     }
 
     /// Completes when a connect plan may be waiting; never without faults.
     pub(crate) async fn event_ready(&self) {
-        match &self.0 {
+        match &self.hub {
             Some(hub) => hub.event_ready().await,
             None => std::future::pending().await,
         }
@@ -113,14 +135,14 @@ impl Interceptor {
 
     /// The agent wrote this reply.
     pub(crate) fn wrote_reply(&self, reply: &[u8]) {
-        if let Some(hub) = &self.0 {
+        if let Some(hub) = &self.hub {
             hub.wrote_reply(reply);
         }
     }
 
     /// True when the agent must keep the raw bytes of requests it has not handled yet.
     pub(crate) fn tracks_raw_input(&self) -> bool {
-        self.0.as_ref().is_some_and(|hub| hub.tracks_raw_input())
+        self.hub.as_ref().is_some_and(|hub| hub.tracks_raw_input())
     }
 }
 

@@ -189,6 +189,8 @@ pub(crate) struct ChannelConfig {
     pub(crate) parser_input: Option<Vec<u8>>,
     /// Bytes waiting in the channel for the first client.
     pub(crate) pending_output: Option<Vec<u8>>,
+    /// Where the agent records each request it handled and its reply, when kept.
+    pub(crate) received: Option<Arc<crate::received::Recorder>>,
     /// The agent's setup, recorded at the top of the transcript (the fields of the
     /// `agent-setup` record).
     pub(crate) setup_record: Option<serde_json::Map<String, serde_json::Value>>,
@@ -232,7 +234,7 @@ pub(crate) async fn serve(
         .faults
         .as_ref()
         .map(|hub| faults::Recording::attach(hub.clone(), transcript.clone()));
-    let faults = Interceptor::new(config.faults.clone());
+    let faults = Interceptor::new(config.faults.clone(), config.received.clone());
     let path = bind::listener_path(&listener);
     let guest = Arc::new(Mutex::new(guest));
     let status = life.status.clone();

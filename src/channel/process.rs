@@ -26,6 +26,7 @@ use super::reply_writer::{ReplyWriter, Sink};
 use crate::agent::{AgentConfig, Dispatcher};
 use crate::fault::Restart;
 use crate::guest::{Guest, PowerEvent};
+use crate::received::PendingRecord;
 use crate::wire::{write_json, Parsed, Streamer};
 
 /// qemu-ga's read size (`QGA_READ_COUNT_DEFAULT`, qga/guest-agent-core.h).
@@ -34,6 +35,9 @@ pub(crate) const READ_SIZE: usize = 4096;
 /// The most raw input kept for an agent that may die before reading a request: a request
 /// longer than this goes back to the channel re-encoded rather than byte for byte.
 const RAW_INPUT_LIMIT: usize = 1 << 20;
+
+/// The most bytes of one reply a record keeps (an oversize fault writes hundreds of MiB).
+const RECORDED_REPLY_LIMIT: usize = 1 << 20;
 
 /// The guest, shared by the agent processes it sees come and go.
 pub(crate) type SharedGuest = Arc<Mutex<Guest>>;
@@ -367,10 +371,13 @@ impl Agent {
     }
 
     async fn handle(&mut self, item: Item) -> Option<Exit> {
+        let record = self.faults.begin_record(&item.parsed);
         let fired = self.faults.on_request(&Request::new(&item.parsed));
         match fired {
             None => {
-                if let Some(reply) = self.dispatch(item.parsed) {
+                let reply = self.dispatch(item.parsed);
+                self.faults.commit_record(record, reply.as_deref(), false);
+                if let Some(reply) = reply {
                     self.faults.wrote_reply(&reply);
                     if self.writer.is_idle() {
                         self.link.write(reply).await;
@@ -382,7 +389,7 @@ impl Agent {
                 }
                 None
             }
-            Some((plan, info)) => self.execute(plan, Some((item, info))).await,
+            Some((plan, info)) => self.execute(plan, Some((item, info, record))).await,
         }
     }
 
@@ -425,7 +432,7 @@ impl Agent {
     async fn execute(
         &mut self,
         mut plan: Plan,
-        request: Option<(Item, RequestInfo)>,
+        request: Option<(Item, RequestInfo, Option<PendingRecord>)>,
     ) -> Option<Exit> {
         let died = |plan: &Plan, unread: Option<Vec<u8>>| {
             Some(Exit::Died {
@@ -434,14 +441,24 @@ impl Agent {
             })
         };
         if plan.die_before_read {
+            // Not read: the request goes back to the channel, and is recorded when the
+            // next process reads it.
             let unread = request
                 .as_ref()
-                .map(|(item, _)| self.unread(item))
+                .map(|(item, _, _)| self.unread(item))
                 .unwrap_or_default();
             return died(&plan, Some(unread));
         }
         if !plan.delay.is_zero() {
             tokio::time::sleep(plan.delay).await;
+        }
+        let (item, info, mut record) = match request {
+            Some((item, info, record)) => (Some(item), info, record),
+            None => (None, RequestInfo::default(), None),
+        };
+        if plan.vm_exit || plan.die_after_read {
+            // Read, never answered.
+            self.faults.commit_record(record.take(), None, true);
         }
         if plan.vm_exit {
             return Some(Exit::VmExited);
@@ -452,18 +469,25 @@ impl Agent {
         if plan.close_client {
             self.link.close_client();
         }
-        let (dispatched, info) = match request {
-            Some((item, info)) => {
-                let reply = if plan.dispatch {
-                    self.dispatch(item.parsed)
-                } else {
-                    None
-                };
-                (reply, info)
-            }
-            None => (None, RequestInfo::default()),
+        let dispatched = match item {
+            Some(item) if plan.dispatch => self.dispatch(item.parsed),
+            _ => None,
         };
         let reply = plan.shape_reply(dispatched.map(Out::bytes), &info);
+        // The reply this request gets, as written (a reply in pieces is recorded whole,
+        // a huge one by its first RECORDED_REPLY_LIMIT bytes).
+        let written = match (&reply, &record) {
+            (Some(out), Some(_)) => {
+                let mut copy = out.clone();
+                Some(copy.take(RECORDED_REPLY_LIMIT))
+            }
+            _ => None,
+        };
+        self.faults.commit_record(
+            record.take(),
+            written.as_deref().filter(|_| !plan.hang),
+            true,
+        );
         for out in std::mem::take(&mut plan.before) {
             self.write(out, &Chunking::Whole, None).await;
         }

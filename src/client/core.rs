@@ -21,7 +21,6 @@
 //!   just answered a sync, so a dead agent is a timeout, never a success. (Python's
 //!   qemu_ga_client takes a timeout for a successful shutdown.)
 
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
@@ -232,7 +231,7 @@ impl Job<'_> {
         conn: &mut Connection,
         state: &mut State,
         config: &ClientBuilder,
-        stage: &Cell<Stage>,
+        stage: &StageCell,
         deadline: Instant,
     ) -> Result<Value> {
         let (request, expect, no_reply) = match self {
@@ -409,7 +408,7 @@ impl Client {
     /// Runs one job under one total deadline.
     async fn run(&mut self, job: Job<'_>, timeout: Duration) -> Result<Value> {
         let deadline = deadline_after(timeout);
-        let stage = Cell::new(Stage::Connect);
+        let stage = StageCell::new(Stage::Connect);
         let runtime = tokio::runtime::Handle::current().id();
         if self.timer.as_ref().is_some_and(|t| t.runtime != runtime) {
             // Moved to another runtime: the old runtime's timer and socket cannot be
@@ -462,7 +461,7 @@ impl Client {
     fn settle(
         &mut self,
         outcome: Option<Result<Value>>,
-        stage: &Cell<Stage>,
+        stage: &StageCell,
         timeout: Duration,
     ) -> Result<Value> {
         match outcome {
@@ -484,6 +483,31 @@ impl Client {
                 })
             }
         }
+    }
+}
+
+/// The stage a call is in, read when its deadline passes. A mutex rather than a `Cell`, so
+/// that a call's future is `Send` and the client can run on a multi-threaded runtime.
+#[derive(Debug)]
+struct StageCell(std::sync::Mutex<Stage>);
+
+impl StageCell {
+    fn new(stage: Stage) -> StageCell {
+        StageCell(std::sync::Mutex::new(stage))
+    }
+
+    fn get(&self) -> Stage {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self, stage: Stage) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = stage;
     }
 }
 

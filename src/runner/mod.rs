@@ -15,6 +15,7 @@ mod case;
 mod discover;
 mod judge;
 mod mock;
+mod options;
 mod process;
 mod template;
 mod transcript;
@@ -39,6 +40,7 @@ pub use judge::{
     DutyReport, DutyStatus, Finding, Judgement, Severity, StepResult, Verdict,
 };
 pub use mock::MockLauncher;
+pub use options::{ReferenceClient, RunOptionsBuilder};
 pub use process::{count_group_members, finish_reaping, ExitRecord};
 pub use template::{shell_quote, Placeholder, Template, TemplateError};
 pub use transcript::Wire;
