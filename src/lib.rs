@@ -22,6 +22,7 @@ pub mod cli;
 pub mod client;
 mod expect;
 pub mod fault;
+pub mod fleet;
 pub mod guest;
 mod mock;
 pub mod real_agent;

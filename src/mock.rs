@@ -38,7 +38,7 @@ use crate::channel::{
 };
 use crate::expect::{Expectation, Spy, Verification};
 use crate::fault::{Rule, RuleId};
-use crate::guest::{Guest, Profile, ProfileError};
+use crate::guest::{Guest, Identity, Profile, ProfileError};
 use crate::received::{Received, Recorder};
 use crate::scenario::{self, AgentSetup, Bytes, FaultEntry, ProfileSource};
 
@@ -151,6 +151,10 @@ pub struct MockAgentBuilder {
     transcript: Option<PathBuf>,
     life: AgentLife,
     inbox: LifeInbox,
+    record_received: bool,
+    /// A profile shared with other mocks (a fleet's), with this guest's own identity.
+    shared_profile: Option<Arc<Profile>>,
+    identity: Option<Identity>,
 }
 
 /// A builder's settings, checked and ready to serve.
@@ -215,6 +219,9 @@ impl MockAgent {
             transcript: None,
             life,
             inbox,
+            record_received: true,
+            shared_profile: None,
+            identity: None,
         }
     }
 
@@ -475,6 +482,24 @@ impl MockAgentBuilder {
         self.scenario_agent(&replay.agent, base)
     }
 
+    /// A guest that shares `profile` with other mocks (one copy in memory for all) and
+    /// differs from them in its `identity`.
+    pub fn shared_profile(mut self, profile: Arc<Profile>, identity: Identity) -> Self {
+        self.profile = None;
+        self.profile_origin = ProfileOrigin::Value;
+        self.shared_profile = Some(profile);
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Keeps a record of every request and its reply for [`MockAgent::received`] and the
+    /// expectations (default: on, up to 65,536 requests). Off for a long-running mock that
+    /// nobody inspects.
+    pub fn record_received(mut self, record: bool) -> Self {
+        self.record_received = record;
+        self
+    }
+
     /// The transport (default: [`Transport::VirtioSerial`]).
     pub fn transport(mut self, transport: Transport) -> Self {
         self.config.transport = transport;
@@ -562,11 +587,21 @@ impl MockAgentBuilder {
 
     /// The agent side of a scenario that reproduces this mock's setup, as the transcript
     /// records it.
+    /// The profile with this guest's identity, as a replay needs it.
+    fn with_identity(&self, profile: &Profile) -> Profile {
+        let mut profile = profile.clone();
+        if let Some(identity) = &self.identity {
+            profile.host_name = identity.host_name.clone();
+            profile.network_interfaces = identity.network_interfaces.clone();
+        }
+        profile
+    }
+
     fn setup_record(&self, agent: &AgentConfig, profile: &Profile) -> AgentSetup {
         let profile_source = match &self.profile_origin {
             ProfileOrigin::Default => None,
             ProfileOrigin::File(path) => Some(ProfileSource::Named(path.display().to_string())),
-            ProfileOrigin::Value => match serde_json::to_value(profile) {
+            ProfileOrigin::Value => match serde_json::to_value(self.with_identity(profile)) {
                 Ok(serde_json::Value::Object(map)) => Some(ProfileSource::Inline(map)),
                 _ => None,
             },
@@ -608,6 +643,7 @@ impl MockAgentBuilder {
         let version = self
             .version
             .or_else(|| self.profile.as_ref().map(Profile::agent_version))
+            .or_else(|| self.shared_profile.as_deref().map(Profile::agent_version))
             .unwrap_or_default();
         Ok(Arc::new(FaultHub::new(
             self.seed,
@@ -623,12 +659,15 @@ impl MockAgentBuilder {
     /// file).
     fn prepare(self) -> Result<Prepared, MockError> {
         let hub = self.hub()?;
-        let mut profile = self.profile.clone().unwrap_or_else(Profile::default_linux);
+        let mut profile: Arc<Profile> = match &self.shared_profile {
+            Some(shared) => shared.clone(),
+            None => Arc::new(self.profile.clone().unwrap_or_else(Profile::default_linux)),
+        };
         if let Some(version) = self.version {
-            profile.agent.version = version;
+            Arc::make_mut(&mut profile).agent.version = version;
         }
         if self.frozen {
-            profile.fsfreeze.frozen = true;
+            Arc::make_mut(&mut profile).fsfreeze.frozen = true;
         }
         let agent = AgentConfig {
             version: profile.agent_version(),
@@ -643,17 +682,22 @@ impl MockAgentBuilder {
                 .or_else(|| profile.agent.allow_rpcs.clone()),
         };
         agent.validate()?;
-        let setup = self.setup_record(&agent, &profile);
-        let mut record = serde_json::Map::new();
-        record.insert("seed".into(), self.seed.into());
-        record.insert(
-            "agent".into(),
-            serde_json::to_value(&setup).unwrap_or_default(),
-        );
+        // Only a transcript records the setup: a fleet of thousands has none, and saves the
+        // profile's JSON per agent.
+        let record = self.transcript.is_some().then(|| {
+            let setup = self.setup_record(&agent, &profile);
+            let mut record = serde_json::Map::new();
+            record.insert("seed".into(), self.seed.into());
+            record.insert(
+                "agent".into(),
+                serde_json::to_value(&setup).unwrap_or_default(),
+            );
+            record
+        });
         let mut config = self.config;
         config.agent = agent;
         config.faults = Some(hub.clone());
-        config.setup_record = Some(record);
+        config.setup_record = record;
         let transcript = self
             .transcript
             .as_deref()
@@ -667,7 +711,10 @@ impl MockAgentBuilder {
             .map_err(MockError::Control)?;
         Ok(Prepared {
             config,
-            guest: Guest::new(profile),
+            guest: match self.identity {
+                Some(identity) => Guest::with_identity(profile, identity),
+                None => Guest::new(profile),
+            },
             inbox: self.inbox,
             transcript,
             control,
@@ -718,9 +765,12 @@ impl MockAgentBuilder {
     pub async fn bind(self, path: impl AsRef<Path>) -> Result<MockAgent, MockError> {
         let path = path.as_ref();
         let life = self.life.clone();
+        let record = self.record_received;
         let mut p = self.prepare()?;
         let recorder = Arc::new(Recorder::new());
-        p.config.received = Some(recorder.clone());
+        if record {
+            p.config.received = Some(recorder.clone());
+        }
         let faults = p.faults.clone();
         let std_listener = channel::bind_socket(path)?;
         let listener =
