@@ -14,6 +14,7 @@
 //! - [`cli`]: the `qga-harness` command line.
 //! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
 //! - [`MockAgent`]: the mock qemu-ga as a library (`mock.rs`).
+//! - [`internals`]: not the stable API; what this crate's own tests and tools need.
 
 pub mod agent;
 mod blocking;
@@ -24,6 +25,7 @@ mod expect;
 pub mod fault;
 pub mod fleet;
 pub mod guest;
+pub mod internals;
 mod mock;
 pub mod real_agent;
 mod received;

@@ -8,7 +8,7 @@
 //! agent side of a case), `transcript` (reading the wire back), `judge` (outcomes, duties,
 //! verdicts), `case` (one case from start to end).
 
-mod adapter;
+pub(crate) mod adapter;
 mod agent;
 mod answer;
 mod case;
@@ -16,8 +16,8 @@ mod discover;
 mod judge;
 mod mock;
 mod options;
-mod process;
-mod template;
+pub(crate) mod process;
+pub(crate) mod template;
 mod transcript;
 
 use std::sync::Arc;
@@ -26,8 +26,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 pub use adapter::{
-    kill_after, BoxFuture, Client, ClientRun, InProcessClient, InProcessSession, ProcessReport,
-    StepRecord, StepRequest,
+    BoxFuture, Client, ClientRun, InProcessClient, InProcessSession, ProcessReport, StepRecord,
+    StepRequest,
 };
 pub use agent::{AgentLauncher, LaunchError, LaunchRequest, RunningAgent};
 pub use answer::{Answer, BrokenKind, FailureClass};
@@ -41,8 +41,10 @@ pub use judge::{
 };
 pub use mock::MockLauncher;
 pub use options::{ReferenceClient, RunOptionsBuilder};
-pub use process::{count_group_members, finish_reaping, ExitRecord};
-pub use template::{shell_quote, Placeholder, Template, TemplateError};
+pub(crate) use process::finish_reaping;
+pub use process::ExitRecord;
+pub(crate) use template::shell_quote;
+pub use template::{Placeholder, Template, TemplateError};
 pub use transcript::Wire;
 
 /// Runs `cases`, `options.jobs` at a time, and returns their results in case order.
