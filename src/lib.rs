@@ -12,6 +12,8 @@
 //! - [`runner`]: running cases against a host client, judging them.
 //! - [`report`]: human, JUnit, JSON reports, artifacts and baselines.
 //! - [`cli`]: the `qga-harness` command line.
+//! - [`fuzz`]: fuzzing campaigns against clients (`qga-harness fuzz`), and with the
+//!   feature `fuzzing` the generators and oracles of the fuzz targets; not a stable API.
 //! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
 //! - [`MockAgent`]: the mock qemu-ga as a library (`mock.rs`).
 
@@ -20,6 +22,7 @@ pub mod channel;
 pub mod cli;
 pub mod client;
 pub mod fault;
+pub mod fuzz;
 pub mod guest;
 mod mock;
 pub mod real_agent;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod call;
 mod capture;
 mod ctl;
+mod fuzz;
 mod mock;
 mod replay;
 mod run;
@@ -34,6 +35,7 @@ pub enum Command {
     Capture(capture::CaptureArgs),
     Session(session::SessionArgs),
     Run(run::RunArgs),
+    Fuzz(fuzz::FuzzArgs),
     Schema(schema::SchemaArgs),
 }
 
@@ -54,6 +56,7 @@ pub fn main() -> i32 {
         Command::Capture(args) => capture::run(args),
         Command::Session(args) => session::run(args),
         Command::Run(args) => run::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::Schema(args) => schema::run(args),
     }
 }
