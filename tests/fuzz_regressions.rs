@@ -27,7 +27,7 @@ fn replay(kind: &str, require_files: bool) {
         .join(kind);
     let mut total = 0;
     for (target, oracle) in TARGETS {
-        let inputs = files(&root.join(target));
+        let inputs: Vec<PathBuf> = files(&root.join(target));
         if require_files {
             assert!(
                 !inputs.is_empty(),
@@ -69,5 +69,31 @@ fn every_target_has_an_oracle_that_runs() {
             let outcome = std::panic::catch_unwind(|| oracle(input));
             assert!(outcome.is_ok(), "{target} panicked on {input:?}");
         }
+    }
+}
+
+/// Seeded random inputs through every oracle, on stable: a little fuzzing in every test
+/// run, and each oracle's rate without sanitizers or coverage instrumentation.
+#[test]
+#[ignore = "open finding: the scenario target reports an error location outside the text on a random input"]
+fn seeded_random_inputs_pass_every_oracle() {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for (target, oracle) in TARGETS {
+        let started = std::time::Instant::now();
+        let runs = 2000;
+        for _ in 0..runs {
+            let len = (next() % 512) as usize;
+            let input: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let outcome = std::panic::catch_unwind(|| oracle(&input));
+            assert!(outcome.is_ok(), "{target} failed on {input:?}");
+        }
+        let rate = f64::from(runs) / started.elapsed().as_secs_f64();
+        eprintln!("{target}: {rate:.0} inputs/s");
     }
 }
