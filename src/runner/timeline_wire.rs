@@ -17,6 +17,9 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub(crate) use crate::transcript::{excerpt, show_bytes};
+use crate::transcript::{read_line_bounded, LineRead};
+
 /// The largest request or reply kept whole for judging; longer ones keep their length and
 /// an excerpt, so a hostile agent's endless reply cannot blow up the runner's memory.
 const MAX_KEPT_BYTES: usize = 4 << 20;
@@ -24,8 +27,6 @@ const MAX_KEPT_BYTES: usize = 4 << 20;
 const MAX_RECORD_LINE: usize = 256 << 20;
 /// Records summarised for excerpts; later ones are still analysed but not quotable.
 const MAX_SUMMARIES: usize = 50_000;
-/// Characters of a record or item kept for display.
-const EXCERPT_CHARS: usize = 160;
 /// Raw bytes of an item or reply kept for the report's timeline (the rest is counted).
 pub const PREVIEW_BYTES: usize = 512;
 /// Writes kept for the report's timeline; later ones are counted, not kept.
@@ -260,53 +261,6 @@ impl Wire {
     }
 }
 
-/// How a bounded line read ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LineRead {
-    Line,
-    TooLong,
-}
-
-/// Reads one line (without its newline) of at most `max` bytes; `None` at the end of input.
-/// A longer line is consumed and reported, never stored.
-fn read_line_bounded(
-    input: &mut impl BufRead,
-    line: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<Option<LineRead>> {
-    let mut too_long = false;
-    let mut any = false;
-    loop {
-        let buffer = input.fill_buf()?;
-        if buffer.is_empty() {
-            break;
-        }
-        any = true;
-        let (chunk, done) = match buffer.iter().position(|&b| b == b'\n') {
-            Some(at) => (&buffer[..at], Some(at + 1)),
-            None => (buffer, None),
-        };
-        if !too_long {
-            if line.len() + chunk.len() > max {
-                too_long = true;
-                line.clear();
-            } else {
-                line.extend_from_slice(chunk);
-            }
-        }
-        let consumed = done.unwrap_or(buffer.len());
-        input.consume(consumed);
-        if done.is_some() {
-            break;
-        }
-    }
-    Ok(match (any, too_long) {
-        (false, _) => None,
-        (true, true) => Some(LineRead::TooLong),
-        (true, false) => Some(LineRead::Line),
-    })
-}
-
 /// A record as the mock writes it. Borrowed so a large write is not copied twice.
 #[derive(Deserialize)]
 struct RawRecord<'a> {
@@ -459,38 +413,6 @@ impl Builder {
         self.wire.replies.sort_by_key(|r| (r.lines.1, r.lines.0));
         self.wire
     }
-}
-
-/// Bytes for display: printable ASCII as is, the rest as `\xNN` (and `\n`, `\r`, `\t`).
-pub fn show_bytes(data: &[u8]) -> String {
-    let mut out = String::new();
-    for (shown, &b) in data.iter().enumerate() {
-        if out.len() >= EXCERPT_CHARS {
-            let _ = write!(out, "... ({} bytes)", data.len());
-            return out;
-        }
-        let _ = shown;
-        match b {
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7E => out.push(char::from(b)),
-            _ => {
-                let _ = write!(out, "\\x{b:02X}");
-            }
-        }
-    }
-    out
-}
-
-/// The first characters of a text, marked when cut.
-pub fn excerpt(text: &str) -> String {
-    if text.chars().count() <= EXCERPT_CHARS {
-        return text.to_owned();
-    }
-    let cut: String = text.chars().take(EXCERPT_CHARS).collect();
-    format!("{cut}... ({} bytes)", text.len())
 }
 
 /// Where the input framer is, following qemu-ga's lexer closely enough to delimit items.

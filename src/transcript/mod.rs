@@ -86,6 +86,7 @@
 //!   `"rule-removed"` (`rule`), `"rules-cleared"` (`removed`: how many).
 
 mod reader;
+pub(crate) use reader::{read_line_bounded, LineRead};
 pub(crate) mod writer;
 
 use serde::{Deserialize, Serialize};

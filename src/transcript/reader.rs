@@ -276,14 +276,14 @@ impl Wire {
 
 /// How a bounded line read ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LineRead {
+pub(crate) enum LineRead {
     Line,
     TooLong,
 }
 
 /// Reads one line (without its newline) of at most `max` bytes; `None` at the end of input.
 /// A longer line is consumed and reported, never stored.
-fn read_line_bounded(
+pub(crate) fn read_line_bounded(
     input: &mut impl BufRead,
     line: &mut Vec<u8>,
     max: usize,
