@@ -8,7 +8,7 @@
 //!
 //! Needs Debian's `chromium` (`.ci/run` installs it); `QGA_CHROMIUM` names another binary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -156,6 +156,35 @@ fn independent_counts(transcript: &Path) -> (usize, usize) {
     (requests, outputs)
 }
 
+/// The outputs the agent recorded as the answer to a request it read (read from the
+/// records directly, not through the harness's reader).
+fn recorded_answers(transcript: &Path) -> usize {
+    let text = std::fs::read_to_string(transcript).expect("transcript");
+    let mut requests = BTreeSet::new();
+    let mut answers = BTreeSet::new();
+    for line in text.lines() {
+        let record: Value = serde_json::from_str(line).expect("record");
+        match record["event"].as_str() {
+            Some("request") => {
+                requests.insert(record["request"].as_u64().expect("number"));
+            }
+            Some("request-unread") => {
+                requests.remove(&record["request"].as_u64().expect("number"));
+            }
+            Some("output")
+                if matches!(record["origin"].as_str(), Some("reply" | "parse-error")) =>
+            {
+                answers.insert((
+                    record["output"].as_u64().expect("output"),
+                    record["request"].as_u64().expect("request"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    answers.iter().filter(|(_, r)| requests.contains(r)).count()
+}
+
 #[test]
 fn the_html_report_renders_in_a_browser_with_a_timeline_per_failing_case() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -239,7 +268,8 @@ fn the_html_report_renders_in_a_browser_with_a_timeline_per_failing_case() {
     for case in &not_plain {
         let id = case["id"].as_str().expect("id");
         let svg = timeline_svg(&dom, id);
-        let (requests, outputs) = independent_counts(&artifacts.join(format!("{id}.jsonl")));
+        let transcript = artifacts.join(format!("{id}.jsonl"));
+        let (requests, outputs) = independent_counts(&transcript);
         assert!(requests > 0, "{id}: the transcript has requests");
         assert_eq!(
             svg.matches("data-lane=\"client\"").count(),
@@ -250,6 +280,13 @@ fn the_html_report_renders_in_a_browser_with_a_timeline_per_failing_case() {
             svg.matches("data-lane=\"agent\"").count(),
             outputs,
             "{id}: agent output blocks"
+        );
+        // Each reply is joined to its request as the agent recorded it: one curve per
+        // output the agent recorded as an answer.
+        assert_eq!(
+            svg.matches("class=\"pair\"").count(),
+            recorded_answers(&transcript),
+            "{id}: reply-to-request curves"
         );
         // Every line a finding quotes is highlighted in the case's transcript listing.
         let section_at = dom

@@ -15,7 +15,6 @@ use super::answer::Answer;
 use super::discover::LoadedCase;
 use super::judge::{judge, Evidence, Judgement, Verdict};
 use super::timeline::{self, Timeline};
-use super::timeline_wire::Wire as TimelineWire;
 use crate::scenario::Scenario;
 use crate::transcript::Wire;
 
@@ -212,11 +211,8 @@ async fn run_scaled(case: &LoadedCase, options: &RunOptions) -> CaseResult {
     };
     let judgement = judge(&evidence);
     let timeouts: Vec<u64> = steps.iter().map(|s| s.timeout_ms).collect();
-    // The timeline draws the bytes as they were chunked on the socket, which the judge's
-    // reading does not keep.
-    let timeline_wire = TimelineWire::read(&transcript).unwrap_or_default();
     result.timeline = Some(timeline::build(
-        &timeline_wire,
+        &wire,
         &run.steps,
         &timeouts,
         evidence.launch_span_us,

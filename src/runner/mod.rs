@@ -19,7 +19,6 @@ mod process;
 mod qemu;
 mod template;
 mod timeline;
-mod timeline_wire;
 
 use std::sync::Arc;
 
@@ -47,8 +46,8 @@ pub use process::{count_group_members, finish_reaping, ExitRecord};
 pub use qemu::{real_agent_cannot_run, QemuLauncher};
 pub use template::{shell_quote, Placeholder, Template, TemplateError};
 pub use timeline::{
-    pair_replies, visible_bytes, Block, BlockKind, BlockWrite, Lane, Mark, MarkKind, PairingSource,
-    StepBar, Timeline, TranscriptLine,
+    Block, BlockKind, BlockWrite, Lane, Mark, MarkKind, PairingSource, StepBar, Timeline,
+    TranscriptLine,
 };
 
 /// What a run tells as it goes (for progress output).

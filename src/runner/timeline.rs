@@ -5,11 +5,15 @@
 //! 22 MiB reply is one block with its length, not 22 MiB of report.
 
 use schemars::JsonSchema;
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::adapter::StepRecord;
-use super::judge::is_no_reply_command;
-use super::timeline_wire::{Direction, Item, ItemKind, Reply, Wire, WriteRecord, PREVIEW_BYTES};
+use crate::transcript::{
+    excerpt, visible_bytes, ConnSpan, Direction, Item, ItemKind, Reply, Unrecorded, Wire,
+    WriteRecord,
+};
 
 /// Blocks kept per case; the rest are counted (a flood of noise stays a bounded report).
 const MAX_BLOCKS: usize = 2_000;
@@ -48,17 +52,22 @@ pub enum BlockKind {
     Error,
     /// Any other agent line (noise, a line cut short, bytes with no newline).
     Noise,
+    /// Client bytes the agent never read (it died or hung first, or the case ended).
+    Unread,
+    /// Bytes with no agent record saying what they were (a transcript of bytes only, such
+    /// as the one kept in front of a real agent).
+    Bytes,
 }
 
-/// How the pairing of replies with requests was established.
+/// Where the pairing of replies with requests comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PairingSource {
     /// Recorded by the agent as it answered.
     GroundTruth,
-    /// Read back from the transcript: a sync reply by the id it echoes, other replies in
-    /// order on their connection. Drawn dashed: a stale reply may be paired wrongly.
-    Inferred,
+    /// The transcript has no agent records (a real agent: only the bytes were seen), so no
+    /// reply is paired: pairing is never guessed from order or ids.
+    NotMeasured,
 }
 
 /// One write that carried part of a block.
@@ -100,6 +109,10 @@ pub struct Block {
     /// For an agent output: the index (in `blocks`) of the request it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answers: Option<usize>,
+    /// What the agent recorded it as: `request 3`, `reply to request 3`, `stale reply to
+    /// request 3 (written for conn 1)`, `fault: spurious-duplicate (rule 2)`...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// What a mark on the timeline is.
@@ -174,44 +187,9 @@ pub struct Timeline {
     pub lines_dropped: usize,
 }
 
-/// Which request each agent output answers: `answers[r]` is the index in `wire.items` of
-/// the request that `wire.replies[r]` answers.
-///
-/// This is the one place the pairing comes from. The transcript does not yet record which
-/// request a reply answers, so this reads it back: a sync reply by the id it echoes, any
-/// other reply in order with the unanswered requests of its connection.
-pub fn pair_replies(wire: &Wire) -> (Vec<Option<usize>>, PairingSource) {
-    let mut answers = vec![None; wire.replies.len()];
-    let mut answered = vec![false; wire.items.len()];
-    for (r, reply) in wire.replies.iter().enumerate() {
-        let Some(value) = &reply.value else { continue };
-        if value.get("return").is_none() && value.get("error").is_none() {
-            continue;
-        }
-        let echoed = value.get("return");
-        let candidate = wire.items.iter().enumerate().position(|(i, item)| {
-            if answered[i] || item.conn != reply.conn || item.lines.1 > reply.lines.1 {
-                return false;
-            }
-            match (item.sync_id(), echoed) {
-                (Some(id), Some(back)) => id == back,
-                (Some(_), None) => false,
-                (None, _) => match &item.kind {
-                    ItemKind::Object(_) => !item.execute().is_some_and(is_no_reply_command),
-                    ItemKind::NotObject(_) => true,
-                    _ => false,
-                },
-            }
-        });
-        if let Some(i) = candidate {
-            answered[i] = true;
-            answers[r] = Some(i);
-        }
-    }
-    (answers, PairingSource::Inferred)
-}
-
-/// Builds a case's timeline from its wire and the client's steps.
+/// Builds a case's timeline from its transcript and the client's steps. Requests and
+/// outputs are the agent's records, paired as the agent recorded them; bytes no record
+/// covers are drawn as they were written.
 pub fn build(
     wire: &Wire,
     steps: &[StepRecord],
@@ -222,45 +200,64 @@ pub fn build(
         clock_slack_us,
         ..Timeline::default()
     };
-    let mut writes_by_stream: std::collections::HashMap<(u64, bool), Vec<&WriteRecord>> =
-        std::collections::HashMap::new();
+    let mut writes_by_stream: HashMap<(u64, Direction), Vec<&WriteRecord>> = HashMap::new();
     for write in &wire.writes {
         writes_by_stream
-            .entry((write.conn, write.dir == Direction::In))
+            .entry((write.conn, write.dir))
             .or_default()
             .push(write);
     }
-    let empty = Vec::new();
-    let mut item_block = vec![None; wire.items.len()];
-    for (i, item) in wire.items.iter().enumerate() {
+    let total = wire.items.len() + wire.replies.len() + wire.unrecorded.len();
+    let room = |timeline: &mut Timeline| {
         if timeline.blocks.len() >= MAX_BLOCKS {
-            timeline.blocks_dropped += wire.items.len() - i;
-            break;
+            timeline.blocks_dropped += 1;
+            false
+        } else {
+            true
         }
-        let writes = writes_by_stream.get(&(item.conn, true)).unwrap_or(&empty);
-        item_block[i] = Some(timeline.blocks.len());
-        timeline.blocks.push(item_block_of(item, writes));
-    }
-    let (answers, source) = pair_replies(wire);
-    if !wire.replies.is_empty() {
-        timeline.pairing = Some(source);
-    }
-    for (r, reply) in wire.replies.iter().enumerate() {
-        if timeline.blocks.len() >= MAX_BLOCKS {
-            timeline.blocks_dropped += wire.replies.len() - r;
-            break;
+    };
+    let mut block_of_request = HashMap::new();
+    for item in &wire.items {
+        if !room(&mut timeline) {
+            continue;
         }
-        let writes = writes_by_stream.get(&(reply.conn, false)).unwrap_or(&empty);
-        let mut block = reply_block_of(reply, writes);
-        block.answers = answers[r].and_then(|i| item_block[i]);
+        block_of_request.insert(item.request, timeline.blocks.len());
+        timeline.blocks.push(item_block_of(item, &writes_by_stream));
+    }
+    for reply in &wire.replies {
+        if !room(&mut timeline) {
+            continue;
+        }
+        let mut block = reply_block_of(reply, &writes_by_stream);
+        block.answers = reply
+            .answers()
+            .and_then(|request| block_of_request.get(&request).copied());
         timeline.blocks.push(block);
+    }
+    for bytes in &wire.unrecorded {
+        if !room(&mut timeline) {
+            continue;
+        }
+        timeline.blocks.push(unrecorded_block_of(
+            bytes,
+            wire.has_agent_records,
+            &writes_by_stream,
+        ));
+    }
+    debug_assert_eq!(timeline.blocks.len() + timeline.blocks_dropped, total);
+    if !wire.replies.is_empty() || !wire.unrecorded.is_empty() {
+        timeline.pairing = Some(if wire.has_agent_records {
+            PairingSource::GroundTruth
+        } else {
+            PairingSource::NotMeasured
+        });
     }
     for event in &wire.events {
         let Some(kind) = mark_kind(&event.name) else {
             continue;
         };
         let label = match &event.detail {
-            Some(detail) => format!("{}: {}", event.name, super::timeline_wire::excerpt(detail)),
+            Some(detail) => format!("{}: {}", event.name, excerpt(detail)),
             None => event.name.clone(),
         };
         timeline.marks.push(Mark {
@@ -307,7 +304,7 @@ pub fn build(
     timeline
 }
 
-fn item_block_of(item: &Item, writes: &[&WriteRecord]) -> Block {
+fn item_block_of(item: &Item, writes: &HashMap<(u64, Direction), Vec<&WriteRecord>>) -> Block {
     let (kind, label) = match &item.kind {
         ItemKind::Object(_) => match item.execute() {
             Some(execute) if item.is_sync() => (BlockKind::Sync, execute.to_owned()),
@@ -318,21 +315,39 @@ fn item_block_of(item: &Item, writes: &[&WriteRecord]) -> Block {
         ItemKind::Flush(b) => (BlockKind::Flush, format!("0x{b:02X}")),
         ItemKind::Garbage(_) => (BlockKind::Garbage, "not JSON".to_owned()),
     };
+    let carried: Vec<&WriteRecord> = item
+        .input
+        .iter()
+        .flat_map(|span| carrying(writes, span.conn, Direction::In, (span.from, span.to)))
+        .collect();
+    let len = item.input.iter().map(|s: &ConnSpan| s.to - s.from).sum();
     let mut block = block(
         Lane::Client,
         kind,
         item.conn,
         label,
-        item.span,
-        &item.raw,
-        writes,
+        len,
+        &item.preview,
+        &carried,
     );
     block.lines = item.lines;
     block.end_us = item.t_us.max(block.start_us);
+    if block.writes_total == 0 {
+        // Input that waited in the channel before any client: it is drawn when read.
+        block.start_us = block.end_us;
+    }
+    block.origin = Some(if item.has_leftover_input() {
+        format!(
+            "request {} (bytes from an earlier connection too)",
+            item.request
+        )
+    } else {
+        format!("request {}", item.request)
+    });
     block
 }
 
-fn reply_block_of(reply: &Reply, writes: &[&WriteRecord]) -> Block {
+fn reply_block_of(reply: &Reply, writes: &HashMap<(u64, Direction), Vec<&WriteRecord>>) -> Block {
     let (kind, label) = match &reply.value {
         Some(value) if value.get("return").is_some() => (
             BlockKind::Reply,
@@ -353,18 +368,78 @@ fn reply_block_of(reply: &Reply, writes: &[&WriteRecord]) -> Block {
         _ if !reply.complete => (BlockKind::Noise, "no newline".to_owned()),
         _ => (BlockKind::Noise, "not a reply".to_owned()),
     };
+    let len = reply.len as u64;
+    let carried = carrying(
+        writes,
+        reply.conn,
+        Direction::Out,
+        (reply.at, reply.at + len),
+    );
     let mut block = block(
         Lane::Agent,
         kind,
         reply.conn,
         label,
-        reply.span,
-        &reply.raw,
-        writes,
+        len,
+        &reply.preview,
+        &carried,
     );
     block.lines = reply.lines;
     block.end_us = reply.t_us.max(block.start_us);
+    let origin = reply.origin.describe();
+    block.origin = Some(match (reply.stale, reply.for_conn) {
+        (true, Some(conn)) => format!("stale {origin} (written for conn {conn})"),
+        (true, None) => format!("stale {origin}"),
+        (false, _) => origin,
+    });
     block
+}
+
+fn unrecorded_block_of(
+    bytes: &Unrecorded,
+    agent_records: bool,
+    writes: &HashMap<(u64, Direction), Vec<&WriteRecord>>,
+) -> Block {
+    let lane = match bytes.dir {
+        Direction::In => Lane::Client,
+        Direction::Out => Lane::Agent,
+    };
+    let (kind, label) = match (agent_records, bytes.dir) {
+        (true, Direction::In) => (BlockKind::Unread, "not read by the agent"),
+        _ => (BlockKind::Bytes, "bytes"),
+    };
+    let carried = carrying(writes, bytes.conn, bytes.dir, bytes.span);
+    let len = bytes.span.1 - bytes.span.0;
+    let mut block = block(
+        lane,
+        kind,
+        bytes.conn,
+        label.to_owned(),
+        len,
+        &bytes.preview,
+        &carried,
+    );
+    block.lines = (bytes.line, bytes.line);
+    block.end_us = bytes.t_us.max(block.start_us);
+    block
+}
+
+/// The writes of one stream overlapping a byte span (writes are in stream order).
+fn carrying<'a>(
+    writes: &HashMap<(u64, Direction), Vec<&'a WriteRecord>>,
+    conn: u64,
+    dir: Direction,
+    span: (u64, u64),
+) -> Vec<&'a WriteRecord> {
+    let Some(writes) = writes.get(&(conn, dir)) else {
+        return Vec::new();
+    };
+    let first = writes.partition_point(|w| w.offset + w.len <= span.0);
+    writes[first..]
+        .iter()
+        .take_while(|w| w.offset < span.1.max(span.0 + 1))
+        .copied()
+        .collect()
 }
 
 fn block(
@@ -372,17 +447,10 @@ fn block(
     kind: BlockKind,
     conn: u64,
     label: String,
-    span: (u64, u64),
-    raw: &[u8],
-    writes: &[&WriteRecord],
+    len: u64,
+    preview: &[u8],
+    carried: &[&WriteRecord],
 ) -> Block {
-    // The writes overlapping the block's byte span (writes are in stream order).
-    let first = writes.partition_point(|w| w.offset + w.len as u64 <= span.0);
-    let carried: Vec<&WriteRecord> = writes[first..]
-        .iter()
-        .take_while(|w| w.offset < span.1.max(span.0 + 1))
-        .copied()
-        .collect();
     let shown: Vec<BlockWrite> = if carried.len() <= 2 * WRITES_SHOWN {
         carried.iter().map(|w| write_of(w)).collect()
     } else {
@@ -392,7 +460,6 @@ fn block(
             .map(|w| write_of(w))
             .collect()
     };
-    let len = span.1.saturating_sub(span.0);
     Block {
         lane,
         kind,
@@ -402,39 +469,21 @@ fn block(
         end_us: 0,
         lines: (0, 0),
         len,
-        bytes: visible_bytes(raw),
-        bytes_cut: len > raw.len() as u64 || raw.len() >= PREVIEW_BYTES,
+        bytes: visible_bytes(preview),
+        bytes_cut: len > preview.len() as u64,
         writes: shown,
         writes_total: carried.len(),
         answers: None,
+        origin: None,
     }
 }
 
 fn write_of(write: &WriteRecord) -> BlockWrite {
     BlockWrite {
         t_us: write.t_us,
-        len: write.len as u64,
+        len: write.len,
         line: write.line,
     }
-}
-
-/// Printable ASCII as is; `\n`, `\r`, `\t`, `\\` escaped; every other byte as `\xNN`.
-pub fn visible_bytes(data: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(data.len());
-    for &b in data {
-        match b {
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7E => out.push(char::from(b)),
-            _ => {
-                let _ = write!(out, "\\x{b:02X}");
-            }
-        }
-    }
-    out
 }
 
 fn mark_kind(event: &str) -> Option<MarkKind> {
@@ -454,46 +503,73 @@ fn mark_kind(event: &str) -> Option<MarkKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transcript::PREVIEW_BYTES;
 
-    fn wire(lines: &[&str]) -> Wire {
+    fn wire(lines: &[String]) -> Wire {
         Wire::parse(lines.join("\n").as_bytes()).expect("parses")
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
+    }
+
+    fn request(t_us: u64, number: u64, from: u64, to: u64, value: &str) -> String {
+        format!(
+            r#"{{"t_us":{t_us},"event":"request","request":{number},"conn":1,"input":[{{"conn":1,"from":{from},"to":{to}}}],"value":{value}}}"#
+        )
+    }
+
+    fn output(t_us: u64, number: u64, at: u64, len: u64, origin: &str) -> String {
+        format!(
+            r#"{{"t_us":{t_us},"event":"output","conn":1,"output":{number},"at":{at},"len":{len},{origin}}}"#
+        )
     }
 
     #[test]
     fn a_drip_is_one_block_with_every_write() {
         let mut lines = vec![r#"{"t_us":1,"conn":1,"event":"connected"}"#.to_owned()];
-        for (i, b) in br#"{"execute":"guest-ping"}"#.iter().enumerate() {
+        let ping = br#"{"execute":"guest-ping"}"#;
+        for (i, b) in ping.iter().enumerate() {
             lines.push(format!(
-                r#"{{"t_us":{},"conn":1,"dir":"in","b64":"{}"}}"#,
+                r#"{{"t_us":{},"conn":1,"dir":"in","at":{i},"b64":"{}"}}"#,
                 10 + i,
-                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [*b])
+                b64(&[*b])
             ));
         }
-        lines.push(r#"{"t_us":100,"conn":1,"dir":"out","text":"{\"return\": {}}\n"}"#.to_owned());
-        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-        let timeline = build(&wire(&refs), &[], &[], 0);
+        lines.push(request(34, 1, 0, 24, r#"{"execute":"guest-ping"}"#));
+        lines.push(
+            r#"{"t_us":100,"conn":1,"dir":"out","at":0,"text":"{\"return\": {}}\n"}"#.to_owned(),
+        );
+        lines.push(output(100, 1, 0, 15, r#""origin":"reply","request":1"#));
+        let timeline = build(&wire(&lines), &[], &[], 0);
         assert_eq!(timeline.blocks.len(), 2, "{:#?}", timeline.blocks);
         let request = &timeline.blocks[0];
         assert_eq!(request.kind, BlockKind::Request);
         assert_eq!(request.writes_total, 24);
         assert_eq!(request.writes.len(), 2 * WRITES_SHOWN);
         assert_eq!(request.start_us, 10);
-        assert_eq!(request.end_us, 33);
+        assert_eq!(request.end_us, 34);
+        assert_eq!(request.bytes, r#"{"execute":"guest-ping"}"#);
         assert_eq!(timeline.blocks[1].answers, Some(0));
+        assert_eq!(timeline.pairing, Some(PairingSource::GroundTruth));
         assert_eq!(timeline.marks[0].kind, MarkKind::Connected);
     }
 
     #[test]
-    fn one_write_of_several_items_splits_into_blocks_with_visible_bytes() {
-        let timeline = build(
-            &wire(&[
-                r#"{"t_us":5,"conn":1,"dir":"in","b64":"/3siZXhlY3V0ZSI6Imd1ZXN0LXN5bmMtZGVsaW1pdGVkIiwiYXJndW1lbnRzIjp7ImlkIjo3fX17ImV4ZWN1dGUiOiJndWVzdC1waW5nIn0="}"#,
-                r#"{"t_us":9,"conn":1,"dir":"out","b64":"/3sicmV0dXJuIjogN30KeyJyZXR1cm4iOiB7fX0K"}"#,
-            ]),
-            &[],
-            &[],
-            0,
-        );
+    fn one_write_of_several_requests_splits_into_blocks_paired_as_recorded() {
+        let input = b"\xff{\"execute\":\"guest-sync-delimited\",\"arguments\":{\"id\":7}}{\"execute\":\"guest-ping\"}";
+        let out = b"\xff{\"return\": 7}\n{\"return\": {}}\n";
+        let lines = vec![
+            format!(r#"{{"t_us":5,"conn":1,"dir":"in","at":0,"b64":"{}"}}"#, b64(input)),
+            r#"{"t_us":6,"event":"request","request":1,"conn":1,"input":[{"conn":1,"from":0,"to":1}],"error":"stray","stray":255}"#.to_owned(),
+            request(7, 2, 1, 57, r#"{"execute":"guest-sync-delimited","arguments":{"id":7}}"#),
+            request(8, 3, 57, 81, r#"{"execute":"guest-ping"}"#),
+            format!(r#"{{"t_us":9,"conn":1,"dir":"out","at":0,"b64":"{}"}}"#, b64(out)),
+            output(9, 1, 0, 15, r#""origin":"reply","request":2"#),
+            // The second output is a fault's, not the ping's answer: it stays unpaired.
+            output(9, 2, 15, 15, r#""origin":"fault","rule":1,"fault":"spurious-duplicate""#),
+        ];
+        let timeline = build(&wire(&lines), &[], &[], 0);
         let kinds: Vec<BlockKind> = timeline.blocks.iter().map(|b| b.kind).collect();
         assert_eq!(
             kinds,
@@ -508,20 +584,60 @@ mod tests {
         assert_eq!(timeline.blocks[0].bytes, "\\xFF");
         assert_eq!(timeline.blocks[3].bytes, "\\xFF{\"return\": 7}\\n");
         assert_eq!(timeline.blocks[3].answers, Some(1));
-        assert_eq!(timeline.blocks[4].answers, Some(2));
+        assert_eq!(timeline.blocks[4].answers, None);
+        assert!(timeline.blocks[4]
+            .origin
+            .as_deref()
+            .is_some_and(|o| o.contains("spurious-duplicate")));
         assert!(timeline.blocks.iter().all(|b| b.writes_total == 1));
         assert_eq!(timeline.blocks[2].len, 24);
     }
 
     #[test]
+    fn input_the_agent_never_read_is_its_own_block() {
+        let lines = vec![
+            r#"{"t_us":5,"conn":1,"dir":"in","at":0,"text":"{\"execute\":\"guest-ping\"}{\"exec"}"#
+                .to_owned(),
+            request(6, 1, 0, 24, r#"{"execute":"guest-ping"}"#),
+            r#"{"t_us":7,"event":"agent-killed"}"#.to_owned(),
+        ];
+        let timeline = build(&wire(&lines), &[], &[], 0);
+        assert_eq!(timeline.blocks.len(), 2, "{:#?}", timeline.blocks);
+        assert_eq!(timeline.blocks[1].kind, BlockKind::Unread);
+        assert_eq!(timeline.blocks[1].bytes, r#"{"exec"#);
+        assert_eq!(timeline.blocks[1].len, 6);
+    }
+
+    #[test]
+    fn bytes_without_agent_records_are_drawn_but_never_paired() {
+        let lines = vec![
+            r#"{"t_us":5,"conn":1,"dir":"in","at":0,"text":"{\"execute\":\"guest-ping\"}\n"}"#
+                .to_owned(),
+            r#"{"t_us":9,"conn":1,"dir":"out","at":0,"text":"{\"return\": {}}\n"}"#.to_owned(),
+        ];
+        let timeline = build(&wire(&lines), &[], &[], 0);
+        assert_eq!(timeline.pairing, Some(PairingSource::NotMeasured));
+        assert_eq!(timeline.blocks.len(), 2);
+        assert!(timeline
+            .blocks
+            .iter()
+            .all(|b| b.kind == BlockKind::Bytes && b.answers.is_none()));
+    }
+
+    #[test]
     fn a_huge_reply_is_one_block_with_a_preview() {
         let big = format!("{{\"return\": \"{}\"}}\n", "x".repeat(100_000));
-        let record =
-            serde_json::json!({"t_us": 3, "conn": 1, "dir": "out", "text": big}).to_string();
-        let timeline = build(&wire(&[&record]), &[], &[], 0);
-        assert_eq!(timeline.blocks.len(), 1);
-        assert_eq!(timeline.blocks[0].len, big.len() as u64);
-        assert!(timeline.blocks[0].bytes_cut);
-        assert_eq!(timeline.blocks[0].bytes.len(), PREVIEW_BYTES);
+        let lines = vec![
+            request(1, 1, 0, 0, r#"{"execute":"guest-ping"}"#),
+            serde_json::json!({"t_us": 3, "conn": 1, "dir": "out", "at": 0, "text": big})
+                .to_string(),
+            output(3, 1, 0, big.len() as u64, r#""origin":"reply","request":1"#),
+        ];
+        let timeline = build(&wire(&lines), &[], &[], 0);
+        assert_eq!(timeline.blocks.len(), 2);
+        assert_eq!(timeline.blocks[1].len, big.len() as u64);
+        assert!(timeline.blocks[1].bytes_cut);
+        assert_eq!(timeline.blocks[1].bytes.len(), PREVIEW_BYTES);
+        assert_eq!(timeline.blocks[1].answers, Some(0));
     }
 }

@@ -86,13 +86,13 @@
 //!   `"rule-removed"` (`rule`), `"rules-cleared"` (`removed`: how many).
 
 mod reader;
-pub(crate) use reader::{read_line_bounded, LineRead};
 pub(crate) mod writer;
 
 use serde::{Deserialize, Serialize};
 
 pub use reader::{
-    excerpt, show_bytes, Direction, Event, Item, ItemKind, RecordSummary, Reply, Wire,
+    excerpt, show_bytes, visible_bytes, Direction, Event, Item, ItemKind, RecordSummary, Reply,
+    Unrecorded, Wire, WriteRecord, PREVIEW_BYTES,
 };
 pub use writer::TranscriptError;
 

@@ -27,9 +27,18 @@ const MAX_RECORD_LINE: usize = 256 << 20;
 const MAX_SUMMARIES: usize = 50_000;
 /// Characters of a record or item kept for display.
 const EXCERPT_CHARS: usize = 160;
+/// Bytes of a request or an output kept as it came, for drawing it (the rest is counted).
+pub const PREVIEW_BYTES: usize = 512;
+/// Writes kept for showing which writes carried a request or an output; later ones are
+/// counted, not kept.
+const MAX_WRITES: usize = 50_000;
+/// Bytes each way kept per connection for the previews, and in all: a flood is counted,
+/// not kept.
+const MAX_STREAM_KEPT: usize = 1 << 20;
+const MAX_ALL_STREAMS_KEPT: usize = 16 << 20;
 
 /// Which way bytes went, seen from the agent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// From the client to the agent.
     In,
@@ -72,6 +81,8 @@ pub struct Item {
     /// When the agent handled it.
     pub t_us: u64,
     pub kind: ItemKind,
+    /// Its first [`PREVIEW_BYTES`] bytes as they came (empty when they were not kept).
+    pub preview: Vec<u8>,
 }
 
 /// What a request was.
@@ -177,6 +188,8 @@ pub struct Reply {
     pub text: String,
     /// It ended with a newline.
     pub complete: bool,
+    /// Its first [`PREVIEW_BYTES`] bytes as they went out.
+    pub preview: Vec<u8>,
 }
 
 impl Reply {
@@ -207,6 +220,43 @@ pub struct Wire {
     /// Total bytes each way.
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// The transcript holds the agent's request or output records (a mock's does; a
+    /// recording of bytes only, such as the front of a real agent, does not).
+    pub has_agent_records: bool,
+    /// Every write each way (the first [`MAX_WRITES`]).
+    pub writes: Vec<WriteRecord>,
+    /// Writes beyond [`MAX_WRITES`], counted only.
+    pub writes_dropped: usize,
+    /// Bytes on the wire that no request or output record covers: input the agent never
+    /// read (it died, hung, or the case ended first), or everything when the transcript
+    /// has no agent records. One per contiguous range within one write.
+    pub unrecorded: Vec<Unrecorded>,
+}
+
+/// One write in the transcript: a record with bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct WriteRecord {
+    pub line: usize,
+    pub t_us: u64,
+    pub conn: u64,
+    pub dir: Direction,
+    /// Offset of its first byte in its connection's stream that way.
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// Bytes that crossed the wire with no agent record saying what they were.
+#[derive(Clone, Debug)]
+pub struct Unrecorded {
+    pub conn: u64,
+    pub dir: Direction,
+    /// Offsets in the connection's stream that way.
+    pub span: (u64, u64),
+    /// The transcript line of the write that carried them.
+    pub line: usize,
+    pub t_us: u64,
+    /// Their first [`PREVIEW_BYTES`] bytes (empty when they were not kept).
+    pub preview: Vec<u8>,
 }
 
 impl Wire {
@@ -368,6 +418,9 @@ struct Builder {
     last_write: HashMap<u64, LastWrite>,
     outputs: Vec<Gathering>,
     output_index: HashMap<u64, usize>,
+    /// The first bytes of each stream, for previews.
+    kept: HashMap<(u64, Direction), Vec<u8>>,
+    kept_total: usize,
 }
 
 impl Builder {
@@ -398,6 +451,7 @@ impl Builder {
             (Some(dir), Some(data), Some(conn)) => {
                 self.summarise(line, raw.t_us, Some(conn), dir, &data);
                 let at = raw.at.unwrap_or(0);
+                self.keep(line, raw.t_us, conn, dir, at, &data);
                 match dir {
                     Direction::In => {
                         self.wire.bytes_in += data.len() as u64;
@@ -415,12 +469,45 @@ impl Builder {
                 }
             }
             _ => match raw.event.as_deref() {
-                Some("request") => self.request(line, raw.t_us, bytes),
-                Some("output") => self.output(line, raw.t_us, bytes),
+                Some("request") => {
+                    self.wire.has_agent_records = true;
+                    self.request(line, raw.t_us, bytes);
+                }
+                Some("output") => {
+                    self.wire.has_agent_records = true;
+                    self.output(line, raw.t_us, bytes);
+                }
                 Some("request-unread") => self.unread(line, raw),
                 _ => self.event(line, raw),
             },
         }
+    }
+
+    /// Notes a write and keeps its bytes while the stream's and the overall budgets last.
+    fn keep(&mut self, line: usize, t_us: u64, conn: u64, dir: Direction, at: u64, data: &[u8]) {
+        if self.wire.writes.len() < MAX_WRITES {
+            self.wire.writes.push(WriteRecord {
+                line,
+                t_us,
+                conn,
+                dir,
+                offset: at,
+                len: data.len() as u64,
+            });
+        } else {
+            self.wire.writes_dropped += 1;
+        }
+        let kept = self.kept.entry((conn, dir)).or_default();
+        // Only a stream kept from its start without a gap can be indexed by offset.
+        if kept.len() as u64 != at {
+            return;
+        }
+        let room = MAX_STREAM_KEPT
+            .saturating_sub(kept.len())
+            .min(MAX_ALL_STREAMS_KEPT.saturating_sub(self.kept_total));
+        let take = data.len().min(room);
+        kept.extend_from_slice(&data[..take]);
+        self.kept_total += take;
     }
 
     fn event(&mut self, line: usize, raw: RawRecord<'_>) {
@@ -501,6 +588,7 @@ impl Builder {
             lines: (first_line, line),
             t_us,
             kind,
+            preview: Vec::new(),
         };
         self.push_summary(
             line,
@@ -523,6 +611,18 @@ impl Builder {
             self.wire.unreadable_lines += 1;
             return;
         };
+        let stale = if record.stale { "stale " } else { "" };
+        self.push_summary(
+            line,
+            t_us,
+            Some(record.conn),
+            format!(
+                "* agent wrote output {} ({} bytes): {stale}{}",
+                record.output,
+                record.len,
+                record.origin.describe()
+            ),
+        );
         let last = self.last_write.get(&record.conn);
         let (bytes_line, piece): (usize, &[u8]) = match last {
             Some(last) if record.at >= last.at => {
@@ -565,6 +665,7 @@ impl Builder {
                         value: None,
                         text: String::new(),
                         complete: false,
+                        preview: Vec::new(),
                     },
                     bytes: piece.to_vec(),
                 });
@@ -607,14 +708,102 @@ impl Builder {
                 None
             };
             reply.text = show_bytes(&bytes);
+            reply.preview = bytes[..bytes.len().min(PREVIEW_BYTES)].to_vec();
             if !kept_all {
                 reply.text = format!("{} ({} bytes in all)", reply.text, reply.len);
             }
             self.wire.replies.push(reply);
         }
         self.wire.items.sort_by_key(|i| i.request);
+        for item in &mut self.wire.items {
+            if let Some(first) = item.input.first() {
+                item.preview = preview(&self.kept, first.conn, Direction::In, first.from, first.to);
+            }
+        }
+        self.wire.unrecorded = unrecorded(&self.wire, &self.kept);
         self.wire
     }
+}
+
+/// Up to [`PREVIEW_BYTES`] kept bytes of `from..to` of a stream.
+fn preview(
+    kept: &HashMap<(u64, Direction), Vec<u8>>,
+    conn: u64,
+    dir: Direction,
+    from: u64,
+    to: u64,
+) -> Vec<u8> {
+    let Some(bytes) = kept.get(&(conn, dir)) else {
+        return Vec::new();
+    };
+    let from = usize::try_from(from).unwrap_or(usize::MAX).min(bytes.len());
+    let to = usize::try_from(to)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len())
+        .min(from.saturating_add(PREVIEW_BYTES));
+    bytes[from..to.max(from)].to_vec()
+}
+
+/// The byte ranges of each write that no request or output record covers.
+fn unrecorded(wire: &Wire, kept: &HashMap<(u64, Direction), Vec<u8>>) -> Vec<Unrecorded> {
+    let mut covered: HashMap<(u64, Direction), Vec<(u64, u64)>> = HashMap::new();
+    for item in &wire.items {
+        for span in &item.input {
+            covered
+                .entry((span.conn, Direction::In))
+                .or_default()
+                .push((span.from, span.to));
+        }
+    }
+    for reply in &wire.replies {
+        covered
+            .entry((reply.conn, Direction::Out))
+            .or_default()
+            .push((reply.at, reply.at + reply.len as u64));
+    }
+    for spans in covered.values_mut() {
+        spans.sort_unstable();
+    }
+    let mut out = Vec::new();
+    for write in &wire.writes {
+        let spans = covered
+            .get(&(write.conn, write.dir))
+            .map_or(&[][..], Vec::as_slice);
+        let (start, end) = (write.offset, write.offset + write.len);
+        let mut at = start;
+        let first = spans.partition_point(|&(_, to)| to <= start);
+        for &(from, to) in &spans[first..] {
+            if from >= end {
+                break;
+            }
+            if from > at {
+                out.push((write, at, from));
+            }
+            at = at.max(to);
+        }
+        if at < end {
+            out.push((write, at, end));
+        }
+    }
+    out.into_iter()
+        .map(|(write, from, to)| Unrecorded {
+            conn: write.conn,
+            dir: write.dir,
+            span: (from, to),
+            line: write.line,
+            t_us: write.t_us,
+            preview: preview(kept, write.conn, write.dir, from, to),
+        })
+        // Whitespace between requests is read by the parser as part of no request; on
+        // its own it is not worth a block.
+        .filter(|bytes| {
+            let whole = bytes.preview.len() as u64 == bytes.span.1 - bytes.span.0;
+            !(whole
+                && wire.has_agent_records
+                && bytes.dir == Direction::In
+                && bytes.preview.iter().all(u8::is_ascii_whitespace))
+        })
+        .collect()
 }
 
 /// A byte that resets qemu-ga's parser: 0xFF, 0xFE or a control character other than
@@ -623,27 +812,41 @@ fn is_flush_byte(b: u8) -> bool {
     b >= 0xFE || (b < 0x20 && !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
 }
 
-/// Bytes for display: printable ASCII as is, the rest as `\xNN` (and `\n`, `\r`, `\t`).
+/// Bytes for display, cut to an excerpt: printable ASCII as is, the rest as `\xNN` (and
+/// `\n`, `\r`, `\t`, `\\`).
 pub fn show_bytes(data: &[u8]) -> String {
     let mut out = String::new();
-    for (shown, &b) in data.iter().enumerate() {
+    for &b in data {
         if out.len() >= EXCERPT_CHARS {
             let _ = write!(out, "... ({} bytes)", data.len());
             return out;
         }
-        let _ = shown;
-        match b {
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7E => out.push(char::from(b)),
-            _ => {
-                let _ = write!(out, "\\x{b:02X}");
-            }
-        }
+        push_visible(&mut out, b);
     }
     out
+}
+
+/// All of `data` for display, as [`show_bytes`] shows it, so 0xFF and control bytes are
+/// visible.
+pub fn visible_bytes(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len());
+    for &b in data {
+        push_visible(&mut out, b);
+    }
+    out
+}
+
+fn push_visible(out: &mut String, b: u8) {
+    match b {
+        b'\n' => out.push_str("\\n"),
+        b'\r' => out.push_str("\\r"),
+        b'\t' => out.push_str("\\t"),
+        b'\\' => out.push_str("\\\\"),
+        0x20..=0x7E => out.push(char::from(b)),
+        _ => {
+            let _ = write!(out, "\\x{b:02X}");
+        }
+    }
 }
 
 /// The first characters of a text, marked when cut.
