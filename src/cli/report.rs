@@ -111,20 +111,12 @@ fn html(args: &HtmlArgs) -> Result<i32, String> {
 }
 
 fn matrix(args: &MatrixArgs) -> Result<i32, String> {
-    let columns = args
-        .inputs
-        .iter()
-        .map(|path| report::MatrixColumn::load(path))
-        .collect::<Result<Vec<_>, _>>()?;
+    let matrix = report::CompatibilityMatrix::from_files(&args.inputs)?;
     match &args.output {
-        Some(path) => write_file(path, &report::matrix_html(&columns), "compatibility page")?,
+        Some(path) => write_file(path, &matrix.html(), "compatibility page")?,
         None => {
             use std::io::Write as _;
-            let _ = write!(
-                std::io::stdout().lock(),
-                "{}",
-                report::matrix_markdown(&columns)
-            );
+            let _ = write!(std::io::stdout().lock(), "{}", matrix.markdown());
         }
     }
     Ok(0)

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::runner::{compare_ids, CaseResult, Verdict};
+use crate::runner::{compare_ids, CaseResult, DutyStatus, Verdict};
 
 /// Expected verdicts by case id.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -34,6 +34,32 @@ pub struct Baseline {
     /// id is never reused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub retired: BTreeMap<String, String>,
+    /// Per duty of the judge: in how many cases of the run the client met it and missed it
+    /// (informative: the compatibility matrix shows it; runs are not compared on it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub duties: BTreeMap<String, DutyTally>,
+}
+
+/// In how many cases a client met a duty and missed it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct DutyTally {
+    pub met: usize,
+    pub missed: usize,
+}
+
+impl DutyTally {
+    /// Adds one case's status of the duty (not applicable and not measured count for
+    /// neither).
+    pub fn add(&mut self, status: DutyStatus) {
+        match status {
+            DutyStatus::Met => self.met += 1,
+            DutyStatus::Missed => self.missed += 1,
+            DutyStatus::NotApplicable | DutyStatus::NotMeasured => {}
+        }
+    }
 }
 
 /// A case whose verdict for this client depends on timing.
@@ -89,6 +115,20 @@ pub struct Comparison {
     pub missing: Vec<String>,
 }
 
+/// Per duty, in how many of these cases it was met and missed.
+fn tally_duties(results: &[CaseResult]) -> BTreeMap<String, DutyTally> {
+    let mut tallies: BTreeMap<String, DutyTally> = BTreeMap::new();
+    for result in results {
+        for duty in result.judgement.iter().flat_map(|j| &j.duties) {
+            tallies
+                .entry(duty.duty.to_owned())
+                .or_default()
+                .add(duty.status);
+        }
+    }
+    tallies
+}
+
 impl Baseline {
     /// The verdicts of a run.
     pub fn from_results(results: &[CaseResult], client: &str) -> Baseline {
@@ -97,6 +137,7 @@ impl Baseline {
             verdicts: results.iter().map(|r| (r.id.clone(), r.verdict)).collect(),
             timing_sensitive: BTreeMap::new(),
             retired: BTreeMap::new(),
+            duties: tally_duties(results),
         }
     }
 
@@ -194,6 +235,19 @@ impl Baseline {
                     serde_json::Value::String((*id).clone()),
                     seen.join(", "),
                     serde_json::Value::String(t.why.clone())
+                ));
+            }
+            text.push_str("\n  },\n");
+        }
+        if !self.duties.is_empty() {
+            text.push_str("  \"duties\": {");
+            for (n, (duty, tally)) in self.duties.iter().enumerate() {
+                text.push_str(if n == 0 { "\n" } else { ",\n" });
+                text.push_str(&format!(
+                    "    {}: {{\"met\": {}, \"missed\": {}}}",
+                    serde_json::Value::String(duty.clone()),
+                    tally.met,
+                    tally.missed
                 ));
             }
             text.push_str("\n  },\n");

@@ -1,46 +1,109 @@
-//! The compatibility matrix: how many cases each client gets of each verdict, read from
-//! the committed baselines (`scenarios/baselines/*.json`) and the catalogue. A typed model
-//! ([`CompatibilityMatrix`]) with its renderings; the README's table is
-//! [`CompatibilityMatrix::markdown`].
+//! The compatibility matrix: the verdicts of several clients side by side, and the duties
+//! each meets. One typed model ([`CompatibilityMatrix`]) read from baselines
+//! (`scenarios/baselines/*.json`) or JSON reports, with two renderings: Markdown (the
+//! README's tables and `qga-harness report matrix`) and the HTML compatibility page
+//! ([`CompatibilityMatrix::html`]).
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
-use super::baseline::{Baseline, BaselineError};
-use crate::runner::Verdict;
+use super::baseline::{Baseline, BaselineError, DutyTally};
+use super::model::Report;
+use crate::runner::{compare_ids, Verdict};
 
-/// One client's row.
+/// One client's column.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientRow {
-    /// What the table calls the client.
+pub struct ClientColumn {
+    /// A short name: the input file's stem (`socat`, `qemu-qmp`).
+    pub name: String,
+    /// What the tables call the client.
     pub label: String,
-    /// The baseline file the row comes from (`None` for the reference client, which must
-    /// PASS every case).
-    pub baseline: Option<String>,
-    /// Cases per verdict, over the current catalogue.
-    pub counts: BTreeMap<Verdict, usize>,
+    /// The verdict of each case the client ran.
+    pub verdicts: BTreeMap<String, Verdict>,
+    /// Case titles, when the input was a report.
+    pub titles: BTreeMap<String, String>,
+    /// The HTML report of the client's run (`NAME.html` beside the input), when there is one.
+    pub page: Option<PathBuf>,
+    /// Per duty: in how many cases it was met and missed.
+    pub duties: BTreeMap<String, DutyTally>,
     /// Cases whose verdict for this client depends on timing.
-    pub timing_sensitive: usize,
+    pub timing_sensitive: BTreeSet<String>,
 }
 
-/// Every client's row, over one catalogue.
+impl ClientColumn {
+    /// Reads a baseline (`run --write-baseline`) or a JSON report (`run --json`).
+    pub fn load(path: &Path) -> Result<ClientColumn, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let name = path
+            .file_stem()
+            .map_or_else(|| "client".to_owned(), |s| s.to_string_lossy().into_owned());
+        let page = path.with_extension("html");
+        let mut column = ClientColumn {
+            label: name.clone(),
+            name,
+            verdicts: BTreeMap::new(),
+            titles: BTreeMap::new(),
+            page: page.is_file().then_some(page),
+            duties: BTreeMap::new(),
+            timing_sensitive: BTreeSet::new(),
+        };
+        let is_report = serde_json::from_str::<serde_json::Value>(&text)
+            .map(|v| v.get("cases").is_some())
+            .unwrap_or(false);
+        if is_report {
+            let report = Report::parse(&text, path).map_err(|e| e.to_string())?;
+            for case in report.cases {
+                for duty in &case.duties {
+                    column
+                        .duties
+                        .entry(duty.duty.clone())
+                        .or_default()
+                        .add(duty.status);
+                }
+                column.verdicts.insert(case.id.clone(), case.verdict);
+                column.titles.insert(case.id, case.title);
+            }
+        } else {
+            column.absorb(Baseline::load(path).map_err(|e| e.to_string())?);
+        }
+        Ok(column)
+    }
+
+    fn absorb(&mut self, baseline: Baseline) {
+        self.verdicts = baseline.verdicts;
+        self.duties = baseline.duties;
+        self.timing_sensitive = baseline.timing_sensitive.into_keys().collect();
+    }
+
+    fn count(&self, cases: &[String], verdict: Verdict) -> usize {
+        cases
+            .iter()
+            .filter(|id| self.verdicts.get(*id) == Some(&verdict))
+            .count()
+    }
+}
+
+/// Clients side by side over one list of cases.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompatibilityMatrix {
-    /// The catalogue's case count.
-    pub cases: usize,
-    pub rows: Vec<ClientRow>,
+    /// The rows: case ids in catalogue order.
+    pub cases: Vec<String>,
+    pub columns: Vec<ClientColumn>,
 }
 
-/// A client whose baseline feeds a row: the file's stem and the table's label.
+/// A client whose baseline feeds a column: the file's stem and the tables' label.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BaselineClient {
     pub file_stem: String,
     pub label: String,
 }
 
-/// The third-party clients of the README's matrix, in its order.
+/// The clients of the README's matrix, in its order (the reference client first).
 pub fn readme_clients() -> Vec<BaselineClient> {
     [
+        ("reference", "reference client (`qga-harness session`)"),
         (
             "qemu-qmp",
             "qemu.qmp 0.0.6, driven as QEMU's qemu-ga-client drives it",
@@ -62,7 +125,7 @@ pub fn readme_clients() -> Vec<BaselineClient> {
     .collect()
 }
 
-/// The verdict columns, in the table's order.
+/// The verdict columns, in the tables' order.
 pub const COLUMNS: [Verdict; 5] = [
     Verdict::Pass,
     Verdict::NonStrict,
@@ -72,94 +135,145 @@ pub const COLUMNS: [Verdict; 5] = [
 ];
 
 impl CompatibilityMatrix {
-    /// The matrix over the case ids `catalogue`: the reference client first (every case
-    /// PASS, INFO for informational cases), then each client's baseline from
+    /// The matrix over the catalogue's case ids, one column per client's baseline in
     /// `baselines_dir`. A case a baseline does not list counts as PASS, as the baseline
-    /// comparison reads it.
+    /// comparison reads it; retired ids are not rows.
     pub fn from_baselines(
-        catalogue: &[(String, bool)],
+        catalogue: &[String],
         baselines_dir: &Path,
         clients: &[BaselineClient],
     ) -> Result<CompatibilityMatrix, BaselineError> {
-        let mut rows =
-            vec![ClientRow {
-                label: "reference client (`qga-harness session`)".to_owned(),
-                baseline: None,
-                counts: count(catalogue.iter().map(|(_, info)| {
-                    if *info {
-                        Verdict::Info
-                    } else {
-                        Verdict::Pass
-                    }
-                })),
-                timing_sensitive: 0,
-            }];
+        let mut columns = Vec::new();
         for client in clients {
-            let file = format!("{}.json", client.file_stem);
-            let baseline = Baseline::load(&baselines_dir.join(&file))?;
-            rows.push(ClientRow {
+            let path = baselines_dir.join(format!("{}.json", client.file_stem));
+            let baseline = Baseline::load(&path)?;
+            let mut column = ClientColumn {
+                name: client.file_stem.clone(),
                 label: client.label.clone(),
-                baseline: Some(file),
-                counts: count(
-                    catalogue
-                        .iter()
-                        .map(|(id, _)| baseline.verdicts.get(id).copied().unwrap_or(Verdict::Pass)),
-                ),
-                timing_sensitive: catalogue
-                    .iter()
-                    .filter(|(id, _)| baseline.timing_sensitive.contains_key(id))
-                    .count(),
-            });
+                verdicts: BTreeMap::new(),
+                titles: BTreeMap::new(),
+                page: None,
+                duties: BTreeMap::new(),
+                timing_sensitive: BTreeSet::new(),
+            };
+            column.absorb(baseline);
+            for id in catalogue {
+                column.verdicts.entry(id.clone()).or_insert(Verdict::Pass);
+            }
+            column.verdicts.retain(|id, _| catalogue.contains(id));
+            column.timing_sensitive.retain(|id| catalogue.contains(id));
+            columns.push(column);
         }
         Ok(CompatibilityMatrix {
-            cases: catalogue.len(),
-            rows,
+            cases: catalogue.to_vec(),
+            columns,
         })
     }
 
-    /// The verdict columns that any row uses.
-    fn columns(&self) -> Vec<Verdict> {
+    /// The matrix of clients given as baseline or report files; the rows are every case
+    /// any of them ran, in catalogue order.
+    pub fn from_files(paths: &[PathBuf]) -> Result<CompatibilityMatrix, String> {
+        let columns = paths
+            .iter()
+            .map(|path| ClientColumn::load(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut cases: Vec<String> = columns
+            .iter()
+            .flat_map(|c| c.verdicts.keys().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        cases.sort_by(|a, b| compare_ids(a, b));
+        Ok(CompatibilityMatrix { cases, columns })
+    }
+
+    /// The verdict columns that any client uses (PASS, NON-STRICT and FAIL always).
+    pub fn verdict_columns(&self) -> Vec<Verdict> {
         COLUMNS
             .into_iter()
-            .filter(|v| {
+            .filter(|&v| {
                 matches!(v, Verdict::Pass | Verdict::NonStrict | Verdict::Fail)
-                    || self
-                        .rows
-                        .iter()
-                        .any(|r| r.counts.get(v).copied().unwrap_or(0) > 0)
+                    || self.columns.iter().any(|c| c.count(&self.cases, v) > 0)
             })
             .collect()
     }
 
-    /// The table as Markdown.
+    /// How many of the cases `column` got `verdict` for.
+    pub fn count(&self, column: &ClientColumn, verdict: Verdict) -> usize {
+        column.count(&self.cases, verdict)
+    }
+
+    /// Every duty any client was judged on, in name order.
+    pub fn duties(&self) -> BTreeSet<&str> {
+        self.columns
+            .iter()
+            .flat_map(|c| c.duties.keys().map(String::as_str))
+            .collect()
+    }
+
+    /// The cases by category (categories in name order, cases in catalogue order).
+    pub fn by_category(&self) -> BTreeMap<&str, Vec<&str>> {
+        let mut out: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for id in &self.cases {
+            let category = id.split_once('.').map_or(id.as_str(), |(c, _)| c);
+            out.entry(category).or_default().push(id);
+        }
+        out
+    }
+
+    /// The tables as Markdown: verdict counts per client, then the duties each meets.
     pub fn markdown(&self) -> String {
-        let columns = self.columns();
+        let columns = self.verdict_columns();
         let mut out = String::from("| client |");
         for v in &columns {
-            out.push_str(&format!(" {} |", v.as_str()));
+            let _ = write!(out, " {} |", v.as_str());
         }
         out.push_str(" timing-sensitive |\n|---|");
         for _ in &columns {
             out.push_str("---:|");
         }
         out.push_str("---:|\n");
-        for row in &self.rows {
-            out.push_str(&format!("| {} |", row.label));
-            for v in &columns {
-                out.push_str(&format!(" {} |", row.counts.get(v).copied().unwrap_or(0)));
+        for column in &self.columns {
+            let _ = write!(out, "| {} |", column.label);
+            for &v in &columns {
+                let _ = write!(out, " {} |", self.count(column, v));
             }
-            out.push_str(&format!(" {} |\n", row.timing_sensitive));
+            let _ = writeln!(out, " {} |", column.timing_sensitive.len());
+        }
+        let duties = self.duties();
+        if !duties.is_empty() {
+            out.push_str("\nDuties met, in the cases where each applies (met / cases judged on it):\n\n| duty |");
+            for column in &self.columns {
+                let _ = write!(out, " {} |", column.name);
+            }
+            out.push_str("\n|---|");
+            for _ in &self.columns {
+                out.push_str("---|");
+            }
+            out.push('\n');
+            for duty in duties {
+                let _ = write!(out, "| `{duty}` |");
+                for column in &self.columns {
+                    let _ = write!(out, " {} |", duty_cell(column.duties.get(duty)));
+                }
+                out.push('\n');
+            }
         }
         out
     }
 }
 
-fn count(verdicts: impl Iterator<Item = Verdict>) -> BTreeMap<Verdict, usize> {
-    let mut counts = BTreeMap::new();
-    for v in verdicts {
-        *counts.entry(v).or_insert(0) += 1;
+/// A duty's cell: `yes (n)`, `no (0 / n)`, `partly (m / n)`, or `-` where it never applied.
+pub fn duty_cell(tally: Option<&DutyTally>) -> String {
+    match tally {
+        None
+        | Some(DutyTally {
+            met: 0, missed: 0, ..
+        }) => "-".to_owned(),
+        Some(t) if t.missed == 0 => format!("yes ({})", t.met),
+        Some(t) if t.met == 0 => format!("no (0 / {})", t.missed),
+        Some(t) => format!("partly ({} / {})", t.met, t.met + t.missed),
     }
-    counts
 }
 
 /// The README's generated block: the text between these markers is replaced.
@@ -185,32 +299,34 @@ mod tests {
             dir.path().join("x.json"),
             r#"{"retired": {"sync.9": "merged into sync.1"},
                 "timing_sensitive": {"sync.2": {"seen": ["PASS", "FAIL"], "why": "a race"}},
-                "verdicts": {"sync.1": "FAIL", "sync.2": "PASS", "sync.9": "FAIL"}}"#,
+                "verdicts": {"sync.1": "FAIL", "sync.2": "PASS", "sync.3": "INFO", "sync.9": "FAIL"},
+                "duties": {"sync-first": {"met": 2, "missed": 1}, "bounded-memory": {"met": 3, "missed": 0}}}"#,
         )
         .expect("write");
-        let catalogue = [
-            ("sync.1".to_owned(), false),
-            ("sync.2".to_owned(), false),
-            ("sync.3".to_owned(), true),
-        ];
+        let catalogue = ["sync.1", "sync.2", "sync.3", "sync.4"].map(String::from);
         let clients = [BaselineClient {
             file_stem: "x".into(),
             label: "x client".into(),
         }];
         let m =
             CompatibilityMatrix::from_baselines(&catalogue, dir.path(), &clients).expect("reads");
-        assert_eq!(m.cases, 3);
-        assert_eq!(m.rows[0].counts[&Verdict::Pass], 2);
-        assert_eq!(m.rows[0].counts[&Verdict::Info], 1);
-        // sync.3 is not in the baseline: PASS, as the comparison reads it; sync.9 is retired.
-        assert_eq!(m.rows[1].counts[&Verdict::Fail], 1);
-        assert_eq!(m.rows[1].counts[&Verdict::Pass], 2);
-        assert_eq!(m.rows[1].timing_sensitive, 1);
+        assert_eq!(m.cases.len(), 4);
+        let x = &m.columns[0];
+        // sync.4 is not in the baseline: PASS, as the comparison reads it; sync.9 is retired.
+        assert_eq!(m.count(x, Verdict::Fail), 1);
+        assert_eq!(m.count(x, Verdict::Pass), 2);
+        assert_eq!(m.count(x, Verdict::Info), 1);
+        assert_eq!(x.timing_sensitive.len(), 1);
         let table = m.markdown();
         assert!(
-            table.contains("| x client | 2 | 0 | 1 | 0 | 1 |"),
+            table.contains("| x client | 2 | 0 | 1 | 0 | 1 | 1 |"),
             "{table}"
         );
+        assert!(
+            table.contains("| `sync-first` | partly (2 / 3) |"),
+            "{table}"
+        );
+        assert!(table.contains("| `bounded-memory` | yes (3) |"), "{table}");
     }
 
     #[test]

@@ -17,13 +17,13 @@ mod progress;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-pub use baseline::{Baseline, BaselineError, Comparison, TimingSensitive};
+pub use baseline::{Baseline, BaselineError, Comparison, DutyTally, TimingSensitive};
 pub use catalogue::{list_markdown, list_text};
-pub use compat_page::{matrix_html, matrix_markdown, MatrixColumn};
 pub use html::html_page;
 pub use human::{case_line, closing, failure_details, summary_table, verdict_counts, HumanReport};
 pub use json::json_report;
 pub use junit::{junit_of, junit_xml};
+pub use matrix::{ClientColumn, CompatibilityMatrix};
 pub use merge::{merge, MergeError};
 pub use model::{
     CaseReport, DutyEntry, FindingEntry, PartitionInfo, Report, ReportError, StepReport,
