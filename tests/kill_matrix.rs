@@ -113,3 +113,49 @@ fn every_mutant_dies_where_the_page_says_and_the_reference_passes_there() {
         );
     }
 }
+
+/// Which cases of another catalogue kill some mutants: run it on an earlier catalogue
+/// (`git archive <commit> scenarios | tar -x -C DIR`) to show that it lets a mutant live.
+/// `QGA_HARNESS_KILL_MATRIX_DIR=DIR/scenarios QGA_HARNESS_KILL_MATRIX_MUTANTS=name,name
+/// cargo test --release --test kill_matrix -- --ignored --exact
+/// another_catalogue_against_some_mutants --nocapture`
+#[test]
+#[ignore = "a measurement tool: it needs a catalogue directory and mutant names"]
+fn another_catalogue_against_some_mutants() {
+    let Some(dir) = std::env::var_os("QGA_HARNESS_KILL_MATRIX_DIR") else {
+        panic!("set QGA_HARNESS_KILL_MATRIX_DIR to a catalogue directory");
+    };
+    let names = std::env::var("QGA_HARNESS_KILL_MATRIX_MUTANTS").unwrap_or_default();
+    let mutants: Vec<Mutation> = names
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| Mutation::parse(n).unwrap_or_else(|| panic!("no mutant named '{n}'")))
+        .collect();
+    let files = runner::scenario_files(&[PathBuf::from(dir)]).expect("scenario files");
+    let cases = runner::load_cases(&files).expect("the catalogue loads");
+    let matrix = runtime().block_on(kill_matrix::run(&cases, &mutants, 2, 1));
+    for mutant in &mutants {
+        let killers: Vec<&str> = matrix
+            .cases
+            .iter()
+            .filter(|row| row.verdicts[mutant] == Verdict::Fail)
+            .map(|row| row.id.as_str())
+            .collect();
+        println!(
+            "{} ({} cases): killed by [{}]",
+            mutant.name(),
+            cases.len(),
+            killers.join(", ")
+        );
+    }
+    let failing: Vec<&str> = matrix
+        .cases
+        .iter()
+        .filter(|row| row.reference != Verdict::Pass)
+        .map(|row| row.id.as_str())
+        .collect();
+    println!(
+        "the reference client does not PASS: [{}]",
+        failing.join(", ")
+    );
+}

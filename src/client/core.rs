@@ -121,6 +121,8 @@ impl ClientBuilder {
                 mutation,
                 sync_count: 0,
                 sticky: None,
+                own_sync_ids: Vec::new(),
+                restart_sync: false,
             },
         }
     }
@@ -181,6 +183,10 @@ struct State {
     sync_count: u64,
     /// The first client-side failure's timeout flag, for [`Mutation::StickyFailure`].
     sticky: Option<bool>,
+    /// Every sync id sent, for [`Mutation::ResyncOnWrongSyncId`].
+    own_sync_ids: Vec<u64>,
+    /// A sync asks to start over with a fresh timeout ([`Mutation::ResyncOnWrongSyncId`]).
+    restart_sync: bool,
 }
 
 impl State {
@@ -195,6 +201,11 @@ impl State {
         self.sync_count += 1;
         if self.has(Mutation::SequentialSyncIds) {
             return self.sync_count;
+        }
+        if self.has(Mutation::ClockSyncIds) {
+            return std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         }
         self.fresh_id()
     }
@@ -542,6 +553,13 @@ impl Client {
                 timer.sleep.as_mut().reset(deadline);
                 continue;
             }
+            if std::mem::take(&mut state.restart_sync) {
+                // The bug: a sync reply of another id starts a new sync with a fresh
+                // timeout.
+                deadline = deadline_after(limit);
+                timer.sleep.as_mut().reset(deadline);
+                continue;
+            }
             break outcome;
         };
         let result = self.settle(outcome, &stage, timeout);
@@ -717,6 +735,9 @@ async fn write(conn: &mut Connection, mut bytes: &[u8], stage: Stage) -> Result<
 async fn sync(conn: &mut Connection, state: &mut State) -> Result<()> {
     conn.synced = false;
     let id = state.sync_id();
+    if state.has(Mutation::ResyncOnWrongSyncId) {
+        state.own_sync_ids.push(id);
+    }
     let mut request = Vec::with_capacity(100);
     if !state.has(Mutation::NoFlush) {
         request.push(PARSER_RESET);
@@ -747,6 +768,18 @@ async fn sync(conn: &mut Connection, state: &mut State) -> Result<()> {
                 state.stats.syncs += 1;
                 return Ok(());
             }
+            Ok(Ok(_)) if greedy_skips(conn, state) => state.stats.discarded_replies += 1,
+            Ok(Ok(reply))
+                if state.has(Mutation::ResyncOnWrongSyncId)
+                    && reply.ret.as_ref().is_some_and(Value::is_number)
+                    && !state
+                        .own_sync_ids
+                        .iter()
+                        .any(|&own| reply.returns_sync_id(own)) =>
+            {
+                state.restart_sync = true;
+                return Err(Error::disconnected(Stage::Sync, None));
+            }
             Ok(Ok(reply)) if reply.returns_sync_id(id) => {
                 let echoes_ids = match &reply.id {
                     None => false,
@@ -771,6 +804,12 @@ async fn sync(conn: &mut Connection, state: &mut State) -> Result<()> {
             Err(_) => state.stats.discarded_garbage += 1,
         }
     }
+}
+
+/// Whether [`Mutation::GreedyLastFf`] loses the line just framed: a 0xFF in the bytes
+/// already read behind it makes a parser that skips to the last 0xFF jump past it.
+fn greedy_skips(conn: &Connection, state: &State) -> bool {
+    state.has(Mutation::GreedyLastFf) && conn.reader.unframed().contains(&0xFF)
 }
 
 /// Reads until the reply that answers `expect`, dropping stale and spurious replies.
@@ -845,7 +884,7 @@ async fn await_reply(
             }
             (None, _) => true,
         };
-        if !ours {
+        if !ours || greedy_skips(conn, state) {
             state.stats.discarded_replies += 1;
             continue;
         }

@@ -79,6 +79,12 @@ impl FrameReader {
         self.buf.get(range).unwrap_or_default()
     }
 
+    /// The bytes already read behind the latest frame, not yet framed. Only a mutant
+    /// client looks at them (a parser that skips to the last 0xFF of a read).
+    pub(crate) fn unframed(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+
     /// The next frame, reading from `stream` as needed. Cancel-safe: bytes read are kept
     /// in the buffer if the future is dropped.
     pub(crate) async fn next(&mut self, stream: &mut UnixStream) -> io::Result<Frame> {

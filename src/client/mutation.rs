@@ -49,11 +49,20 @@ pub enum Mutation {
     FlattenErrorClass,
     /// The command's arguments are not sent.
     DropArguments,
+    // Protocol-level mutants
+    /// Sync ids are the current time in milliseconds (libvirt's `virTimeMillisNow()`).
+    ClockSyncIds,
+    /// A sync reply returning a number that is none of the client's own sync ids makes it
+    /// start over: a new sync with a fresh timeout.
+    ResyncOnWrongSyncId,
+    /// Everything read up to the last 0xFF of the bytes in hand is skipped (Proxmox's
+    /// `^.*\xff` match): a 0xFF behind the sync reply or the answer swallows it.
+    GreedyLastFf,
 }
 
 impl Mutation {
     /// Every mutation, in the order reports list them.
-    pub const ALL: [Mutation; 20] = [
+    pub const ALL: [Mutation; 23] = [
         Mutation::NoFlush,
         Mutation::NoSync,
         Mutation::AnySyncId,
@@ -74,6 +83,10 @@ impl Mutation {
         Mutation::EofIsSuccess,
         Mutation::FlattenErrorClass,
         Mutation::DropArguments,
+        // Protocol-level mutants
+        Mutation::ClockSyncIds,
+        Mutation::ResyncOnWrongSyncId,
+        Mutation::GreedyLastFf,
     ];
 
     /// The mutant's name in reports and the kill matrix.
@@ -99,6 +112,9 @@ impl Mutation {
             Mutation::EofIsSuccess => "eof-is-success",
             Mutation::FlattenErrorClass => "flatten-error-class",
             Mutation::DropArguments => "drop-arguments",
+            Mutation::ClockSyncIds => "clock-sync-ids",
+            Mutation::ResyncOnWrongSyncId => "resync-on-wrong-sync-id",
+            Mutation::GreedyLastFf => "greedy-last-ff",
         }
     }
 
@@ -114,7 +130,10 @@ impl Mutation {
             | Mutation::NoSync
             | Mutation::AnySyncId
             | Mutation::SequentialSyncIds
-            | Mutation::UnboundedSyncLoop => "sync",
+            | Mutation::UnboundedSyncLoop
+            | Mutation::ClockSyncIds
+            | Mutation::ResyncOnWrongSyncId
+            | Mutation::GreedyLastFf => "sync",
             Mutation::NoTimeout
             | Mutation::InstantTimeout
             | Mutation::RetryCommand
@@ -156,6 +175,11 @@ impl Mutation {
             Mutation::EofIsSuccess => "takes a closed connection for a success",
             Mutation::FlattenErrorClass => "reports every agent error as GenericError",
             Mutation::DropArguments => "sends commands without their arguments",
+            Mutation::ClockSyncIds => "uses the clock in milliseconds as the sync id",
+            Mutation::ResyncOnWrongSyncId => {
+                "starts a new sync with a fresh timeout on a sync reply of another id"
+            }
+            Mutation::GreedyLastFf => "skips everything read up to the last 0xFF",
         }
     }
 }
