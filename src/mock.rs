@@ -137,6 +137,8 @@ pub struct MockAgentBuilder {
     control: Option<PathBuf>,
     config: ChannelConfig,
     transcript: Option<PathBuf>,
+    /// Where the transcript's clock starts (default: when the mock starts).
+    transcript_origin: Option<tokio::time::Instant>,
     life: AgentLife,
     inbox: LifeInbox,
 }
@@ -197,6 +199,7 @@ impl MockAgent {
             control: None,
             config: ChannelConfig::default(),
             transcript: None,
+            transcript_origin: None,
             life,
             inbox,
         }
@@ -483,6 +486,14 @@ impl MockAgentBuilder {
         self
     }
 
+    /// Counts the transcript's time from `origin` instead of the mock's start: the
+    /// scenario runner passes its own clock's origin, so a step's times and the
+    /// transcript's are readings of one clock and the judge needs no allowance for two.
+    pub(crate) fn transcript_origin(mut self, origin: tokio::time::Instant) -> Self {
+        self.transcript_origin = Some(origin);
+        self
+    }
+
     /// A controller for the agent's life, usable before and while the mock serves.
     #[must_use]
     pub fn life(&self) -> AgentLife {
@@ -583,10 +594,11 @@ impl MockAgentBuilder {
         config.agent = agent;
         config.faults = Some(hub.clone());
         config.setup_record = Some(record);
+        let origin = self.transcript_origin;
         let transcript = self
             .transcript
             .as_deref()
-            .map(channel::open_transcript)
+            .map(|path| channel::open_transcript(path, origin))
             .transpose()?;
         let control = self
             .control

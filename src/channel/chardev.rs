@@ -115,9 +115,10 @@ impl Chardev {
                 let (transcript, status) = (&self.transcript, &self.status);
                 let at = written_at;
                 let written = self.port.write_front(|bytes, parts| {
+                    let begun = tokio::time::Instant::now();
                     let n = stream.try_write(bytes)?;
                     status.wrote(n);
-                    transcript.bytes(number, Direction::Out, at, &bytes[..n]);
+                    transcript.bytes_written(begun, number, at, &bytes[..n]);
                     parts.record(transcript.as_ref(), number, at, 0..n);
                     Ok::<usize, io::Error>(n)
                 });

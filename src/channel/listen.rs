@@ -148,13 +148,14 @@ impl ListenLink {
         };
         let mut at = 0;
         while at < reply.len() {
+            let begun = tokio::time::Instant::now();
             match client.stream.try_write(&reply[at..]) {
                 Ok(n) => {
                     self.status.wrote(n);
                     let stream_at = client.written_at;
-                    self.transcript.bytes(
+                    self.transcript.bytes_written(
+                        begun,
                         client.number,
-                        Direction::Out,
                         stream_at,
                         &reply[at..at + n],
                     );

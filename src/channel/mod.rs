@@ -210,9 +210,13 @@ pub(crate) fn remove_listener_file(listener: &UnixListener) {
     }
 }
 
-/// Creates (truncates) the transcript file; its clock starts now.
-pub(crate) fn open_transcript(path: &Path) -> Result<TranscriptFile, TranscriptError> {
-    TranscriptWriter::create(path, Instant::now()).map(TranscriptFile)
+/// Creates (truncates) the transcript file; its clock counts from `origin` (now, unless
+/// the caller shares its own clock with the transcript).
+pub(crate) fn open_transcript(
+    path: &Path,
+    origin: Option<Instant>,
+) -> Result<TranscriptFile, TranscriptError> {
+    TranscriptWriter::create(path, origin.unwrap_or_else(Instant::now)).map(TranscriptFile)
 }
 
 /// Serves the VM on `listener` until it exits or `shutdown` completes, then closes the

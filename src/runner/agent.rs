@@ -17,6 +17,9 @@ pub struct LaunchRequest<'a> {
     pub transcript: &'a Path,
     /// The seed of the agent's random source.
     pub seed: u64,
+    /// The runner's clock origin for the case: step times count from it. A launcher
+    /// whose transcript counts from it too says so ([`RunningAgent::shares_clock`]).
+    pub origin: tokio::time::Instant,
 }
 
 /// Why an agent could not be started for a case.
@@ -78,4 +81,11 @@ pub trait AgentLauncher: Send + Sync {
 pub trait RunningAgent: Send {
     /// Stops the agent, removes its socket and completes the transcript file.
     fn stop(self: Box<Self>) -> BoxFuture<'static, ()>;
+
+    /// Whether the transcript's times count from [`LaunchRequest::origin`], so that they
+    /// and the runner's step times are one clock. When not, the transcript's clock
+    /// started somewhere inside the launch, and the judge allows for the launch's span.
+    fn shares_clock(&self) -> bool {
+        false
+    }
 }

@@ -164,6 +164,7 @@ async fn run_scaled(case: &LoadedCase, options: &RunOptions) -> CaseResult {
             socket: &socket,
             transcript: &transcript,
             seed,
+            origin,
         })
         .await;
     let launch_span = origin.elapsed();
@@ -181,6 +182,7 @@ async fn run_scaled(case: &LoadedCase, options: &RunOptions) -> CaseResult {
             return result;
         }
     };
+    let agent_shares_clock = agent.shares_clock();
     let steps = &case.scenario.steps;
     let deadline = case_deadline(&case.scenario) + options.client.startup();
     let run = match tokio::time::timeout(deadline, drive(&options.client, &socket, steps, origin))
@@ -204,7 +206,11 @@ async fn run_scaled(case: &LoadedCase, options: &RunOptions) -> CaseResult {
         scenario: &case.scenario,
         run: &run,
         wire: &wire,
-        launch_span_us: u64::try_from(launch_span.as_micros()).unwrap_or(u64::MAX),
+        launch_span_us: if agent_shares_clock {
+            0
+        } else {
+            u64::try_from(launch_span.as_micros()).unwrap_or(u64::MAX)
+        },
         oneshot: options.client.is_oneshot(),
         in_process: matches!(options.client, Client::InProcess(_)),
         max_rss_kib: options.max_rss_kib,

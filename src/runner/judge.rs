@@ -2,9 +2,10 @@
 //! duties against what the transcript shows the client did on the wire.
 //!
 //! Clock: step times are measured by the runner from an origin taken just before the agent
-//! was started; the transcript's clock starts inside that start, at most `launch_span_us`
-//! later. A runner time `t` is therefore a transcript time in `[t - span, t]`, and every
-//! window below uses the bound that includes more, never less.
+//! was started. The crate's mock counts its transcript from that same origin (one clock,
+//! `launch_span_us` 0); another agent's transcript clock starts inside its launch, at most
+//! `launch_span_us` later, so a runner time `t` is a transcript time in `[t - span, t]`,
+//! and every window below uses the bound that includes more, never less.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -327,7 +328,7 @@ pub fn judge(e: &Evidence<'_>) -> Judgement {
 pub fn duty_requirement(duty: Duty) -> &'static str {
     match duty {
         Duty::SyncFirst => "Before its first command on a connection, a client sends guest-sync or guest-sync-delimited and discards everything up to the matching reply (the channel may hold stale output, the agent's parser a previous client's partial input).",
-        Duty::SyncAfterTimeout => "After a timeout, a client resynchronises (a sync, matched by its id) before its next command, so the late reply to the abandoned command is not taken for the next one.",
+        Duty::SyncAfterTimeout => "After a timeout, a client resynchronises (a sync, matched by its id) before its next command, or gives that command an id of its own and takes only the reply with that id, so the late reply to the abandoned command is not taken for the next one.",
         Duty::UnpredictableSyncIds => "Sync ids are unpredictable and unique (random, 63-bit): not small, not sequential, not a clock reading, so a guest cannot forge the reply to a sync it has not seen.",
         Duty::FlushBeforeSync => "A client sends a 0xFF byte (a parser flush) right before each guest-sync-delimited, so a previous client's partial input in the agent's parser cannot swallow it, and skips the error the agent answers the flush with.",
         Duty::NoStaleAttribution => "A client reports for a command only the reply the agent sent for that request: never a stale reply left from earlier, a late reply to an abandoned command, or an unsolicited one.",
@@ -486,16 +487,23 @@ impl<'e> Analysis<'e> {
                 continue;
             }
             // Where the timed-out call began on the wire: its request, or the first item
-            // sent during the step.
+            // that reached the agent during the step.
             let from = self.request_of[index].map_or_else(
                 || {
                     let start = record.started_us.saturating_sub(self.e.launch_span_us);
-                    self.items().partition_point(|i| i.t_us < start)
+                    self.items().partition_point(|i| i.arrived_us < start)
                 },
                 |r| r.item + 1,
             );
-            let Some(next) = (from..self.items().len()).find(|&j| self.items()[j].is_command())
-            else {
+            // The next command whose own reply reached the connection it was sent on: the
+            // first one whose answer the client could take, and so the first one a late
+            // reply could be mistaken for. A command whose reply never reached it (the
+            // client gave up on it too, or the agent never answered) cannot be confused.
+            let next = (from..self.items().len()).find(|&j| {
+                self.items()[j].is_command()
+                    && self.reply_of[j].is_some_and(|r| !self.e.wire.replies[r].stale)
+            });
+            let Some(next) = next else {
                 continue;
             };
             exercised = true;
@@ -506,14 +514,14 @@ impl<'e> Analysis<'e> {
                 let item = &self.items()[s];
                 item.is_sync() && item.conn == target.conn && self.sync_matched(s)
             });
-            if !synced {
+            if !synced && !self.routed_by_id(next) {
                 misses.push(Miss {
                     expected: format!(
-                        "a sync after the timeout of step {} before the next command",
+                        "a sync after the timeout of step {} before the next command, or an id on that command that its reply echoes",
                         index + 1
                     ),
                     actual: format!(
-                        "the next command, {}, was sent with no sync since the timeout",
+                        "the next command, {}, was sent with no sync since the timeout and no id of its own",
                         target.describe()
                     ),
                     lines: vec![target.lines.0, target.lines.1],
@@ -521,6 +529,18 @@ impl<'e> Analysis<'e> {
             }
         }
         Check::from_misses(misses, exercised, "")
+    }
+
+    /// Whether a command carries its own id and the agent's reply to it echoes that id: a
+    /// client that routes replies by id cannot take a late reply to another request for
+    /// it, with or without a sync.
+    fn routed_by_id(&self, item: usize) -> bool {
+        let Some(id) = self.items()[item].id() else {
+            return false;
+        };
+        self.reply_of[item]
+            .and_then(|r| self.e.wire.replies[r].id())
+            .is_some_and(|echoed| echoed == id)
     }
 
     /// Whether an item is a step's own request (a sync the scenario asked for is the
@@ -664,11 +684,12 @@ impl<'e> Analysis<'e> {
     }
 
     /// True when output `reply` could have reached the client before it answered at
-    /// runner time `answered_us`. The mock stamps a write just after the socket took it, so
-    /// a fast client can read it, answer, and be timed by the runner before the stamp:
-    /// [`DELIVERY_SLACK_US`] covers that, in the client's favour.
+    /// runner time `answered_us`. The mock stamps each write before making it, on the
+    /// runner's clock, so a write stamped later than the answer cannot have been read
+    /// before it. (A transcript clock that started late reads early, which only counts
+    /// more outputs as delivered, in the client's favour.)
     fn delivered_before(&self, reply: usize, answered_us: u64) -> bool {
-        self.e.wire.replies[reply].t_us <= answered_us.saturating_add(DELIVERY_SLACK_US)
+        self.e.wire.replies[reply].t_us <= answered_us
     }
 
     /// What an output is, for a finding: its origin, and where it went.
@@ -995,10 +1016,6 @@ impl<'e> Analysis<'e> {
     }
 }
 
-/// How much later than a client's answer the mock may stamp the write the client read it
-/// from (the stamp is taken after the write; the runner times the answer on its own clock).
-const DELIVERY_SLACK_US: u64 = 5_000;
-
 /// How a sync reply returned the id sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SyncEcho {
@@ -1052,18 +1069,18 @@ struct Request {
 }
 
 /// For each step, the item that was its request: the first item with the step's command
-/// (and arguments) after the previous step's request that reached the agent no later than
-/// the step's answer; for a step answered with the agent's return or error, failing that,
-/// the first one that reached the agent after the answer, before the next step's answer
-/// (the client answered before its request even arrived).
+/// (and arguments) after the previous step's request whose bytes reached the agent no
+/// later than the step's answer; for a step answered with the agent's return or error,
+/// failing that, the first one that reached the agent after the answer, before the next
+/// step's answer (the client answered before its request even arrived).
 ///
-/// Steps run one after the other, so order decides; the clocks are only used where their
-/// bound is certain (a transcript time is never later than the runner's time of the same
-/// moment).
-/// See `find_step_requests`: how close to a client-side failure a request may reach the
-/// agent and still belong to the next step.
-const GAVE_UP_SLACK_US: u64 = 5_000;
-
+/// A session client handles one step at a time, and the runner gives it step k+1 only
+/// after it answered step k; so bytes that reached the agent before step k's answer were
+/// sent for step k or earlier. When the transcript counts from the runner's own origin
+/// (the crate's mock does: `launch_span_us` is 0), that comparison is exact: a transcript
+/// time is taken after the bytes were read, never before they were sent. Another agent's
+/// transcript clock started up to `launch_span_us` after the runner's, which makes its
+/// times read early by at most that much; see the bound below.
 fn find_step_requests(e: &Evidence<'_>) -> Vec<Option<Request>> {
     let items = &e.wire.items;
     let mut found = Vec::with_capacity(e.run.steps.len());
@@ -1094,18 +1111,19 @@ fn find_step_requests(e: &Evidence<'_>) -> Vec<Option<Request>> {
             Answer::Return { .. } | Answer::AgentError { .. }
         );
         let next_answered = match e.run.steps.get(n + 1) {
-            // The runner's clock and the transcript's are aligned only to within a
-            // millisecond or so; a request that reached the agent in the last moments of a
-            // step that failed on the client's side is the next step's.
-            _ if !agent_answer => answered.saturating_sub(GAVE_UP_SLACK_US),
+            // A step that failed on the client's side claims only bytes that certainly
+            // reached the agent before its answer: with a transcript clock that started
+            // up to `launch_span_us` late, a time that reads earlier than the answer by
+            // less than that may belong to the next step. (0 for the crate's mock.)
+            _ if !agent_answer => answered.saturating_sub(e.launch_span_us),
             Some(next) => next.ended_us(),
             None => u64::MAX,
         };
         let chosen = (after..items.len())
-            .find(|&i| items[i].t_us <= next_answered && is_request(&items[i]))
+            .find(|&i| items[i].arrived_us <= next_answered && is_request(&items[i]))
             .map(|item| Request {
                 item,
-                after_answer: items[item].t_us > answered,
+                after_answer: items[item].arrived_us > answered,
             });
         if let Some(request) = chosen {
             after = request.item + 1;

@@ -23,6 +23,10 @@ impl RunningAgent for RunningMock {
             let _ = self.mock.shutdown().await;
         })
     }
+
+    fn shares_clock(&self) -> bool {
+        true
+    }
 }
 
 impl AgentLauncher for MockLauncher {
@@ -42,7 +46,8 @@ impl AgentLauncher for MockLauncher {
                         e,
                     )
                 })?
-                .transcript(request.transcript);
+                .transcript(request.transcript)
+                .transcript_origin(request.origin);
             let mock = builder.bind(request.socket).await.map_err(|e| {
                 LaunchError::with_source(
                     format!(

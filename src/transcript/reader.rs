@@ -80,6 +80,10 @@ pub struct Item {
     pub lines: (usize, usize),
     /// When the agent handled it.
     pub t_us: u64,
+    /// When the channel read the last of its bytes (the time of that input bytes record);
+    /// the agent may handle it much later (a blocked agent reads nothing meanwhile). For
+    /// input that was in the parser before any client (conn 0), the handling time.
+    pub arrived_us: u64,
     pub kind: ItemKind,
     /// Its first [`PREVIEW_BYTES`] bytes as they came (empty when they were not kept).
     pub preview: Vec<u8>,
@@ -400,6 +404,8 @@ struct RawRecord<'a> {
 struct LastWrite {
     at: u64,
     line: usize,
+    /// When the write began (the mock stamps a write before it is made).
+    t_us: u64,
     data: Vec<u8>,
 }
 
@@ -412,9 +418,9 @@ struct Gathering {
 #[derive(Default)]
 struct Builder {
     wire: Wire,
-    /// Per connection: where each input bytes record starts (offset, line), for the lines
-    /// of a request's first bytes.
-    inputs: HashMap<u64, Vec<(u64, usize)>>,
+    /// Per connection: where each input bytes record starts (offset, line, time), for the
+    /// lines of a request's first bytes and the time its last bytes arrived.
+    inputs: HashMap<u64, Vec<(u64, usize, u64)>>,
     last_write: HashMap<u64, LastWrite>,
     outputs: Vec<Gathering>,
     output_index: HashMap<u64, usize>,
@@ -455,13 +461,17 @@ impl Builder {
                 match dir {
                     Direction::In => {
                         self.wire.bytes_in += data.len() as u64;
-                        self.inputs.entry(conn).or_default().push((at, line));
+                        self.inputs
+                            .entry(conn)
+                            .or_default()
+                            .push((at, line, raw.t_us));
                     }
                     Direction::Out => {
                         self.wire.bytes_out += data.len() as u64;
                         let last = self.last_write.entry(conn).or_default();
                         last.at = at;
                         last.line = line;
+                        last.t_us = raw.t_us;
                         last.data.clear();
                         last.data
                             .extend_from_slice(&data[..data.len().min(MAX_KEPT_BYTES)]);
@@ -579,14 +589,20 @@ impl Builder {
         let first_line = record
             .input
             .first()
-            .and_then(|span| self.input_line(span.conn, span.from))
-            .unwrap_or(line);
+            .and_then(|span| self.input_record(span.conn, span.from))
+            .map_or(line, |(line, _)| line);
+        let arrived_us = record
+            .input
+            .last()
+            .and_then(|span| self.input_record(span.conn, span.to.saturating_sub(1)))
+            .map_or(t_us, |(_, t)| t.min(t_us));
         let item = Item {
             request: record.request,
             conn: record.conn,
             input: record.input,
             lines: (first_line, line),
             t_us,
+            arrived_us,
             kind,
             preview: Vec::new(),
         };
@@ -599,11 +615,13 @@ impl Builder {
         self.wire.items.push(item);
     }
 
-    /// The line of the input bytes record holding byte `offset` of `conn`.
-    fn input_line(&self, conn: u64, offset: u64) -> Option<usize> {
+    /// The line and time of the input bytes record holding byte `offset` of `conn`.
+    fn input_record(&self, conn: u64, offset: u64) -> Option<(usize, u64)> {
         let records = self.inputs.get(&conn)?;
-        let after = records.partition_point(|(at, _)| *at <= offset);
-        records.get(after.checked_sub(1)?).map(|(_, line)| *line)
+        let after = records.partition_point(|(at, _, _)| *at <= offset);
+        records
+            .get(after.checked_sub(1)?)
+            .map(|(_, line, t_us)| (*line, *t_us))
     }
 
     fn output(&mut self, line: usize, t_us: u64, bytes: &[u8]) {
@@ -624,7 +642,9 @@ impl Builder {
             ),
         );
         let last = self.last_write.get(&record.conn);
-        let (bytes_line, piece): (usize, &[u8]) = match last {
+        // An output's time is that of the write that carried it (stamped before the write:
+        // no client can have read it earlier), not of the record that names it.
+        let (bytes_line, t_us, piece): (usize, u64, &[u8]) = match last {
             Some(last) if record.at >= last.at => {
                 let from = usize::try_from(record.at - last.at).unwrap_or(usize::MAX);
                 let to = from.saturating_add(usize::try_from(record.len).unwrap_or(usize::MAX));
@@ -632,9 +652,9 @@ impl Builder {
                     .data
                     .get(from.min(last.data.len())..to.min(last.data.len()))
                     .unwrap_or_default();
-                (last.line, piece)
+                (last.line, last.t_us.min(t_us), piece)
             }
-            _ => (line, &[]),
+            _ => (line, t_us, &[]),
         };
         let len = usize::try_from(record.len).unwrap_or(usize::MAX);
         match self.output_index.get(&record.output) {

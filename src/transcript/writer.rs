@@ -116,9 +116,28 @@ impl Drop for TranscriptWriter {
 
 impl Transcript {
     fn send(&self, body: Body) {
-        let t_us = self.origin.elapsed().as_micros();
+        self.send_stamped(Instant::now(), body);
+    }
+
+    fn send_stamped(&self, time: Instant, body: Body) {
+        let t_us = time.saturating_duration_since(self.origin).as_micros();
         // A full queue makes the mock wait for the disk: better than unbounded memory.
         let _ = self.tx.send(Record { t_us, body });
+    }
+
+    /// Bytes written to a client, stamped with `begun`, a time taken before the write: a
+    /// client cannot have read them earlier, so the judge needs no allowance for a stamp
+    /// taken after a fast client already read, answered and was timed.
+    pub(crate) fn bytes_written(&self, begun: Instant, conn: u64, at: u64, data: &[u8]) {
+        self.send_stamped(
+            begun,
+            Body::Bytes {
+                conn,
+                dir: Direction::Out,
+                at,
+                data: data.to_vec(),
+            },
+        );
     }
 
     /// Bytes read or written; `at` is the offset of the first in the connection's stream
@@ -208,6 +227,7 @@ impl Transcript {
 /// Helpers so callers with an optional transcript stay one line long.
 pub(crate) trait MaybeTranscript {
     fn bytes(&self, conn: u64, dir: Direction, at: u64, data: &[u8]);
+    fn bytes_written(&self, begun: Instant, conn: u64, at: u64, data: &[u8]);
     fn conn_event(&self, conn: u64, event: &'static str, detail: Option<String>);
     fn event(&self, event: &'static str, detail: Option<String>);
 }
@@ -216,6 +236,12 @@ impl MaybeTranscript for Option<Transcript> {
     fn bytes(&self, conn: u64, dir: Direction, at: u64, data: &[u8]) {
         if let Some(t) = self {
             t.bytes(conn, dir, at, data);
+        }
+    }
+
+    fn bytes_written(&self, begun: Instant, conn: u64, at: u64, data: &[u8]) {
+        if let Some(t) = self {
+            t.bytes_written(begun, conn, at, data);
         }
     }
 
