@@ -115,6 +115,7 @@ impl Replay {
             single_connection: false,
             info: Some("recorded agent, no expectations yet".into()),
             no_mutant: None,
+            timing_sensitive: None,
         }
     }
 }

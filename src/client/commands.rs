@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::core::{deadline_after, Client};
 use super::error::{Error, ProtocolError, Result, Stage};
+use super::mutation::Mutation;
 
 /// `guest-info`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -534,9 +535,177 @@ fn decode_base64(command: &str, data: Option<&str>) -> Result<Vec<u8>> {
     }
 }
 
+/// What a mutant client reports for a command's result (see [`Mutation`]): the value it
+/// would print after decoding the agent's reply into its own idea of the result. The
+/// reference client (no mutation, or a mutation of another layer) reports it unchanged.
+pub(crate) fn misread(mutation: Mutation, command: &str, mut value: Value) -> Value {
+    let Some(members) = value.as_object_mut() else {
+        return value;
+    };
+    match (mutation, command) {
+        (Mutation::ExitedFalseIsFinal, "guest-exec-status")
+            if members.get("exited") == Some(&Value::Bool(false)) =>
+        {
+            members.insert("exited".into(), Value::Bool(true));
+            members.entry("exitcode").or_insert(Value::from(0));
+        }
+        (Mutation::DropSignal, "guest-exec-status") => {
+            members.remove("signal");
+        }
+        (Mutation::IgnoreTruncation, "guest-exec-status") => {
+            for flag in ["out-truncated", "err-truncated"] {
+                if let Some(set @ Value::Bool(true)) = members.get_mut(flag) {
+                    *set = Value::Bool(false);
+                }
+            }
+        }
+        (Mutation::CoerceTypes, "guest-exec-status") => {
+            for (name, member) in members.iter_mut() {
+                match name.as_str() {
+                    "exited" | "out-truncated" | "err-truncated" => *member = truthy(member),
+                    "exitcode" | "signal" => *member = numeric(member),
+                    _ => {}
+                }
+            }
+        }
+        (Mutation::LenientBase64, "guest-file-read" | "guest-exec-status") => {
+            for name in ["buf-b64", "out-data", "err-data"] {
+                if let Some(Value::String(data)) = members.get_mut(name) {
+                    *data = BASE64.encode(lenient_base64(data));
+                }
+            }
+        }
+        (Mutation::TrustCount, "guest-file-read") => {
+            let count = members.get("count").and_then(Value::as_u64);
+            let data = members.get("buf-b64").and_then(Value::as_str);
+            if let (Some(count), Some(data)) = (count, data) {
+                if let (Ok(mut bytes), Ok(count)) = (BASE64.decode(data), usize::try_from(count)) {
+                    // A count past the data is a zero-filled buffer; bound it as the
+                    // agent's own read is bounded.
+                    bytes.resize(count.min(48 << 20), 0);
+                    members.insert("buf-b64".into(), Value::from(BASE64.encode(bytes)));
+                }
+            }
+        }
+        (Mutation::EmptyReadIsEof, "guest-file-read")
+            if members.get("count").and_then(Value::as_u64) == Some(0) =>
+        {
+            members.insert("eof".into(), Value::Bool(true));
+        }
+        _ => {}
+    }
+    value
+}
+
+/// A lenient decoder's reading of a flag: a non-empty string or a non-zero number is true.
+fn truthy(member: &Value) -> Value {
+    Value::Bool(match member {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty() && s != "false" && s != "0",
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    })
+}
+
+/// A lenient decoder's reading of an integer: a numeric string is its number, a flag 0/1.
+fn numeric(member: &Value) -> Value {
+    match member {
+        Value::String(s) => s.trim().parse::<i64>().map_or(Value::from(0), Value::from),
+        Value::Bool(b) => Value::from(i64::from(*b)),
+        other => other.clone(),
+    }
+}
+
+/// Base64 read the lenient way: characters outside the alphabet skipped, padding optional,
+/// a dangling sixth of a byte dropped.
+fn lenient_base64(text: &str) -> Vec<u8> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let lenient = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let mut kept: String = text
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '+' || *c == '/')
+        .collect();
+    if kept.len() % 4 == 1 {
+        kept.pop();
+    }
+    lenient.decode(kept).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use rstest::rstest;
+
+    #[rstest]
+    #[case::exited_false(Mutation::ExitedFalseIsFinal, "guest-exec-status",
+        json!({"exited": false}), json!({"exited": true, "exitcode": 0}))]
+    #[case::signal(Mutation::DropSignal, "guest-exec-status",
+        json!({"exited": true, "signal": 9}), json!({"exited": true}))]
+    #[case::truncation(Mutation::IgnoreTruncation, "guest-exec-status",
+        json!({"exited": true, "out-data": "aGkK", "out-truncated": true}),
+        json!({"exited": true, "out-data": "aGkK", "out-truncated": false}))]
+    #[case::types(Mutation::CoerceTypes, "guest-exec-status",
+        json!({"exited": "yes", "exitcode": "0"}), json!({"exited": true, "exitcode": 0}))]
+    #[case::base64(Mutation::LenientBase64, "guest-file-read",
+        json!({"count": 3, "buf-b64": "!!!!", "eof": false}),
+        json!({"count": 3, "buf-b64": "", "eof": false}))]
+    #[case::base64_padding(Mutation::LenientBase64, "guest-file-read",
+        json!({"count": 2, "buf-b64": "aGk", "eof": true}),
+        json!({"count": 2, "buf-b64": "aGk=", "eof": true}))]
+    #[case::count(Mutation::TrustCount, "guest-file-read",
+        json!({"count": 4, "buf-b64": "aGkK", "eof": true}),
+        json!({"count": 4, "buf-b64": "aGkKAA==", "eof": true}))]
+    #[case::empty_read(Mutation::EmptyReadIsEof, "guest-file-read",
+        json!({"count": 0, "buf-b64": "", "eof": false}),
+        json!({"count": 0, "buf-b64": "", "eof": true}))]
+    fn each_command_level_mutant_misreads_its_deformation(
+        #[case] mutation: Mutation,
+        #[case] command: &str,
+        #[case] sent: Value,
+        #[case] reported: Value,
+    ) {
+        assert_eq!(misread(mutation, command, sent), reported);
+    }
+
+    /// What qemu-ga 7.2 sends when nothing is deformed: every mutant reports it as sent,
+    /// so the cases that kill a mutant are the ones with its deformation.
+    #[test]
+    fn well_formed_results_are_reported_as_sent_by_every_mutant() {
+        let results = [
+            (
+                "guest-exec-status",
+                json!({"exited": true, "exitcode": 0, "out-data": "aGkK", "out-truncated": false}),
+            ),
+            ("guest-exec-status", json!({"exited": true, "signal": 9})),
+            (
+                "guest-file-read",
+                json!({"count": 3, "buf-b64": "aGkK", "eof": true}),
+            ),
+            (
+                "guest-file-read",
+                json!({"count": 0, "buf-b64": "", "eof": true}),
+            ),
+            ("guest-get-osinfo", json!({"id": "debian"})),
+        ];
+        for mutation in Mutation::ALL {
+            for (command, value) in &results {
+                let reported = misread(mutation, command, value.clone());
+                let deformed_on_purpose =
+                    mutation == Mutation::DropSignal && value.get("signal").is_some();
+                if !deformed_on_purpose {
+                    assert_eq!(&reported, value, "{} on {command}", mutation.name());
+                }
+            }
+        }
+    }
 
     #[test]
     fn exec_arguments_follow_the_schema() {

@@ -265,6 +265,8 @@ enum Job<'a> {
         request: &'a [u8],
         expect: &'a Expect,
         no_reply: bool,
+        /// Written again when its answer is slow (a mutant's bug).
+        retry_when_slow: bool,
     },
 }
 
@@ -277,7 +279,7 @@ impl Job<'_> {
         stage: &StageCell,
         deadline: Instant,
     ) -> Result<Value> {
-        let (request, expect, no_reply) = match self {
+        let (request, expect, no_reply, retry_when_slow) = match self {
             Job::Sync => {
                 if state.has(Mutation::NoSync) {
                     return Ok(Value::Null);
@@ -289,7 +291,8 @@ impl Job<'_> {
                 request,
                 expect,
                 no_reply,
-            } => (request, expect, no_reply),
+                retry_when_slow,
+            } => (request, expect, no_reply, retry_when_slow),
         };
         // An echoing agent on a synced connection needs no handshake: ids match replies.
         // Otherwise the command must be the next thing the agent answers after a sync.
@@ -311,7 +314,7 @@ impl Job<'_> {
         let result = if no_reply {
             let grace_end = deadline_after(config.no_reply_grace).min(deadline);
             send_no_reply(conn, state, request, expect, grace_end).await
-        } else if state.has(Mutation::RetryCommand) {
+        } else if retry_when_slow {
             write(conn, request, Stage::Reply).await?;
             let half = Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2;
             match tokio::time::timeout_at(half, await_reply(conn, state, expect, None)).await {
@@ -392,15 +395,25 @@ impl Client {
         arguments: Option<&Value>,
         timeout: Duration,
     ) -> Result<Value> {
+        if self.state.has(Mutation::UnsentNoReply) && is_no_reply_command(command) {
+            return Ok(empty_object());
+        }
         let id = self.state.fresh_id();
         let mut request = std::mem::take(&mut self.state.scratch);
         request.clear();
         let arguments = arguments.filter(|_| !self.state.has(Mutation::DropArguments));
         push_command(&mut request, command, arguments, id);
         let expect = Expect::Id(Value::from(id));
-        let result = self
-            .call(&request, &expect, is_no_reply_command(command), timeout)
-            .await;
+        let retry_when_slow = self.state.has(Mutation::RetryCommand)
+            || (self.state.has(Mutation::RetryReads)
+                && (command.ends_with("-status") || command.ends_with("-read")));
+        let job = Job::Command {
+            request: &request,
+            expect: &expect,
+            no_reply: is_no_reply_command(command),
+            retry_when_slow,
+        };
+        let result = self.run(job, timeout).await;
         self.state.scratch = request;
         match result {
             Err(e) if self.state.has(Mutation::FlattenErrorClass) && e.agent_error().is_some() => {
@@ -410,6 +423,10 @@ impl Client {
                     desc,
                 }))
             }
+            Ok(value) => Ok(match self.state.mutation {
+                Some(mutation) => super::commands::misread(mutation, command, value),
+                None => value,
+            }),
             other => other,
         }
     }
@@ -472,6 +489,7 @@ impl Client {
             request,
             expect,
             no_reply,
+            retry_when_slow: self.state.has(Mutation::RetryCommand),
         };
         self.run(job, timeout).await
     }
@@ -562,7 +580,8 @@ impl Client {
             }
             break outcome;
         };
-        let result = self.settle(outcome, &stage, timeout);
+        let no_reply = matches!(job, Job::Command { no_reply: true, .. });
+        let result = self.settle(outcome, &stage, timeout, no_reply);
         if let Err(e) = &result {
             if e.agent_error().is_none() && self.state.sticky.is_none() {
                 self.state.sticky = Some(matches!(e, Error::Timeout { .. }));
@@ -578,6 +597,7 @@ impl Client {
         outcome: Option<Result<Value>>,
         stage: &StageCell,
         timeout: Duration,
+        no_reply: bool,
     ) -> Result<Value> {
         match outcome {
             Some(Err(e @ (Error::Disconnected { .. } | Error::Connect { .. }))) => {
@@ -589,7 +609,10 @@ impl Client {
                 if let Some(conn) = self.conn.as_mut() {
                     conn.synced = self.state.has(Mutation::NoResyncAfterTimeout);
                 }
-                if self.state.has(Mutation::SilenceIsSuccess) {
+                let written_no_reply = no_reply && stage.get() == Stage::Reply;
+                if self.state.has(Mutation::SilenceIsSuccess)
+                    || (written_no_reply && self.state.has(Mutation::NoReplySilenceIsSuccess))
+                {
                     return Ok(empty_object());
                 }
                 // A no-reply command that got its grace period ended inside; one that

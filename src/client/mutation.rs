@@ -58,11 +58,40 @@ pub enum Mutation {
     /// Everything read up to the last 0xFF of the bytes in hand is skipped (Proxmox's
     /// `^.*\xff` match): a 0xFF behind the sync reply or the answer swallows it.
     GreedyLastFf,
+    // Command-level mutants
+    /// A `guest-exec-status` with `exited: false` is taken as the process's end: it is
+    /// reported exited, with an exit code of 0 (a poller that stops at its first status).
+    ExitedFalseIsFinal,
+    /// The `signal` member of `guest-exec-status` is dropped (a status type without it).
+    DropSignal,
+    /// A true `out-truncated`/`err-truncated` is reported false: cut output is taken as
+    /// whole.
+    IgnoreTruncation,
+    /// Members of the wrong type are coerced into a plausible status (`"yes"` is true,
+    /// `"0"` is 0), as a lenient decoder does.
+    CoerceTypes,
+    /// Base64 is decoded leniently: characters outside the alphabet are skipped and
+    /// padding is optional, so invalid data becomes other bytes.
+    LenientBase64,
+    /// `guest-file-read`'s `count` is trusted over the data: the buffer is cut or
+    /// zero-padded to `count` bytes.
+    TrustCount,
+    /// An empty `guest-file-read` is taken as the end of the file, whatever `eof` says.
+    EmptyReadIsEof,
+    /// A no-reply command (guest-shutdown, guest-suspend-*) that was written and then met
+    /// silence until the deadline is a success, even though the VM stayed up.
+    NoReplySilenceIsSuccess,
+    /// A slow status poll or file read (`*-status`, `*-read`) is written again at half
+    /// its timeout: it is taken for an idempotent read.
+    RetryReads,
+    /// A no-reply command is reported done before it is written, and the write never
+    /// happens (a fire-and-forget send whose buffer is never flushed).
+    UnsentNoReply,
 }
 
 impl Mutation {
     /// Every mutation, in the order reports list them.
-    pub const ALL: [Mutation; 23] = [
+    pub const ALL: [Mutation; 33] = [
         Mutation::NoFlush,
         Mutation::NoSync,
         Mutation::AnySyncId,
@@ -87,6 +116,17 @@ impl Mutation {
         Mutation::ClockSyncIds,
         Mutation::ResyncOnWrongSyncId,
         Mutation::GreedyLastFf,
+        // Command-level mutants
+        Mutation::ExitedFalseIsFinal,
+        Mutation::DropSignal,
+        Mutation::IgnoreTruncation,
+        Mutation::CoerceTypes,
+        Mutation::LenientBase64,
+        Mutation::TrustCount,
+        Mutation::EmptyReadIsEof,
+        Mutation::NoReplySilenceIsSuccess,
+        Mutation::RetryReads,
+        Mutation::UnsentNoReply,
     ];
 
     /// The mutant's name in reports and the kill matrix.
@@ -115,6 +155,16 @@ impl Mutation {
             Mutation::ClockSyncIds => "clock-sync-ids",
             Mutation::ResyncOnWrongSyncId => "resync-on-wrong-sync-id",
             Mutation::GreedyLastFf => "greedy-last-ff",
+            Mutation::ExitedFalseIsFinal => "exited-false-is-final",
+            Mutation::DropSignal => "drop-signal",
+            Mutation::IgnoreTruncation => "ignore-truncation",
+            Mutation::CoerceTypes => "coerce-types",
+            Mutation::LenientBase64 => "lenient-base64",
+            Mutation::TrustCount => "trust-count",
+            Mutation::EmptyReadIsEof => "empty-read-is-eof",
+            Mutation::NoReplySilenceIsSuccess => "no-reply-silence-is-success",
+            Mutation::RetryReads => "retry-reads",
+            Mutation::UnsentNoReply => "unsent-no-reply",
         }
     }
 
@@ -137,14 +187,26 @@ impl Mutation {
             Mutation::NoTimeout
             | Mutation::InstantTimeout
             | Mutation::RetryCommand
-            | Mutation::NoResyncAfterTimeout => "timeout",
-            Mutation::SilenceIsSuccess | Mutation::UncheckedNoReply => "noreply",
+            | Mutation::NoResyncAfterTimeout
+            | Mutation::RetryReads => "timeout",
+            Mutation::SilenceIsSuccess
+            | Mutation::UncheckedNoReply
+            | Mutation::NoReplySilenceIsSuccess
+            | Mutation::UnsentNoReply => "noreply",
             Mutation::FirstLine | Mutation::TrustIdlessErrors | Mutation::NonObjectAnswer => {
                 "hostile"
             }
             Mutation::StickyFailure | Mutation::NoReconnect | Mutation::EofIsSuccess => "lifecycle",
             Mutation::AssumeIdEcho => "version",
-            Mutation::FlattenErrorClass | Mutation::DropArguments => "commands",
+            Mutation::FlattenErrorClass
+            | Mutation::DropArguments
+            | Mutation::ExitedFalseIsFinal
+            | Mutation::DropSignal
+            | Mutation::IgnoreTruncation
+            | Mutation::CoerceTypes
+            | Mutation::LenientBase64
+            | Mutation::TrustCount
+            | Mutation::EmptyReadIsEof => "commands",
         }
     }
 
@@ -180,6 +242,20 @@ impl Mutation {
                 "starts a new sync with a fresh timeout on a sync reply of another id"
             }
             Mutation::GreedyLastFf => "skips everything read up to the last 0xFF",
+            Mutation::ExitedFalseIsFinal => {
+                "takes exec-status exited:false as the end (exited, exit code 0)"
+            }
+            Mutation::DropSignal => "drops the signal member of exec-status",
+            Mutation::IgnoreTruncation => "reports truncated exec output as whole",
+            Mutation::CoerceTypes => "coerces exec-status members of the wrong type",
+            Mutation::LenientBase64 => "decodes base64 leniently (invalid characters skipped)",
+            Mutation::TrustCount => "cuts or pads file-read data to its count",
+            Mutation::EmptyReadIsEof => "takes an empty file-read as the end of the file",
+            Mutation::NoReplySilenceIsSuccess => {
+                "takes silence after a written no-reply command as success"
+            }
+            Mutation::RetryReads => "writes a slow status poll or file read again",
+            Mutation::UnsentNoReply => "reports a no-reply command done without writing it",
         }
     }
 }

@@ -206,14 +206,37 @@ pub fn judge(e: &Evidence<'_>) -> Judgement {
         };
         let elapsed = record.elapsed_ms();
         let matches = |o: &Outcome| outcome_matches(o, &record.answer, elapsed, step.timeout_ms);
-        let result = if step.expect.iter().any(matches) {
+        // A no-reply command has no reply to show it was done: its reported success
+        // counts only when the agent's records show the command reached it.
+        let unsent_no_reply_success = is_no_reply_command(&step.execute)
+            && matches!(record.answer, Answer::Return { .. })
+            && analysis.request_of[index].is_none();
+        let result = if unsent_no_reply_success {
+            StepResult::Fail
+        } else if step.expect.iter().any(matches) {
             StepResult::Pass
         } else if step.non_strict.iter().any(matches) {
             StepResult::NonStrict
         } else {
             StepResult::Fail
         };
-        if result != StepResult::Pass {
+        if unsent_no_reply_success {
+            findings.push(Finding {
+                severity: Severity::Fail,
+                subject: format!("step {} ({})", index + 1, step.execute),
+                requirement: e.scenario.requirement.clone(),
+                expected: format!(
+                    "{} sent to the agent before its success is reported",
+                    step.execute
+                ),
+                actual: format!(
+                    "{} reported after {:.1} ms, but {} never reached the agent during the step",
+                    record.answer, elapsed, step.execute
+                ),
+                lines: None,
+                excerpt: String::new(),
+            });
+        } else if result != StepResult::Pass {
             let mut expected = describe_outcomes(&step.expect);
             if !step.non_strict.is_empty() {
                 expected.push_str(&format!(

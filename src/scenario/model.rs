@@ -46,6 +46,10 @@ pub struct Scenario {
     /// what it guards that the mutants do not model. Every other case must kill one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_mutant: Option<String>,
+    /// Where the case races the clock (a restart, a delay or a retry against a timeout
+    /// with little margin), and what a loaded machine may change in its verdicts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing_sensitive: Option<String>,
 }
 
 /// The transport the mock emulates.

@@ -768,3 +768,35 @@ fn a_sync_reply_with_another_id_taken_as_the_sync(#[case] reply: &[u8], #[case] 
         );
     }
 }
+
+/// A no-reply command's success is judged on the agent's records: sent and silent is a
+/// success (the guest went down); reported without the command reaching the agent is a
+/// FAIL, whatever the client printed.
+#[rstest]
+#[case::sent(true, Verdict::Pass)]
+#[case::never_sent(false, Verdict::Fail)]
+fn a_no_reply_success_counts_only_when_the_command_reached_the_agent(
+    #[case] sent: bool,
+    #[case] verdict: Verdict,
+) {
+    let s = scenario(
+        json!([{"execute": "guest-shutdown", "timeout_ms": 3000, "expect": [{"return": {}}]}]),
+        json!(["total-deadline"]),
+    );
+    let mut script = Script::default()
+        .client_sends(10, 1, SYNC)
+        .agent_sends(20, 1, SYNC_REPLY);
+    if sent {
+        script = script.client_sends(30, 1, b"{\"execute\": \"guest-shutdown\"}");
+    }
+    let run = run_of(vec![step(0, "guest-shutdown", 5, 1_000, ret(json!({})))]);
+    let j = judged(&s, &run, &script.wire());
+    assert_eq!(j.verdict, verdict, "{:#?}", j.findings);
+    if !sent {
+        assert!(
+            j.findings[0].actual.contains("never reached the agent"),
+            "{:#?}",
+            j.findings
+        );
+    }
+}
