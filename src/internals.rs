@@ -8,6 +8,8 @@
 
 pub mod kill_matrix;
 
+pub use crate::runner::{count_group_members, finish_reaping, kill_after, shell_quote};
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -210,6 +210,13 @@ pub(crate) fn remove_listener_file(listener: &UnixListener) {
     }
 }
 
+impl TranscriptFile {
+    /// How far its writer got (see `Progress::wait_written`).
+    pub(crate) fn progress(&self) -> Arc<crate::transcript::writer::Progress> {
+        self.0.progress()
+    }
+}
+
 /// Creates (truncates) the transcript file; its clock starts now.
 pub(crate) fn open_transcript(path: &Path) -> Result<TranscriptFile, TranscriptError> {
     TranscriptWriter::create(path, Instant::now()).map(TranscriptFile)

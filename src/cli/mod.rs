@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod call;
 mod capture;
 mod ctl;
+mod fleet;
 mod mock;
 mod proxy;
 mod replay;

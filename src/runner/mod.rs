@@ -8,13 +8,14 @@
 //! agent side of a case), `transcript` (reading the wire back), `judge` (outcomes, duties,
 //! verdicts), `case` (one case from start to end).
 
-mod adapter;
+pub(crate) mod adapter;
 mod agent;
 mod answer;
 mod case;
 mod discover;
 mod judge;
 mod mock;
+mod options;
 mod process;
 mod qemu;
 mod template;
@@ -66,6 +67,7 @@ impl<F: FnMut(&CaseResult, usize)> RunObserver for OnResult<F> {
         (self.0)(result, done);
     }
 }
+pub use options::{ReferenceClient, RunOptionsBuilder};
 
 /// Runs `cases`, `options.jobs` at a time, and returns their results in case order.
 /// `on_result` sees each result as it completes (for progress output).
