@@ -177,7 +177,7 @@ fn main() {
         runner::Template::parse(
             &format!(
                 "exec {} session --socket {{socket}}",
-                runner::shell_quote(env!("CARGO_BIN_EXE_qga-harness"))
+                qga_harness::internals::shell_quote(env!("CARGO_BIN_EXE_qga-harness"))
             ),
             "reference",
             runner::Placeholder::SESSION,

@@ -5,8 +5,25 @@
 //!   or without one deliberate bug ([`Mutation`]), to measure what the catalogue
 //!   catches (the kill matrix).
 //! - [`kill_matrix`]: running cases against every mutant and rendering the result.
+//! - The runner's process plumbing ([`kill_after`], [`count_group_members`],
+//!   [`finish_reaping`], [`shell_quote`]), its judge's helpers ([`deadline_grace_ms`],
+//!   [`describe_outcomes`], [`duty_requirement`], [`is_side_effecting`], [`case_deadline`],
+//!   [`compare_ids`]) and the timeline the HTML report draws ([`Timeline`] and its parts).
 
 pub mod kill_matrix;
+
+pub use crate::runner::adapter::kill_after;
+pub use crate::runner::case::case_deadline;
+pub use crate::runner::discover::compare_ids;
+pub use crate::runner::judge::{
+    deadline_grace_ms, describe_outcomes, duty_requirement, is_side_effecting,
+};
+pub use crate::runner::process::{count_group_members, finish_reaping};
+pub use crate::runner::template::shell_quote;
+pub use crate::runner::timeline::{
+    Block, BlockKind, BlockWrite, Lane, Mark, MarkKind, PairingSource,
+    StepBar, Timeline, TranscriptLine,
+};
 
 use std::path::Path;
 use std::time::Duration;

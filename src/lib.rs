@@ -20,10 +20,13 @@
 //! - [`MockAgent`]: the mock qemu-ga as a library (`mock.rs`).
 
 pub mod agent;
+mod blocking;
 pub mod channel;
 pub mod cli;
 pub mod client;
+mod expect;
 pub mod fault;
+pub mod fleet;
 pub mod guest;
 pub mod internals;
 pub mod libvirt;
@@ -31,14 +34,19 @@ mod mock;
 pub mod proxy;
 pub mod qemu;
 pub mod real_agent;
+mod received;
 pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod transcript;
 pub mod wire;
 
+pub use blocking::BlockingMockAgent;
 pub use channel::{
     AgentLife, AgentState, ChannelStatus, FaultControl, LifeError, ListedRule, PowerPolicy,
     RuleError, Transport, VmEnd,
 };
-pub use mock::{MockAgent, MockAgentBuilder, MockError};
+pub use expect::{Expectation, Verification};
+pub use fault::{Rule, RuleBuilder};
+pub use mock::{FaultGuard, MockAgent, MockAgentBuilder, MockError};
+pub use received::Received;

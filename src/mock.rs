@@ -30,13 +30,16 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::agent::{AgentConfig, AgentVersion, ConfigError, VersionError};
+use crate::blocking::BlockingMockAgent;
 use crate::channel::control::ControlServer;
 use crate::channel::{
     self, AgentLife, AgentStart, BindError, ChannelConfig, FaultControl, FaultHub, LifeInbox,
     PowerPolicy, Replay, ReplayError, RuleError, TranscriptError, Transport, VmEnd,
 };
-use crate::fault::Rule;
-use crate::guest::{Guest, Profile, ProfileError};
+use crate::expect::{Expectation, Spy, Verification};
+use crate::fault::{Rule, RuleId};
+use crate::guest::{Guest, Identity, Profile, ProfileError};
+use crate::received::{Received, Records};
 use crate::scenario::{self, AgentSetup, Bytes, FaultEntry, ProfileSource};
 
 /// The file name [`MockAgentBuilder::start_in`] gives the socket.
@@ -79,6 +82,15 @@ pub enum MockError {
         field: &'static str,
         message: String,
     },
+    /// The temp dir for the socket or the records could not be created.
+    #[error("cannot create a temp dir for the mock's socket or records")]
+    TempDir {
+        #[source]
+        source: std::io::Error,
+    },
+    /// The thread that runs a blocking mock could not be started or ended abnormally.
+    #[error("the blocking mock's thread: {0}")]
+    Thread(String),
     /// The control socket could not be created.
     #[error("cannot open the control socket")]
     Control(#[source] BindError),
@@ -141,6 +153,10 @@ pub struct MockAgentBuilder {
     transcript_origin: Option<tokio::time::Instant>,
     life: AgentLife,
     inbox: LifeInbox,
+    record_received: bool,
+    /// A profile shared with other mocks (a fleet's), with this guest's own identity.
+    shared_profile: Option<Arc<Profile>>,
+    identity: Option<Identity>,
 }
 
 /// A builder's settings, checked and ready to serve.
@@ -179,8 +195,12 @@ pub struct MockAgent {
     socket: PathBuf,
     life: AgentLife,
     faults: FaultControl,
+    spy: Spy,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<VmEnd>>,
+    /// The temp dir holding the socket, when the mock made it ([`MockAgent::start`]);
+    /// declared last, so it is removed after the shutdown was sent.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl MockAgent {
@@ -202,13 +222,51 @@ impl MockAgent {
             transcript_origin: None,
             life,
             inbox,
+            record_received: true,
+            shared_profile: None,
+            identity: None,
         }
+    }
+
+    /// Starts a mock with the real agent's defaults on a fresh socket in a temp dir it
+    /// owns (removed when the mock is dropped); see [`MockAgentBuilder::start`].
+    pub async fn start() -> Result<MockAgent, MockError> {
+        MockAgent::builder().start().await
     }
 
     /// Changes the fault rules while the mock runs.
     #[must_use]
     pub fn faults(&self) -> FaultControl {
         self.faults.clone()
+    }
+
+    /// Adds a fault rule while the mock runs, for as long as the returned guard lives.
+    pub fn fault_scoped(&self, rule: impl Into<Rule>) -> Result<FaultGuard, RuleError> {
+        FaultGuard::add(&self.faults, rule.into())
+    }
+
+    /// Every request the agent read so far, as it parsed it, with the answer it wrote,
+    /// in request-number order; read back from the agent's own request and output records
+    /// (its transcript). A reply your client has read was recorded when it was written;
+    /// on a multi-threaded runtime, call this from the task that read it.
+    #[must_use]
+    pub fn received(&self) -> Vec<Received> {
+        self.spy.received()
+    }
+
+    /// Adds an expectation, checked when the mock is dropped: a failed one panics with a
+    /// report of every expectation and everything received.
+    pub fn expect(&self, expectation: Expectation) {
+        self.spy.expect(expectation);
+    }
+
+    /// Checks the expectations now.
+    pub fn verify(&self) -> Verification {
+        self.spy.verify()
+    }
+
+    pub(crate) fn records(&self) -> Option<Arc<Records>> {
+        self.spy.records()
     }
 
     /// The unix socket clients connect to.
@@ -249,6 +307,36 @@ impl Drop for MockAgent {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        self.spy.check_on_drop();
+    }
+}
+
+/// A fault rule added while a mock runs; removed when the guard is dropped.
+#[must_use = "the fault is removed as soon as its guard is dropped"]
+#[derive(Debug)]
+pub struct FaultGuard {
+    faults: FaultControl,
+    id: RuleId,
+}
+
+impl FaultGuard {
+    pub(crate) fn add(faults: &FaultControl, rule: Rule) -> Result<FaultGuard, RuleError> {
+        Ok(FaultGuard {
+            faults: faults.clone(),
+            id: faults.add(rule)?,
+        })
+    }
+
+    /// The rule's id, as [`FaultControl::list`] shows it.
+    #[must_use]
+    pub fn id(&self) -> RuleId {
+        self.id
+    }
+}
+
+impl Drop for FaultGuard {
+    fn drop(&mut self) {
+        self.faults.remove(self.id);
     }
 }
 
@@ -284,8 +372,8 @@ impl MockAgentBuilder {
     }
 
     /// Adds a fault rule (see [`crate::fault`]); rules apply in the order added.
-    pub fn fault(mut self, rule: Rule) -> Self {
-        self.rules.push(rule);
+    pub fn fault(mut self, rule: impl Into<Rule>) -> Self {
+        self.rules.push(rule.into());
         self
     }
 
@@ -400,6 +488,25 @@ impl MockAgentBuilder {
         self.scenario_agent(&replay.agent, base)
     }
 
+    /// A guest that shares `profile` with other mocks (one copy in memory for all) and
+    /// differs from them in its `identity`.
+    pub fn shared_profile(mut self, profile: Arc<Profile>, identity: Identity) -> Self {
+        self.profile = None;
+        self.profile_origin = ProfileOrigin::Value;
+        self.shared_profile = Some(profile);
+        self.identity = Some(identity);
+        self
+    }
+
+    /// Keeps the agent's records of every request and its answer for
+    /// [`MockAgent::received`] and the expectations (default: on). They are the mock's
+    /// transcript: the file given to [`MockAgentBuilder::transcript`], else one in a temp
+    /// dir of the mock's own. Off for a long-running mock that nobody inspects.
+    pub fn record_received(mut self, record: bool) -> Self {
+        self.record_received = record;
+        self
+    }
+
     /// The transport (default: [`Transport::VirtioSerial`]).
     pub fn transport(mut self, transport: Transport) -> Self {
         self.config.transport = transport;
@@ -502,11 +609,21 @@ impl MockAgentBuilder {
 
     /// The agent side of a scenario that reproduces this mock's setup, as the transcript
     /// records it.
+    /// The profile with this guest's identity, as a replay needs it.
+    fn with_identity(&self, profile: &Profile) -> Profile {
+        let mut profile = profile.clone();
+        if let Some(identity) = &self.identity {
+            profile.host_name = identity.host_name.clone();
+            profile.network_interfaces = identity.network_interfaces.clone();
+        }
+        profile
+    }
+
     fn setup_record(&self, agent: &AgentConfig, profile: &Profile) -> AgentSetup {
         let profile_source = match &self.profile_origin {
             ProfileOrigin::Default => None,
             ProfileOrigin::File(path) => Some(ProfileSource::Named(path.display().to_string())),
-            ProfileOrigin::Value => match serde_json::to_value(profile) {
+            ProfileOrigin::Value => match serde_json::to_value(self.with_identity(profile)) {
                 Ok(serde_json::Value::Object(map)) => Some(ProfileSource::Inline(map)),
                 _ => None,
             },
@@ -548,6 +665,7 @@ impl MockAgentBuilder {
         let version = self
             .version
             .or_else(|| self.profile.as_ref().map(Profile::agent_version))
+            .or_else(|| self.shared_profile.as_deref().map(Profile::agent_version))
             .unwrap_or_default();
         Ok(Arc::new(FaultHub::new(
             self.seed,
@@ -563,12 +681,15 @@ impl MockAgentBuilder {
     /// file).
     fn prepare(self) -> Result<Prepared, MockError> {
         let hub = self.hub()?;
-        let mut profile = self.profile.clone().unwrap_or_else(Profile::default_linux);
+        let mut profile: Arc<Profile> = match &self.shared_profile {
+            Some(shared) => shared.clone(),
+            None => Arc::new(self.profile.clone().unwrap_or_else(Profile::default_linux)),
+        };
         if let Some(version) = self.version {
-            profile.agent.version = version;
+            Arc::make_mut(&mut profile).agent.version = version;
         }
         if self.frozen {
-            profile.fsfreeze.frozen = true;
+            Arc::make_mut(&mut profile).fsfreeze.frozen = true;
         }
         let agent = AgentConfig {
             version: profile.agent_version(),
@@ -583,17 +704,22 @@ impl MockAgentBuilder {
                 .or_else(|| profile.agent.allow_rpcs.clone()),
         };
         agent.validate()?;
-        let setup = self.setup_record(&agent, &profile);
-        let mut record = serde_json::Map::new();
-        record.insert("seed".into(), self.seed.into());
-        record.insert(
-            "agent".into(),
-            serde_json::to_value(&setup).unwrap_or_default(),
-        );
+        // Only a transcript records the setup: a fleet of thousands has none, and saves the
+        // profile's JSON per agent.
+        let record = self.transcript.is_some().then(|| {
+            let setup = self.setup_record(&agent, &profile);
+            let mut record = serde_json::Map::new();
+            record.insert("seed".into(), self.seed.into());
+            record.insert(
+                "agent".into(),
+                serde_json::to_value(&setup).unwrap_or_default(),
+            );
+            record
+        });
         let mut config = self.config;
         config.agent = agent;
         config.faults = Some(hub.clone());
-        config.setup_record = Some(record);
+        config.setup_record = record;
         let origin = self.transcript_origin;
         let transcript = self
             .transcript
@@ -608,7 +734,10 @@ impl MockAgentBuilder {
             .map_err(MockError::Control)?;
         Ok(Prepared {
             config,
-            guest: Guest::new(profile),
+            guest: match self.identity {
+                Some(identity) => Guest::with_identity(profile, identity),
+                None => Guest::new(profile),
+            },
             inbox: self.inbox,
             transcript,
             control,
@@ -658,8 +787,29 @@ impl MockAgentBuilder {
     /// and any other file) and spawns the mock on the current tokio runtime.
     pub async fn bind(self, path: impl AsRef<Path>) -> Result<MockAgent, MockError> {
         let path = path.as_ref();
-        let life = self.life.clone();
-        let p = self.prepare()?;
+        let mut builder = self;
+        let life = builder.life.clone();
+        // The records are the transcript: the user's, else one in a temp dir of our own.
+        let mut records_dir = None;
+        if builder.record_received && builder.transcript.is_none() {
+            let dir = tempfile::Builder::new()
+                .prefix("qga-mock-records-")
+                .tempdir()
+                .map_err(|source| MockError::TempDir { source })?;
+            builder.transcript = Some(dir.path().join("transcript.jsonl"));
+            records_dir = Some(dir);
+        }
+        let transcript_path = builder
+            .transcript
+            .clone()
+            .filter(|_| builder.record_received);
+        let p = builder.prepare()?;
+        let records = match (&transcript_path, &p.transcript) {
+            (Some(path), Some(file)) => {
+                Some(Arc::new(Records::new(path, file.progress(), records_dir)))
+            }
+            _ => None,
+        };
         let faults = p.faults.clone();
         let std_listener = channel::bind_socket(path)?;
         let listener =
@@ -680,9 +830,58 @@ impl MockAgentBuilder {
             socket: path.to_owned(),
             life,
             faults,
+            spy: Spy::new(records),
             shutdown: Some(tx),
             task: Some(task),
+            _dir: None,
         })
+    }
+
+    /// Binds a fresh socket in a new temp dir that the mock owns and removes when it is
+    /// dropped, and spawns the mock on the current tokio runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use qga_harness::{Expectation, MockAgent, Rule};
+    /// use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    ///
+    /// // Arrange: the second guest-ping hangs.
+    /// let mock = MockAgent::builder()
+    ///     .fault("guest-ping@2:hang".parse::<Rule>()?)
+    ///     .seed(7)
+    ///     .start()
+    ///     .await?;
+    /// mock.expect(Expectation::received("guest-ping", 1..));
+    ///
+    /// // Act
+    /// let mut client = BufReader::new(tokio::net::UnixStream::connect(mock.socket_path()).await?);
+    /// client.get_mut().write_all(br#"{"execute":"guest-ping"}"#).await?;
+    /// let mut reply = String::new();
+    /// client.read_line(&mut reply).await?;
+    ///
+    /// // Assert
+    /// assert_eq!(reply, "{\"return\": {}}\n");
+    /// let received = mock.received();
+    /// assert_eq!(received[0].command(), Some("guest-ping"));
+    /// assert_eq!(received[0].reply_json(), Some(&serde_json::json!({"return": {}})));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn start(self) -> Result<MockAgent, MockError> {
+        let dir = tempfile::Builder::new()
+            .prefix("qga-mock-")
+            .tempdir()
+            .map_err(|source| MockError::TempDir { source })?;
+        let mut mock = self.start_in(dir.path()).await?;
+        mock._dir = Some(dir);
+        Ok(mock)
+    }
+
+    /// Runs the mock on a thread of its own, with its own runtime, for tests that do not
+    /// use tokio; see [`BlockingMockAgent`].
+    pub fn start_blocking(self) -> Result<BlockingMockAgent, MockError> {
+        BlockingMockAgent::start(self)
     }
 
     /// [`MockAgentBuilder::bind`] at `dir/qga.sock`.

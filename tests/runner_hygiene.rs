@@ -8,7 +8,8 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use qga_harness::runner::{count_group_members, kill_after, Answer, BrokenKind, Client, Verdict};
+use qga_harness::internals::{count_group_members, kill_after};
+use qga_harness::runner::{Answer, BrokenKind, Client, Verdict};
 use support::{explain, load, oneshot, run, session, Workspace};
 
 const CASE: &str = r#"{"id": "hygiene.1", "title": "a client that hangs", "requirement": "r",
@@ -26,7 +27,7 @@ fn hanging_client(record: &Path, read_first: bool) -> String {
 }
 
 fn support_quote(path: &Path) -> String {
-    qga_harness::runner::shell_quote(&path.to_string_lossy())
+    qga_harness::internals::shell_quote(&path.to_string_lossy())
 }
 
 fn read_number(path: PathBuf) -> i32 {

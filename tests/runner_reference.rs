@@ -6,7 +6,8 @@ mod support;
 
 use std::process::Command;
 
-use qga_harness::runner::{shell_quote, Verdict};
+use qga_harness::internals::shell_quote;
+use qga_harness::runner::Verdict;
 use support::{explain, load, run, session, Workspace};
 
 fn reference_session() -> String {

@@ -76,7 +76,7 @@ fn run_cases() -> Run {
         client: client.describe(),
         client_flags: format!(
             "--client-session {}",
-            runner::shell_quote("python3 careful.py {socket}")
+            qga_harness::internals::shell_quote("python3 careful.py {socket}")
         ),
         seed: 1234,
         jobs: 2,

@@ -44,7 +44,7 @@ use enablement::{Enablement, Reason, Slot};
 /// What the agent's command table says about a command: the one source the judge, the
 /// reference client, `capture` and the real agent's safe block list read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CommandFacts {
+pub(crate) struct CommandFacts {
     /// It writes nothing when it succeeds (`success-response: false` in qemu-ga's schema).
     pub no_reply: bool,
     /// It changes the machine the agent runs on: a real agent on a host must block it.
@@ -63,7 +63,7 @@ impl CommandFacts {
 
 /// The facts about a command of qemu-ga's Linux table (any version); `None` for a name
 /// the agent does not know.
-pub fn command_facts(name: &str) -> Option<CommandFacts> {
+pub(crate) fn command_facts(name: &str) -> Option<CommandFacts> {
     schema::COMMANDS
         .iter()
         .find(|c| c.name == name)
@@ -75,7 +75,7 @@ pub fn command_facts(name: &str) -> Option<CommandFacts> {
 }
 
 /// Every command that changes the machine, in the table's order.
-pub fn commands_that_change_the_machine() -> impl Iterator<Item = &'static str> {
+pub(crate) fn commands_that_change_the_machine() -> impl Iterator<Item = &'static str> {
     schema::COMMANDS
         .iter()
         .filter(|c| c.changes_machine)

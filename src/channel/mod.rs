@@ -219,6 +219,13 @@ pub(crate) fn open_transcript(
     TranscriptWriter::create(path, origin.unwrap_or_else(Instant::now)).map(TranscriptFile)
 }
 
+impl TranscriptFile {
+    /// How far its writer got (see `Progress::wait_written`).
+    pub(crate) fn progress(&self) -> Arc<crate::transcript::writer::Progress> {
+        self.0.progress()
+    }
+}
+
 /// Serves the VM on `listener` until it exits or `shutdown` completes, then closes the
 /// socket and removes its file.
 pub(crate) async fn serve(

@@ -15,14 +15,36 @@ use crate::{MockAgent, MockAgentBuilder, Transport};
 #[derive(Debug, clap::Args)]
 pub struct MockArgs {
     /// The unix socket to create (a stale socket file there is replaced).
-    #[arg(long, value_name = "PATH")]
-    socket: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "fleet")]
+    socket: Option<PathBuf>,
+
+    /// Run N agents in this process, one socket each (DIR/vm-00001.sock, ...), each with
+    /// its own host name and interface addresses; needs --dir.
+    #[arg(long, value_name = "N", requires = "dir", conflicts_with_all = ["socket", "scenario", "replay", "transcript"])]
+    pub(crate) fleet: Option<usize>,
+
+    /// The directory of the fleet's sockets (created when missing).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
+
+    /// The share of the fleet's agents that are not running, in percent (seeded).
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, requires = "fleet")]
+    pub(crate) dead: f64,
+
+    /// The share of the fleet's agents that answer 100-400 ms late, in percent (seeded).
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, requires = "fleet")]
+    pub(crate) slow: f64,
+
+    /// The share of the fleet's agents that send wrong sync ids and stale replies, in
+    /// percent (seeded).
+    #[arg(long, value_name = "PCT", default_value_t = 0.0, requires = "fleet")]
+    pub(crate) hostile: f64,
 
     /// virtio-serial (the default): QEMU's chardev socket in front of the agent (the socket
     /// outlives the agent, one client at a time). unix-listen: qemu-ga's own socket
     /// (`-m unix-listen`).
     #[arg(long, value_enum)]
-    transport: Option<TransportArg>,
+    pub(crate) transport: Option<TransportArg>,
 
     /// Serve the agent side of a scenario file: its profile, transport, version, block and
     /// allow lists, seed, state and faults. Other options override it.
@@ -41,16 +63,16 @@ pub struct MockArgs {
 
     /// The seed of the mock's random source (default: the scenario's, else 0).
     #[arg(long, value_name = "N")]
-    seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
 
     /// A control socket (JSON lines) to change the faults and drive the agent's life at
     /// run time; `qga-harness ctl --control PATH` talks to it.
     #[arg(long, value_name = "PATH")]
-    control: Option<PathBuf>,
+    pub(crate) control: Option<PathBuf>,
 
     /// The simulated guest, as a JSON profile (default: a built-in Linux guest).
     #[arg(long, value_name = "FILE")]
-    profile: Option<PathBuf>,
+    pub(crate) profile: Option<PathBuf>,
 
     /// Commands to disable, comma-separated (qemu-ga's --block-rpcs); replaces the
     /// profile's list.
@@ -76,7 +98,7 @@ pub struct MockArgs {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(super) enum TransportArg {
+pub(crate) enum TransportArg {
     VirtioSerial,
     UnixListen,
 }
@@ -158,9 +180,12 @@ async fn serve(args: MockArgs) -> Result<(), Usage> {
         signal(SignalKind::terminate()).map_err(|e| Usage(format!("cannot watch SIGTERM: {e}")))?;
     let mut interrupt =
         signal(SignalKind::interrupt()).map_err(|e| Usage(format!("cannot watch SIGINT: {e}")))?;
-    let listener = bind_socket(&args.socket).map_err(|e| Usage(describe(&e)))?;
+    let Some(socket) = &args.socket else {
+        return Err(Usage("--socket is needed".into()));
+    };
+    let listener = bind_socket(socket).map_err(|e| Usage(describe(&e)))?;
     let listener = tokio::net::UnixListener::from_std(listener)
-        .map_err(|e| Usage(format!("cannot use socket {}: {e}", args.socket.display())))?;
+        .map_err(|e| Usage(format!("cannot use socket {}: {e}", socket.display())))?;
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => {}
@@ -175,6 +200,9 @@ async fn serve(args: MockArgs) -> Result<(), Usage> {
 }
 
 pub fn run(args: MockArgs) -> i32 {
+    if args.fleet.is_some() {
+        return super::fleet::run(args);
+    }
     // One thread: the agent is single-threaded, and a current-thread runtime has the
     // shortest path from a socket event to the reply.
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod call;
 mod capture;
 mod ctl;
+mod fleet;
 mod mock;
 mod proxy;
 mod replay;
@@ -22,13 +23,13 @@ mod session;
     version,
     about = "A test harness for QEMU guest agent host clients"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     Mock(mock::MockArgs),
     Proxy(proxy::ProxyArgs),
     Ctl(ctl::CtlArgs),

@@ -20,6 +20,7 @@ mod profile;
 mod qapi;
 mod shell;
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use profile::{
@@ -69,14 +70,19 @@ const UNSUPPORTED: &str = "this feature or command is not currently supported";
 /// The simulated guest's state.
 #[derive(Debug)]
 pub struct Guest {
-    profile: Profile,
+    /// Shared, never changed: many guests of a fleet use one copy.
+    profile: Arc<Profile>,
+    /// This guest's own host name and interfaces, over the profile's.
+    identity: Option<Box<Identity>>,
     version: AgentVersion,
     /// Guest system time minus host time, in microseconds (the guest clock's resolution
     /// as qemu-ga reads it).
     clock_offset_us: i64,
     rtc_offset_us: i64,
-    vcpus: Vec<Vcpu>,
-    memory_blocks: Vec<MemoryBlock>,
+    /// The vCPUs once changed by guest-set-vcpus; until then the profile's.
+    vcpus: Option<Vec<Vcpu>>,
+    /// The memory blocks once changed; until then the profile's.
+    memory_blocks: Option<Vec<MemoryBlock>>,
     fs: FileSystem,
     handles: Handles,
     processes: Processes,
@@ -87,9 +93,27 @@ pub struct Guest {
     power_event: Option<PowerEvent>,
 }
 
+/// What makes one guest of a fleet differ from the others that share its profile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Identity {
+    /// What guest-get-host-name returns.
+    pub host_name: String,
+    /// What guest-network-get-interfaces returns.
+    pub network_interfaces: Vec<NetworkInterface>,
+}
+
 impl Guest {
+    /// A guest with its own identity over a shared profile.
     #[must_use]
-    pub fn new(profile: Profile) -> Self {
+    pub fn with_identity(profile: Arc<Profile>, identity: Identity) -> Self {
+        let mut guest = Guest::new(profile);
+        guest.identity = Some(Box::new(identity));
+        guest
+    }
+
+    #[must_use]
+    pub fn new(profile: impl Into<Arc<Profile>>) -> Self {
+        let profile: Arc<Profile> = profile.into();
         let mut fs = FileSystem::new(profile.fs_capacity_bytes);
         for dir in &profile.directories {
             fs.add_dir_all(dir);
@@ -125,8 +149,9 @@ impl Guest {
             version: profile.agent.version,
             clock_offset_us,
             rtc_offset_us,
-            vcpus: profile.vcpus.clone(),
-            memory_blocks: profile.memory_blocks.clone(),
+            vcpus: None,
+            memory_blocks: None,
+            identity: None,
             fs,
             handles: Handles::new(),
             processes: Processes::new(profile.exec.first_pid),
@@ -137,8 +162,19 @@ impl Guest {
         }
     }
 
+    /// The profile the guest started from (shared; without this guest's [`Identity`]).
     pub fn profile(&self) -> &Profile {
         &self.profile
+    }
+
+    fn vcpus(&self) -> &[Vcpu] {
+        self.vcpus.as_deref().unwrap_or(&self.profile.vcpus)
+    }
+
+    fn memory_blocks(&self) -> &[MemoryBlock] {
+        self.memory_blocks
+            .as_deref()
+            .unwrap_or(&self.profile.memory_blocks)
     }
 
     /// Runs `command` with checked `args`.
@@ -177,10 +213,13 @@ impl Guest {
             }
             "guest-fsfreeze-thaw" => Value::Int(self.thaw()?),
             "guest-fstrim" => self.fstrim(opt_int(args, "minimum")?),
-            "guest-network-get-interfaces" => p.network_interfaces.to_qapi(),
+            "guest-network-get-interfaces" => match &self.identity {
+                Some(identity) => identity.network_interfaces.to_qapi(),
+                None => p.network_interfaces.to_qapi(),
+            },
             "guest-network-get-route" => p.network_routes.to_qapi(),
             "guest-get-load" => p.load.to_qapi(),
-            "guest-get-vcpus" => self.vcpus.to_qapi(),
+            "guest-get-vcpus" => self.vcpus().to_qapi(),
             "guest-set-vcpus" => self.set_vcpus(args)?,
             "guest-get-disks" => p.disks.to_qapi(),
             "guest-get-fsinfo" => {
@@ -193,10 +232,10 @@ impl Guest {
                 )
             }
             "guest-set-user-password" => self.set_user_password(args)?,
-            "guest-get-memory-blocks" => self.memory_blocks.to_qapi(),
+            "guest-get-memory-blocks" => self.memory_blocks().to_qapi(),
             "guest-set-memory-blocks" => self.set_memory_blocks(args)?,
             "guest-get-memory-block-info" => {
-                if self.memory_blocks.is_empty() {
+                if self.memory_blocks().is_empty() {
                     return Err(GuestError(
                         "open(\"/sys/devices/system/memory/\"): No such file or directory".into(),
                     ));
@@ -208,7 +247,11 @@ impl Guest {
             }
             "guest-exec" => self.exec(args)?,
             "guest-exec-status" => self.exec_status(int(args, "pid")?)?,
-            "guest-get-host-name" => qapi::host_name(&p.host_name),
+            "guest-get-host-name" => qapi::host_name(
+                self.identity
+                    .as_ref()
+                    .map_or(&p.host_name, |identity| &identity.host_name),
+            ),
             "guest-get-users" => p.users.to_qapi(),
             "guest-get-timezone" => p.timezone.to_qapi(),
             "guest-get-osinfo" => p.osinfo.to_qapi(),
@@ -493,7 +536,8 @@ impl Guest {
                 Some(o) => (int(o, "logical-id")?, boolean(o, "online")?),
                 None => return Err(type_error("vcpus", "object")),
             };
-            let Some(vcpu) = self.vcpus.iter_mut().find(|v| v.logical_id == id) else {
+            let vcpus = self.vcpus.get_or_insert_with(|| self.profile.vcpus.clone());
+            let Some(vcpu) = vcpus.iter_mut().find(|v| v.logical_id == id) else {
                 failure = Some(format!(
                     "open(\"/sys/devices/system/cpu/cpu{id}/\"): No such file or directory"
                 ));
@@ -521,7 +565,7 @@ impl Guest {
         const EBUSY: i64 = 16;
         let list = array(args, "mem-blks")?;
         let mut results = Vec::with_capacity(list.len());
-        let no_sysfs = self.memory_blocks.is_empty();
+        let no_sysfs = self.memory_blocks().is_empty();
         for item in list {
             let Some(o) = item.as_object() else {
                 return Err(type_error("mem-blks", "object"));
@@ -536,6 +580,7 @@ impl Guest {
             } else {
                 match self
                     .memory_blocks
+                    .get_or_insert_with(|| self.profile.memory_blocks.clone())
                     .iter_mut()
                     .find(|b| b.phys_index == index)
                 {

@@ -291,7 +291,7 @@ pub struct FsfreezeHook {
     #[serde(default = "default_hook_path")]
     pub path: String,
     /// False when the script is missing: freeze and thaw fail with "can't access fsfreeze
-    /// hook '<path>': No such file or directory".
+    /// hook '`<path>`': No such file or directory".
     #[serde(default = "yes")]
     pub present: bool,
     /// Its exit status when run with "freeze"; non-zero fails the freeze.

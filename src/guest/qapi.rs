@@ -19,9 +19,15 @@ pub(crate) trait ToQapi {
     fn to_qapi(&self) -> Value;
 }
 
-impl<T: ToQapi> ToQapi for Vec<T> {
+impl<T: ToQapi> ToQapi for [T] {
     fn to_qapi(&self) -> Value {
         Value::Array(self.iter().map(ToQapi::to_qapi).collect())
+    }
+}
+
+impl<T: ToQapi> ToQapi for Vec<T> {
+    fn to_qapi(&self) -> Value {
+        self.as_slice().to_qapi()
     }
 }
 

@@ -17,10 +17,10 @@
 //! desc and drops its class: such errors are reported with
 //! [`crate::runner::UNKNOWN_CLASS`] and judged on the desc.
 //!
-//! - [`daemon`]: virtlogd and libvirtd started by hand (no systemd), or the running ones.
-//! - [`domain`]: the transient domain, destroyed on every exit path.
-//! - [`relay`]: the agent channel's relay.
-//! - [`client`]: the [`crate::runner::InProcessClient`] that drives libvirt per case.
+//! - `daemon`: virtlogd and libvirtd started by hand (no systemd), or the running ones.
+//! - `domain`: the transient domain, destroyed on every exit path.
+//! - `relay`: the agent channel's relay.
+//! - `client`: the [`crate::runner::InProcessClient`] that drives libvirt per case.
 
 mod client;
 mod daemon;

@@ -1,12 +1,12 @@
 //! A real QEMU guest: the image built from `qemu-images/`, booting it with virtio-serial
 //! ports exposed as host unix sockets, and its control port.
 //!
-//! - [`image`]: builds (or finds in its cache) the guest's kernel and initramfs, with the
+//! - `image`: builds (or finds in its cache) the guest's kernel and initramfs, with the
 //!   real qemu-ga and, optionally, a static build of this program as the mock inside.
 //! - [`boot`]: starts `qemu-system-x86_64` with the agent port, the control port and any
 //!   further named ports; [`Guest`] owns the process and its socket directory and tears
 //!   both down when dropped.
-//! - [`control`]: the line protocol of the control port (`org.qga-harness.control.0`).
+//! - `control`: the line protocol of the control port (`org.qga-harness.control.0`).
 //!
 //! Everything here is blocking (std sockets and processes): callers on a tokio runtime run
 //! it in `spawn_blocking`. The QEMU process is spawned by a thread that lives as long as the

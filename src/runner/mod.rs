@@ -8,17 +8,18 @@
 //! agent side of a case), `transcript` (reading the wire back), `judge` (outcomes, duties,
 //! verdicts), `case` (one case from start to end).
 
-mod adapter;
+pub(crate) mod adapter;
 mod agent;
 mod answer;
-mod case;
-mod discover;
-mod judge;
+pub(crate) mod case;
+pub(crate) mod discover;
+pub(crate) mod judge;
 mod mock;
-mod process;
+mod options;
+pub(crate) mod process;
 mod qemu;
-mod template;
-mod timeline;
+pub(crate) mod template;
+pub(crate) mod timeline;
 
 use std::sync::Arc;
 
@@ -27,28 +28,28 @@ use tokio::task::JoinSet;
 
 pub use crate::transcript::Wire;
 pub use adapter::{
-    kill_after, BoxFuture, Client, ClientRun, InProcessClient, InProcessSession, ProcessReport,
-    StepRecord, StepRequest,
+    BoxFuture, Client, ClientRun, InProcessClient, InProcessSession, ProcessReport, StepRecord,
+    StepRequest,
 };
 pub use agent::{AgentLauncher, LaunchError, LaunchRequest, RunningAgent};
 pub use answer::{Answer, BrokenKind, FailureClass};
-pub use case::{case_deadline, case_seed, run_case, CaseResult, RunOptions, DEFAULT_MAX_RSS_KIB};
-pub use discover::{
-    compare_ids, filter_cases, load_cases, scenario_files, DiscoverError, LoadedCase,
-};
+pub use case::{case_seed, run_case, CaseResult, RunOptions, DEFAULT_MAX_RSS_KIB};
+pub use discover::{filter_cases, load_cases, scenario_files, DiscoverError, LoadedCase};
 pub use judge::{
-    deadline_grace_ms, describe_outcomes, duty_requirement, is_no_reply_command, is_side_effecting,
     judge, DutyReport, DutyStatus, Evidence, Finding, Judgement, Severity, StepResult, Verdict,
     UNKNOWN_CLASS,
 };
 pub use mock::MockLauncher;
-pub use process::{count_group_members, finish_reaping, ExitRecord};
+pub use options::{ReferenceClient, RunOptionsBuilder};
+pub use process::ExitRecord;
 pub use qemu::{real_agent_cannot_run, QemuLauncher};
-pub use template::{shell_quote, Placeholder, Template, TemplateError};
-pub use timeline::{
-    Block, BlockKind, BlockWrite, Lane, Mark, MarkKind, PairingSource, StepBar, Timeline,
-    TranscriptLine,
-};
+pub use template::{Placeholder, Template, TemplateError};
+
+// Not the stable API: reachable from outside only through `crate::internals`.
+pub(crate) use discover::compare_ids;
+pub(crate) use process::finish_reaping;
+pub(crate) use template::shell_quote;
+pub(crate) use timeline::Timeline;
 
 /// What a run tells as it goes (for progress output).
 pub trait RunObserver {

@@ -5,7 +5,9 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use base64::Engine as _;
 use tokio::time::Instant;
@@ -51,6 +53,39 @@ pub struct TranscriptError {
     source: io::Error,
 }
 
+/// How far the writer thread got, for a reader of the file that wants every record sent so
+/// far ([`Progress::wait_written`]): the library's `received()` reads the agent's request
+/// and output records back this way.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// Records sent. Held while a record is queued, so records enter the queue in the
+    /// order they are counted.
+    sent: Mutex<u64>,
+    /// Records written and flushed; `u64::MAX` once the writer thread has ended.
+    written: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Progress {
+    /// Waits until every record sent before this call is in the file (or the writer
+    /// ended), at most `limit`; false when the limit passed first.
+    pub(crate) fn wait_written(&self, limit: Duration) -> bool {
+        let target = *self.sent.lock().unwrap_or_else(PoisonError::into_inner);
+        let written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        let (written, timeout) = self
+            .changed
+            .wait_timeout_while(written, limit, |written| *written < target)
+            .unwrap_or_else(PoisonError::into_inner);
+        drop(written);
+        !timeout.timed_out()
+    }
+
+    fn set_written(&self, count: u64) {
+        *self.written.lock().unwrap_or_else(PoisonError::into_inner) = count;
+        self.changed.notify_all();
+    }
+}
+
 /// The owner of the transcript: the writer thread and the clock origin.
 #[derive(Debug)]
 pub(crate) struct TranscriptWriter {
@@ -64,6 +99,7 @@ pub(crate) struct TranscriptWriter {
 pub(crate) struct Transcript {
     tx: SyncSender<Record>,
     origin: Instant,
+    progress: Arc<Progress>,
 }
 
 impl TranscriptWriter {
@@ -74,21 +110,35 @@ impl TranscriptWriter {
             source,
         })?;
         let (tx, rx) = mpsc::sync_channel(QUEUE_RECORDS);
+        let progress = Arc::new(Progress::default());
+        let written = progress.clone();
         let thread = std::thread::Builder::new()
             .name("qga-transcript".into())
-            .spawn(move || write_records(rx, BufWriter::new(file)))
+            .spawn(move || {
+                write_records(rx, BufWriter::new(file), &written);
+                written.set_written(u64::MAX);
+            })
             .map_err(|source| TranscriptError {
                 path: path.to_owned(),
                 source,
             })?;
         Ok(Self {
-            handle: Transcript { tx, origin },
+            handle: Transcript {
+                tx,
+                origin,
+                progress,
+            },
             thread: Some(thread),
         })
     }
 
     pub(crate) fn handle(&self) -> Transcript {
         self.handle.clone()
+    }
+
+    /// How far the writer got; holding it does not keep the writer thread alive.
+    pub(crate) fn progress(&self) -> Arc<Progress> {
+        self.handle.progress.clone()
     }
 
     /// Waits until every record sent so far is on disk. Every other handle must be dropped
@@ -121,8 +171,15 @@ impl Transcript {
 
     fn send_stamped(&self, time: Instant, body: Body) {
         let t_us = time.saturating_duration_since(self.origin).as_micros();
+        let mut sent = self
+            .progress
+            .sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // A full queue makes the mock wait for the disk: better than unbounded memory.
-        let _ = self.tx.send(Record { t_us, body });
+        if self.tx.send(Record { t_us, body }).is_ok() {
+            *sent += 1;
+        }
     }
 
     /// Bytes written to a client, stamped with `begun`, a time taken before the write: a
@@ -258,8 +315,9 @@ impl MaybeTranscript for Option<Transcript> {
     }
 }
 
-fn write_records(rx: Receiver<Record>, mut out: BufWriter<File>) {
+fn write_records(rx: Receiver<Record>, mut out: BufWriter<File>, progress: &Progress) {
     let mut line = Vec::with_capacity(256);
+    let mut written: u64 = 0;
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
         while let Some(record) = next {
@@ -268,6 +326,7 @@ fn write_records(rx: Receiver<Record>, mut out: BufWriter<File>) {
             if out.write_all(&line).is_err() {
                 return;
             }
+            written += 1;
             next = rx.try_recv().ok();
         }
         // Flush whenever the queue runs dry: a reader of the file sees every record as soon
@@ -275,6 +334,7 @@ fn write_records(rx: Receiver<Record>, mut out: BufWriter<File>) {
         if out.flush().is_err() {
             return;
         }
+        progress.set_written(written);
     }
     let _ = out.flush();
 }

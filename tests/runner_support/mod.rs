@@ -204,7 +204,7 @@ impl Workspace {
         let path = self.write(name, script);
         format!(
             "exec python3 {} {{socket}}",
-            runner::shell_quote(&path.to_string_lossy())
+            qga_harness::internals::shell_quote(&path.to_string_lossy())
         )
     }
 }
