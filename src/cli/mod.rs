@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod call;
 mod capture;
 mod ctl;
+mod fuzz;
 mod mock;
 mod proxy;
 mod replay;
@@ -38,6 +39,7 @@ pub enum Command {
     Session(session::SessionArgs),
     Run(run::RunArgs),
     Report(report::ReportArgs),
+    Fuzz(fuzz::FuzzArgs),
     Schema(schema::SchemaArgs),
 }
 
@@ -60,6 +62,7 @@ pub fn main() -> i32 {
         Command::Session(args) => session::run(args),
         Command::Run(args) => run::run(args),
         Command::Report(args) => report::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::Schema(args) => schema::run(args),
     }
 }
