@@ -20,12 +20,19 @@ case "${SANITIZER:-address}" in
     *) sanitizer=none ;;
 esac
 
-"${cargo[@]}" fuzz build -O --debug-assertions --sanitizer "$sanitizer"
+# One invocation builds every target (the dependencies are compiled once). Outside the
+# builders, FUZZ_BUILD_FLAGS adds cargo-fuzz flags (the CI smoke asks for more codegen
+# units: a faster build of slightly slower binaries) and CARGO_TARGET_DIR shares a target
+# directory between runs.
+target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+# shellcheck disable=SC2086 # FUZZ_BUILD_FLAGS is a list of flags
+"${cargo[@]}" fuzz build -O --debug-assertions --sanitizer "$sanitizer" \
+    --target-dir "$target_dir" ${FUZZ_BUILD_FLAGS:-}
 
 targets=$("${cargo[@]}" fuzz list)
 triple=$(rustc -vV | sed -n 's/^host: //p')
 for target in $targets; do
-    cp "target/$triple/release/$target" "$OUT/"
+    cp "$target_dir/$triple/release/$target" "$OUT/"
     if [ -d "seeds/$target" ]; then
         (cd "seeds/$target" && zip -q -j "$OUT/${target}_seed_corpus.zip" ./*)
     fi

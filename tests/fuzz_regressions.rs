@@ -75,7 +75,6 @@ fn every_target_has_an_oracle_that_runs() {
 /// Seeded random inputs through every oracle, on stable: a little fuzzing in every test
 /// run, and each oracle's rate without sanitizers or coverage instrumentation.
 #[test]
-#[ignore = "open finding: the scenario target reports an error location outside the text on a random input"]
 fn seeded_random_inputs_pass_every_oracle() {
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {

@@ -27,7 +27,7 @@ use serde_json::{json, Value as Json};
 use crate::agent::{AgentConfig, Dispatcher};
 use crate::guest::{Guest, Profile};
 use crate::runner::{
-    run_case, Answer, BrokenKind, CaseResult, LoadedCase, RunOptions, Severity, Verdict,
+    run_case, Answer, BrokenKind, CaseResult, LoadedCase, RunOptions, Severity, Verdict, Wire,
 };
 use crate::scenario::Scenario;
 use crate::wire::{Parsed, Value};
@@ -216,8 +216,16 @@ impl Draft {
     }
 }
 
-/// The kinds of failure a case result shows (empty when it passed).
-pub fn kinds(result: &CaseResult) -> Vec<String> {
+/// The kinds of failure a case result shows (empty when it passed), judged with `wire`,
+/// the agent's ground truth of the run.
+///
+/// A step whose answer is not the value the campaign computed in advance is a wrong
+/// result only when the agent never wrote that answer to a request of the step's command:
+/// faults change replies (an error in place of a return, a restart between a timed-out
+/// command and the next, which moves a handle number on), and a client that returns
+/// exactly what the agent answered its request is right whatever the prediction said. An
+/// answer the agent wrote to another request is the judge's `no-stale-attribution`.
+pub fn kinds(result: &CaseResult, wire: &Wire) -> Vec<String> {
     let mut kinds = Vec::new();
     if result.verdict != Verdict::Fail || result.error.is_some() {
         return kinds;
@@ -249,17 +257,73 @@ pub fn kinds(result: &CaseResult) -> Vec<String> {
                     .next()
                     .and_then(|n| n.parse::<usize>().ok())
                     .unwrap_or(0);
-                let step = result.run.steps.iter().find(|s| s.index + 1 == index);
-                if let Some(Answer::Return { .. } | Answer::AgentError { .. }) =
-                    step.map(|s| &s.answer)
+                let Some(step) = result.run.steps.iter().find(|s| s.index + 1 == index) else {
+                    continue;
+                };
+                if matches!(
+                    step.answer,
+                    Answer::Return { .. } | Answer::AgentError { .. }
+                ) && !agent_wrote(wire, &step.execute, &step.answer)
                 {
                     kinds.push("wrong-result".to_owned());
                 }
             }
         }
     }
+    kinds.sort();
     kinds.dedup();
     kinds
+}
+
+/// True when the agent wrote `answer` as its reply to a request for `execute` (the
+/// transcript's reply records say which request each output answers).
+fn agent_wrote(wire: &Wire, execute: &str, answer: &Answer) -> bool {
+    wire.replies.iter().any(|reply| {
+        let Some(request) = reply.answers().and_then(|n| wire.item(n)) else {
+            return false;
+        };
+        if request.execute() != Some(execute) {
+            return false;
+        }
+        let Some(value) = &reply.value else {
+            return false;
+        };
+        match answer {
+            Answer::Return { value: returned } => {
+                value.get("error").is_none() && value.get("return") == Some(returned)
+            }
+            Answer::AgentError { class, desc } => {
+                let error = value.get("error");
+                error.and_then(|e| e.get("class")).and_then(|c| c.as_str()) == Some(class.as_str())
+                    && error.and_then(|e| e.get("desc")).and_then(|d| d.as_str())
+                        == Some(desc.as_str())
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Runs `case` and reads the kinds it shows from its result and its transcript (kept in
+/// `work` only as long as it is read).
+async fn judged(case: &LoadedCase, options: &RunOptions, work: &Path) -> (CaseResult, Vec<String>) {
+    let mut options = options.clone();
+    if options.artifacts.is_none() {
+        options.artifacts = Some(work.to_owned());
+    }
+    let result = run_case(case, &options).await;
+    let wire = result
+        .transcript
+        .as_deref()
+        .and_then(|path| Wire::read(path).ok())
+        .unwrap_or_default();
+    if options.artifacts.as_deref() == Some(work) {
+        if let Some(path) = &result.transcript {
+            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(path.with_extension("client.txt"));
+        }
+    }
+    let kinds = kinds(&result, &wire);
+    (result, kinds)
 }
 
 /// What a campaign is given.
@@ -315,22 +379,28 @@ impl Summary {
     }
 }
 
-async fn shows(campaign: &Campaign, draft: &Draft, kind: &str, id: &str) -> bool {
+async fn shows(campaign: &Campaign, draft: &Draft, kind: &str, id: &str, work: &Path) -> bool {
     let Some(case) = draft.loaded(id, Some(kind)) else {
         return false;
     };
-    let result = run_case(&case, &campaign.options).await;
-    kinds(&result).iter().any(|k| k == kind)
+    let (_, kinds) = judged(&case, &campaign.options, work).await;
+    kinds.iter().any(|k| k == kind)
 }
 
 /// Greedy delta debugging: drops fault rules, then steps, then shortens numbers in the
 /// rules, keeping each change that still shows `kind`.
-async fn minimise(campaign: &Campaign, mut draft: Draft, kind: &str, id: &str) -> Draft {
+async fn minimise(
+    campaign: &Campaign,
+    mut draft: Draft,
+    kind: &str,
+    id: &str,
+    work: &Path,
+) -> Draft {
     let mut i = 0;
     while i < draft.faults.len() {
         let mut candidate = draft.clone();
         candidate.faults.remove(i);
-        if shows(campaign, &candidate, kind, id).await {
+        if shows(campaign, &candidate, kind, id, work).await {
             draft = candidate;
         } else {
             i += 1;
@@ -340,7 +410,7 @@ async fn minimise(campaign: &Campaign, mut draft: Draft, kind: &str, id: &str) -
     while draft.steps.len() > 1 && i < draft.steps.len() {
         let mut candidate = draft.clone();
         candidate.steps.remove(i);
-        if shows(campaign, &candidate, kind, id).await {
+        if shows(campaign, &candidate, kind, id, work).await {
             draft = candidate;
         } else {
             i += 1;
@@ -357,7 +427,7 @@ async fn minimise(campaign: &Campaign, mut draft: Draft, kind: &str, id: &str) -
             }
             let mut candidate = draft.clone();
             candidate.faults[f] = smaller;
-            if !shows(campaign, &candidate, kind, id).await {
+            if !shows(campaign, &candidate, kind, id, work).await {
                 break;
             }
             draft = candidate;
@@ -401,6 +471,9 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<Summary> {
     std::fs::create_dir_all(&campaign.out)?;
+    // Each case's transcript, read for its ground truth and removed.
+    let work = tempfile::Builder::new().prefix("qga-fuzz-").tempdir()?;
+    let work = work.path();
     let started = Instant::now();
     let mut summary = Summary::default();
     tokio::pin!(stop);
@@ -418,10 +491,10 @@ pub async fn run(
             continue;
         };
         let case_started = Instant::now();
-        let result = tokio::select! {
+        let (result, found) = tokio::select! {
             biased;
             () = &mut stop => break,
-            result = run_case(&case, &campaign.options) => result,
+            judged = judged(&case, &campaign.options, work) => judged,
         };
         // The client's own time is what it took to answer each step.
         let client_time: Duration = result
@@ -435,7 +508,7 @@ pub async fn run(
         if result.error.is_some() {
             summary.harness_errors += 1;
         }
-        for kind in kinds(&result) {
+        for kind in found {
             if let Some(found) = summary.kinds.get_mut(&kind) {
                 found.count += 1;
                 continue;
@@ -443,10 +516,10 @@ pub async fn run(
             let minimal = tokio::select! {
                 biased;
                 () = &mut stop => draft.clone(),
-                minimal = minimise(campaign, draft.clone(), &kind, &id) => minimal,
+                minimal = minimise(campaign, draft.clone(), &kind, &id, work) => minimal,
             };
             let ordinal = summary.kinds.len() + 1;
-            let found = write_finding(campaign, &minimal, &kind, index, ordinal).await?;
+            let found = write_finding(campaign, &minimal, &kind, index, ordinal, work).await?;
             summary.kinds.insert(kind, found);
         }
         index += 1;
@@ -464,6 +537,7 @@ async fn write_finding(
     kind: &str,
     index: u64,
     ordinal: usize,
+    work: &Path,
 ) -> std::io::Result<KindFound> {
     // Unique within the output directory, so the findings run together.
     let id = format!("fuzz.{}.{ordinal}", index + 1);
@@ -483,8 +557,8 @@ async fn write_finding(
             path: file.clone(),
             scenario,
         };
-        let result = run_case(&case, &options).await;
-        if kinds(&result).iter().any(|k| k == kind) {
+        let (_, kinds) = judged(&case, &options, work).await;
+        if kinds.iter().any(|k| k == kind) {
             reproduced += 1;
         }
     }

@@ -12,10 +12,12 @@ use crate::scenario::{Scenario, ScenarioError};
 /// The name scenario and profile texts are checked under.
 const ORIGIN: &str = "fuzz-input.json";
 
-/// True when `line:column` (both from 1) is inside `text` or just past its end.
+/// True when `line:column` (both from 1) is inside `text` or just past its end. Columns
+/// count bytes, as serde_json's positions and the loaders' own searches do: a line of
+/// non-ASCII text has more columns than characters.
 fn inside(text: &str, line: usize, column: usize) -> bool {
     let lines: Vec<&str> = text.split('\n').collect();
-    line >= 1 && line <= lines.len() && column <= lines[line - 1].chars().count() + 1
+    line >= 1 && line <= lines.len() && column <= lines[line - 1].len() + 1
 }
 
 /// The oracle of the `scenario` target.
