@@ -15,6 +15,8 @@
 //! - [`libvirt`]: real libvirt driven as a client under test.
 //! - [`proxy`]: the fault proxy in front of a real agent's socket.
 //! - [`qemu`]: a real QEMU guest from `qemu-images/`, its ports and its control port.
+//! - [`fuzz`]: fuzzing campaigns against clients (`qga-harness fuzz`), and with the
+//!   feature `fuzzing` the generators and oracles of the fuzz targets; not a stable API.
 //! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
 //! - [`internals`]: items for tests, benches and measurement tools; not the stable API.
 //! - [`MockAgent`]: the mock qemu-ga as a library (`mock.rs`).
@@ -27,6 +29,7 @@ pub mod client;
 mod expect;
 pub mod fault;
 pub mod fleet;
+pub mod fuzz;
 pub mod guest;
 pub mod internals;
 pub mod libvirt;

@@ -9,6 +9,7 @@ mod call;
 mod capture;
 mod ctl;
 mod fleet;
+mod fuzz;
 mod mock;
 mod proxy;
 mod replay;
@@ -39,6 +40,7 @@ pub(crate) enum Command {
     Session(session::SessionArgs),
     Run(run::RunArgs),
     Report(report::ReportArgs),
+    Fuzz(fuzz::FuzzArgs),
     Schema(schema::SchemaArgs),
 }
 
@@ -61,6 +63,7 @@ pub fn main() -> i32 {
         Command::Session(args) => session::run(args),
         Command::Run(args) => run::run(args),
         Command::Report(args) => report::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::Schema(args) => schema::run(args),
     }
 }

@@ -426,13 +426,38 @@ fn nothing_could_run(results: &[CaseResult]) -> Option<String> {
 }
 
 fn client_of(args: &RunArgs) -> Result<(Client, String), Usage> {
-    if let Some(command) = &args.client {
+    client_from(args.client.as_deref(), args.client_session.as_deref()).map_err(|e| Usage(e.0))
+}
+
+/// A usage error's message.
+pub(super) struct UsageError(pub String);
+
+impl From<Usage> for UsageError {
+    fn from(e: Usage) -> Self {
+        UsageError(e.0)
+    }
+}
+
+/// The client of `--client`, `--client-session`, or the reference client, with the
+/// flags that name it.
+pub(super) fn client_from(
+    client: Option<&str>,
+    client_session: Option<&str>,
+) -> Result<(Client, String), UsageError> {
+    Ok(client_from_inner(client, client_session)?)
+}
+
+fn client_from_inner(
+    client: Option<&str>,
+    client_session: Option<&str>,
+) -> Result<(Client, String), Usage> {
+    if let Some(command) = client {
         let template = Template::parse(command, "--client", Placeholder::ONESHOT)?;
         check_program(&template, "--client")?;
         let flags = format!("--client {}", runner::shell_quote(command));
         return Ok((Client::Oneshot(template), flags));
     }
-    if let Some(command) = &args.client_session {
+    if let Some(command) = client_session {
         let template = Template::parse(command, "--client-session", Placeholder::SESSION)?;
         check_program(&template, "--client-session")?;
         let flags = format!("--client-session {}", runner::shell_quote(command));
@@ -510,14 +535,14 @@ fn program_name() -> String {
 
 /// SIGINT and SIGTERM, caught from the moment this is made (a signal that arrives before
 /// anyone waits is kept, not lost).
-struct Interrupts {
+pub(super) struct Interrupts {
     int: Option<tokio::signal::unix::Signal>,
     term: Option<tokio::signal::unix::Signal>,
 }
 
 impl Interrupts {
     /// Installs the handlers; needs the runtime's context.
-    fn catch(runtime: &tokio::runtime::Runtime) -> Self {
+    pub(super) fn catch(runtime: &tokio::runtime::Runtime) -> Self {
         use tokio::signal::unix::{signal, SignalKind};
         let _context = runtime.enter();
         Self {
@@ -527,7 +552,7 @@ impl Interrupts {
     }
 
     /// Completes on SIGINT or SIGTERM (never, when the handlers could not be installed).
-    async fn wait(&mut self) {
+    pub(super) async fn wait(&mut self) {
         match (&mut self.int, &mut self.term) {
             (Some(int), Some(term)) => {
                 tokio::select! {
@@ -541,6 +566,10 @@ impl Interrupts {
 }
 
 /// The agent every case runs against.
+pub(super) fn launcher_mock() -> Arc<dyn AgentLauncher> {
+    Arc::new(runner::MockLauncher::default())
+}
+
 fn launcher() -> Result<Arc<dyn AgentLauncher>, Usage> {
     Ok(Arc::new(runner::MockLauncher::default()))
 }

@@ -38,6 +38,7 @@ use super::frame::{Frame, FrameReader};
 use super::mutation::Mutation;
 use super::reply::{preview, NotAnObject, Reply};
 use super::request::{push_command, push_sync, PARSER_RESET};
+use super::transport::{MemoryConnector, Stream};
 
 /// The default total time a call may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -61,12 +62,16 @@ pub fn is_no_reply_command(command: &str) -> bool {
 #[must_use]
 pub struct ClientBuilder {
     socket: PathBuf,
+    /// Connects in memory instead of to `socket`.
+    memory: Option<MemoryConnector>,
     timeout: Duration,
     max_reply_bytes: usize,
     no_reply_grace: Duration,
     /// A deliberate bug, for measuring the catalogue (never set outside
     /// `qga_harness::internals`).
     mutation: Option<Mutation>,
+    /// Seed of the request ids; `None`: from the operating system.
+    id_seed: Option<u64>,
 }
 
 impl ClientBuilder {
@@ -74,16 +79,35 @@ impl ClientBuilder {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         Self {
             socket: socket.into(),
+            memory: None,
             timeout: DEFAULT_TIMEOUT,
             max_reply_bytes: DEFAULT_MAX_REPLY_BYTES,
             no_reply_grace: DEFAULT_NO_REPLY_GRACE,
             mutation: None,
+            id_seed: None,
         }
     }
 
     /// Gives the client one deliberate bug (see [`Mutation`]).
     pub(crate) fn mutation(mut self, mutation: Mutation) -> Self {
         self.mutation = Some(mutation);
+        self
+    }
+
+    /// A client of an agent in this process, reached through `connector` (see
+    /// [`crate::client::memory_channel`]): for tests and fuzzing, with no socket and,
+    /// under tokio's paused clock, no real time.
+    pub fn in_memory(connector: MemoryConnector) -> Self {
+        let mut builder = Self::new("(in memory)");
+        builder.memory = Some(connector);
+        builder
+    }
+
+    /// Draws request ids from a generator seeded with `seed`, so a run against a
+    /// simulated agent repeats exactly. Predictable ids let a guest forge a reply in
+    /// advance: only for reproducible tests, never against a real guest.
+    pub fn seeded_ids(mut self, seed: u64) -> Self {
+        self.id_seed = Some(seed);
         self
     }
 
@@ -110,13 +134,17 @@ impl ClientBuilder {
     /// The client; it connects on its first call.
     pub fn build(self) -> Client {
         let mutation = self.mutation;
+        let rng = match self.id_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
         Client {
             config: self,
             conn: None,
             timer: None,
             state: State {
                 stats: Stats::default(),
-                rng: StdRng::from_os_rng(),
+                rng,
                 scratch: Vec::with_capacity(256),
                 mutation,
                 sync_count: 0,
@@ -217,7 +245,7 @@ impl State {
 
 #[derive(Debug)]
 struct Connection {
-    stream: UnixStream,
+    stream: Stream,
     reader: FrameReader,
     /// The agent's parser is clean and the stream is aligned behind our latest sync.
     synced: bool,
@@ -672,7 +700,7 @@ async fn ready_connection<'a>(
     state: &mut State,
 ) -> Result<(&'a mut Connection, bool)> {
     let reusable = match slot.take() {
-        Some(mut conn) => match conn.reader.poll_open(&conn.stream) {
+        Some(mut conn) => match conn.reader.poll_open(&mut conn.stream) {
             Ok(true) => Some(conn),
             Ok(false) | Err(_) => None,
         },
@@ -685,7 +713,13 @@ async fn ready_connection<'a>(
             return Err(Error::disconnected(Stage::Connect, None));
         }
         None => {
-            let stream = connect(&config.socket, state.stats.connects > 0).await?;
+            let stream = match &config.memory {
+                Some(memory) => memory.connect().map_err(|source| Error::Connect {
+                    path: config.socket.clone(),
+                    source,
+                })?,
+                None => Stream::Unix(connect(&config.socket, state.stats.connects > 0).await?),
+            };
             state.stats.connects += 1;
             Connection {
                 stream,

@@ -12,7 +12,8 @@ use std::io;
 use std::ops::Range;
 
 use tokio::io::AsyncReadExt;
-use tokio::net::UnixStream;
+
+use super::transport::Stream;
 
 /// How much to ask the kernel for per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -87,7 +88,7 @@ impl FrameReader {
 
     /// The next frame, reading from `stream` as needed. Cancel-safe: bytes read are kept
     /// in the buffer if the future is dropped.
-    pub(crate) async fn next(&mut self, stream: &mut UnixStream) -> io::Result<Frame> {
+    pub(crate) async fn next(&mut self, stream: &mut Stream) -> io::Result<Frame> {
         loop {
             if let Some(frame) = self.next_buffered() {
                 return Ok(frame);
@@ -107,7 +108,7 @@ impl FrameReader {
     /// Takes what is already available, at most one read and without waiting; returns
     /// false when the peer has closed the connection. Used before reusing a connection,
     /// so a peer that went away is noticed before a command is written to it.
-    pub(crate) fn poll_open(&mut self, stream: &UnixStream) -> io::Result<bool> {
+    pub(crate) fn poll_open(&mut self, stream: &mut Stream) -> io::Result<bool> {
         if self.eof {
             return Ok(false);
         }

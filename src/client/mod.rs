@@ -28,8 +28,8 @@
 //! - no failure is sticky: the next call resyncs or reconnects;
 //! - no command is ever sent twice.
 //!
-//! Layout: `core` (connection, sync, matching, deadlines), `frame` (bounded line and
-//! 0xFF framing), `reply` (reading a reply line), `request` (writing requests),
+//! Layout: `core` (connection, sync, matching, deadlines), `transport` (unix socket or
+//! in-memory pipe), `frame` (bounded line and 0xFF framing), `reply` (reading a reply line), `request` (writing requests),
 //! `commands` (typed helpers), `error`, `blocking`.
 
 mod blocking;
@@ -40,6 +40,7 @@ mod frame;
 pub(crate) mod mutation;
 mod reply;
 mod request;
+mod transport;
 
 pub use self::blocking::BlockingClient;
 pub use self::commands::{
@@ -52,3 +53,4 @@ pub use self::core::{
     DEFAULT_NO_REPLY_GRACE, DEFAULT_TIMEOUT,
 };
 pub use self::error::{AgentError, Error, ProtocolError, Result, Stage};
+pub use self::transport::{memory_channel, MemoryConnector, MemoryListener};

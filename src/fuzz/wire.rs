@@ -1,0 +1,99 @@
+//! Oracles of the lexer/streamer and the writer.
+//!
+//! 1. No input panics, and the chunking of the input does not change what comes out.
+//! 2. Framing against a plain model: after any prefix and one 0xFF (the parser reset a
+//!    client sends), the values written after it, separated by whitespace, come out as
+//!    exactly those values, in order, whatever the chunking (the first one starting at
+//!    a structural or control byte, where the lexer's recovery ends).
+//! 3. A value the writer printed reads back to a value the writer prints to the same
+//!    bytes.
+
+use arbitrary::Unstructured;
+
+use super::gen;
+use crate::wire::{write_json, Parsed, Streamer, Value};
+
+/// The oracle of the `wire` target.
+pub fn check(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let _ = run(&mut u);
+}
+
+fn run(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
+    let prefix_len = u.int_in_range(0..=u.len().min(256))?;
+    let prefix = u.bytes(prefix_len)?.to_vec();
+    let count = u.int_in_range(0..=4)?;
+    let mut values = Vec::with_capacity(count);
+    for _ in 0..count {
+        values.push(gen::value(u, 0)?);
+    }
+    let mut written = Vec::with_capacity(values.len());
+    let mut input = prefix.clone();
+    input.push(0xFF);
+    // After the stray 0xFF the lexer skips up to a structural or control byte, so a
+    // scalar right behind it would be skipped: a newline ends the recovery first.
+    if !matches!(values.first(), Some(Value::Object(_) | Value::Array(_))) {
+        input.push(b'\n');
+    }
+    for value in &values {
+        let mut bytes = Vec::new();
+        write_json(value, &mut bytes);
+        input.extend_from_slice(&bytes);
+        // Whitespace ends a top-level number, which otherwise waits for one more byte.
+        input.extend_from_slice(u.choose(&[&b"\n"[..], b" ", b"\r\n", b"\t\n "])?);
+        written.push(bytes);
+    }
+
+    // 1. Chunking does not matter, for garbage too.
+    let whole = parse_all(&[&input]);
+    let chunks = gen::chunks(u, &input)?;
+    assert_eq!(
+        parse_all(&chunks),
+        whole,
+        "the chunking changed the output for {input:?}"
+    );
+    let garbage_chunks = gen::chunks(u, &prefix)?;
+    assert_eq!(parse_all(&garbage_chunks), parse_all(&[&prefix]));
+
+    // 2. The values after the reset come out as written, and nothing is left pending.
+    assert!(
+        whole.len() >= values.len(),
+        "{} values written after 0xFF, {} items out: {whole:?}",
+        values.len(),
+        whole.len()
+    );
+    let tail = &whole[whole.len() - values.len()..];
+    for ((item, value), bytes) in tail.iter().zip(&values).zip(&written) {
+        let Parsed::Value(parsed) = item else {
+            panic!(
+                "{:?} after 0xFF gave {item:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        };
+        // 3. Byte for byte through the writer.
+        let mut again = Vec::new();
+        write_json(parsed, &mut again);
+        assert_eq!(
+            String::from_utf8_lossy(&again),
+            String::from_utf8_lossy(bytes),
+            "{value:?} read back as {parsed:?}"
+        );
+    }
+    let mut streamer = Streamer::new();
+    let mut sink = |_: Parsed| {};
+    streamer.feed(&input, &mut sink);
+    assert!(
+        values.is_empty() || streamer.is_idle(),
+        "input pending after whole values"
+    );
+    Ok(())
+}
+
+fn parse_all(chunks: &[&[u8]]) -> Vec<Parsed> {
+    let mut streamer = Streamer::new();
+    let mut out = Vec::new();
+    for chunk in chunks {
+        streamer.feed(chunk, &mut |item| out.push(item));
+    }
+    out
+}
