@@ -73,11 +73,20 @@ fn run(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
         // 3. Byte for byte through the writer.
         let mut again = Vec::new();
         write_json(parsed, &mut again);
-        assert_eq!(
-            String::from_utf8_lossy(&again),
-            String::from_utf8_lossy(bytes),
-            "{value:?} read back as {parsed:?}"
-        );
+        if again != *bytes {
+            // Members that share a QDict hash bucket print in an order that depends on
+            // their insertion order (qdict_put inserts at the head of the bucket's list),
+            // so printing what was read back may reorder them, as QEMU does. Anything
+            // else must come out byte for byte.
+            let reread = parse_all(&[&again]);
+            let same = matches!(reread.as_slice(), [Parsed::Value(v)] if same_members(v, parsed));
+            assert!(
+                again.len() == bytes.len() && same,
+                "{value:?} read back as {parsed:?}: {:?} became {:?}",
+                String::from_utf8_lossy(bytes),
+                String::from_utf8_lossy(&again)
+            );
+        }
     }
     let mut streamer = Streamer::new();
     let mut sink = |_: Parsed| {};
@@ -87,6 +96,22 @@ fn run(u: &mut Unstructured<'_>) -> arbitrary::Result<()> {
         "input pending after whole values"
     );
     Ok(())
+}
+
+/// Equal values, whatever the order of each object's members.
+fn same_members(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len()
+                && a
+                    .iter()
+                    .all(|(k, v)| b.get(k).is_some_and(|w| same_members(v, w)))
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(v, w)| same_members(v, w))
+        }
+        _ => a == b,
+    }
 }
 
 fn parse_all(chunks: &[&[u8]]) -> Vec<Parsed> {
