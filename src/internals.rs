@@ -8,10 +8,11 @@
 //! - The runner's process plumbing ([`kill_after`], [`count_group_members`],
 //!   [`finish_reaping`], [`shell_quote`]), its judge's helpers ([`deadline_grace_ms`],
 //!   [`describe_outcomes`], [`duty_requirement`], [`is_side_effecting`], [`case_deadline`],
-//!   [`compare_ids`]) and the timeline the HTML report draws ([`Timeline`] and its parts).
+//!   [`compare_ids`]), the fault engine the channel drives ([`FaultEngine`]) and the timeline the HTML report draws ([`Timeline`] and its parts).
 
 pub mod kill_matrix;
 
+pub use crate::fault::engine::{Context, FaultEngine, Fired};
 pub use crate::runner::adapter::kill_after;
 pub use crate::runner::case::case_deadline;
 pub use crate::runner::discover::compare_ids;

@@ -46,7 +46,6 @@ pub(crate) struct Chardev {
     transcript: Option<Transcript>,
     status: StatusBoard,
     faults: Interceptor,
-    buf: Box<[u8]>,
 }
 
 impl Chardev {
@@ -65,7 +64,6 @@ impl Chardev {
             transcript,
             status,
             faults,
-            buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
         }
     }
 
@@ -105,6 +103,7 @@ impl Chardev {
         // joins requests and outputs to.
         let mut read_at: u64 = 0;
         let mut written_at: u64 = 0;
+        let mut buf: Option<Box<[u8]>> = None;
         loop {
             if self.port.take_drop_request() {
                 return "closed by a fault".into();
@@ -139,14 +138,17 @@ impl Chardev {
 
             let room = self.port.input_room();
             if room > 0 && maybe_readable {
-                let want = room.min(self.buf.len());
-                match recv_nonblocking(fd, &mut self.buf[..want]) {
+                // Allocated while a client is connected only: an idle guest of a fleet of
+                // thousands holds no read buffer.
+                let buf = buf.get_or_insert_with(|| vec![0u8; READ_CHUNK].into_boxed_slice());
+                let want = room.min(buf.len());
+                match recv_nonblocking(fd, &mut buf[..want]) {
                     Ok(0) => return "eof".into(),
                     Ok(n) => {
                         self.status.read(n);
                         self.transcript
-                            .bytes(number, Direction::In, read_at, &self.buf[..n]);
-                        self.port.push_input(&self.buf[..n], number, read_at);
+                            .bytes(number, Direction::In, read_at, &buf[..n]);
+                        self.port.push_input(&buf[..n], number, read_at);
                         read_at += n as u64;
                         // Read on until the socket is drained: if the client shut down its
                         // writing half after these bytes, EOF comes next, and QEMU reads it

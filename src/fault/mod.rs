@@ -3,12 +3,13 @@
 
 mod build;
 mod check;
-mod engine;
+pub(crate) mod engine;
 mod rule;
-pub mod spec;
+pub(crate) mod spec;
 
 pub use build::RuleBuilder;
-pub use engine::{glob_match, Context, FaultEngine, Fired, RuleId};
+pub use engine::RuleId;
+pub(crate) use engine::{glob_match, Context, FaultEngine, Fired};
 pub use rule::{
     Action, Distribution, EventKind, Garbage, Position, RawPosition, Restart, Rule, Since,
     SpuriousKind, Trigger, WrongId,

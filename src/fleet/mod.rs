@@ -24,8 +24,7 @@ use crate::fault::Rule;
 use crate::guest::{Identity, Profile};
 use crate::mock::{MockAgent, MockAgentBuilder, MockError};
 
-pub use control::ControlError;
-pub use limits::{raise_open_file_limit, OpenFileLimit};
+pub(crate) use limits::{raise_open_file_limit, OpenFileLimit};
 
 /// What a fleet agent suffers from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
@@ -36,16 +35,16 @@ pub enum Condition {
     Healthy,
     /// The agent is not running: the socket accepts and buffers, nothing is answered.
     Dead,
-    /// Every request is answered late ([`SLOW_RULE`]).
+    /// Every request is answered 100-400 ms late.
     Slow,
-    /// Wrong sync ids and stale replies ([`HOSTILE_RULES`]).
+    /// Wrong sync ids, stale replies and spurious output.
     Hostile,
 }
 
 /// The fault rule of a slow agent.
-pub const SLOW_RULE: &str = "*:delay=100ms..400ms";
+pub(crate) const SLOW_RULE: &str = "*:delay=100ms..400ms";
 /// The fault rules of a hostile agent.
-pub const HOSTILE_RULES: &[&str] = &[
+pub(crate) const HOSTILE_RULES: &[&str] = &[
     "guest-sync*~0.5:wrong-sync-id=off-by-one",
     "*~0.2:spurious=stale-sync",
 ];
@@ -163,7 +162,7 @@ pub fn socket_path(dir: &Path, index: usize) -> PathBuf {
 /// their own MAC and addresses (IPv4 10.x.y.z and IPv6 fd00::k:n from the index) on every
 /// interface but loopback.
 #[must_use]
-pub fn agent_identity(base: &Profile, index: usize) -> Identity {
+pub(crate) fn agent_identity(base: &Profile, index: usize) -> Identity {
     let mut network_interfaces = base.network_interfaces.clone();
     let n = index as u32;
     let [_, b, c, d] = n.to_be_bytes();
@@ -376,4 +375,4 @@ async fn start_member(builder: MockAgentBuilder, path: &Path) -> Result<MockAgen
     builder.bind(path).await
 }
 
-pub use control::serve_control;
+pub(crate) use control::serve_control;
