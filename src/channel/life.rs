@@ -51,8 +51,12 @@ pub(crate) enum LifeCommand {
     Kill,
     Hang,
     Resume,
-    Restart { after: Duration },
+    Restart {
+        after: Duration,
+    },
     VmExit,
+    /// A delayed first start counts its delay from now (see [`AgentLife::boot_from_now`]).
+    BootFromNow,
 }
 
 impl fmt::Display for LifeCommand {
@@ -65,6 +69,7 @@ impl fmt::Display for LifeCommand {
             LifeCommand::Resume => f.write_str("resume"),
             LifeCommand::Restart { after } => write!(f, "restart after {after:?}"),
             LifeCommand::VmExit => f.write_str("vm-exit"),
+            LifeCommand::BootFromNow => f.write_str("boot-from-now"),
         }
     }
 }
@@ -269,6 +274,14 @@ impl AgentLife {
     /// Kills the agent now and starts a new process after `delay`.
     pub async fn restart_after(&self, delay: Duration) -> Result<AgentState, LifeError> {
         self.send(LifeCommand::Restart { after: delay }).await
+    }
+
+    /// The guest's boot time (a delayed first start) counts from now instead of from the
+    /// mock's start, when the agent has not started yet. The scenario runner calls it when
+    /// the client begins its first step, so that "the agent starts 500 ms into the case"
+    /// means the same to a client that takes 300 ms to start up as to one that takes 1 ms.
+    pub(crate) async fn boot_from_now(&self) -> Result<AgentState, LifeError> {
+        self.send(LifeCommand::BootFromNow).await
     }
 
     /// The VM exits: the client gets EOF, the socket closes and its file is removed.

@@ -379,6 +379,20 @@ impl Run {
     fn command(&mut self, request: LifeRequest) -> Option<VmEnd> {
         let LifeRequest { command, reply } = request;
         let outcome = match command {
+            LifeCommand::BootFromNow => match (self.state, self.s.start, &self.timer) {
+                (AgentState::NotStarted, AgentStart::After(delay), Some((_, Timer::Start))) => {
+                    self.timer = Some((Instant::now() + delay, Timer::Start));
+                    self.s.transcript.event(
+                        "boot-from-now",
+                        Some(format!(
+                            "the agent starts {} ms from now",
+                            delay.as_millis()
+                        )),
+                    );
+                    Ok(self.state)
+                }
+                _ => self.not_applicable(command),
+            },
             LifeCommand::Start => match self.state {
                 AgentState::NotStarted | AgentState::Dead | AgentState::Restarting => {
                     self.timer = None;

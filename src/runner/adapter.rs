@@ -223,16 +223,31 @@ fn shown(captured: &Captured) -> String {
 
 /// Runs every step of a case through `client`, against the agent at `socket`. Times are
 /// measured from `origin`.
-pub async fn drive(client: &Client, socket: &Path, steps: &[Step], origin: Instant) -> ClientRun {
+///
+/// `began` is told when the client begins its first step: at once for a oneshot or an
+/// in-process client, when a session client has read the step from its stdin.
+pub async fn drive(
+    client: &Client,
+    socket: &Path,
+    steps: &[Step],
+    origin: Instant,
+    began: tokio::sync::oneshot::Sender<()>,
+) -> ClientRun {
     let requests: Vec<StepRequest> = steps
         .iter()
         .enumerate()
         .map(|(i, s)| StepRequest::new(i, s))
         .collect();
     match client {
-        Client::Oneshot(template) => drive_oneshot(template, socket, &requests, origin).await,
-        Client::Session(template) => drive_session(template, socket, &requests, origin).await,
+        Client::Oneshot(template) => {
+            let _ = began.send(());
+            drive_oneshot(template, socket, &requests, origin).await
+        }
+        Client::Session(template) => {
+            drive_session(template, socket, &requests, origin, began).await
+        }
         Client::InProcess(client) => {
+            let _ = began.send(());
             drive_in_process(client.as_ref(), socket, &requests, origin).await
         }
     }
@@ -407,7 +422,9 @@ async fn drive_session(
     socket: &Path,
     requests: &[StepRequest],
     origin: Instant,
+    began: tokio::sync::oneshot::Sender<()>,
 ) -> ClientRun {
+    let mut began = Some(began);
     let mut run = ClientRun::default();
     let command = template.render(&Values {
         socket: &socket.to_string_lossy(),
@@ -451,8 +468,14 @@ async fn drive_session(
             });
             continue;
         }
-        let (answer, started) =
-            session_step(&mut process, stdin.as_mut(), &mut lines, request).await;
+        let (answer, started) = session_step(
+            &mut process,
+            stdin.as_mut(),
+            &mut lines,
+            request,
+            &mut began,
+        )
+        .await;
         let elapsed = started.elapsed();
         if let Answer::Broken { why, .. } = &answer {
             stopped = Some(format!(
@@ -524,6 +547,7 @@ async fn session_step(
     stdin: Option<&mut pipe::Sender>,
     lines: &mut mpsc::Receiver<Line>,
     request: &StepRequest,
+    began: &mut Option<tokio::sync::oneshot::Sender<()>>,
 ) -> (Answer, Instant) {
     let written = Instant::now();
     let Some(stdin) = stdin else {
@@ -561,7 +585,12 @@ async fn session_step(
         }
     }
     let started = match wait_until_read(stdin, process, written, read_limit).await {
-        Reading::Read(started) => started,
+        Reading::Read(started) => {
+            if let Some(began) = began.take() {
+                let _ = began.send(());
+            }
+            started
+        }
         Reading::Gone => {
             let why = format!("it closed its stdin before reading step {}", request.id);
             return (gone(process, request, why).await, written);

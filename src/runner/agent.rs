@@ -88,4 +88,11 @@ pub trait RunningAgent: Send {
     fn shares_clock(&self) -> bool {
         false
     }
+
+    /// What to do when the client begins its first step (a session client read it): an
+    /// agent whose start the scenario delays counts the delay from there, so a client's
+    /// own start-up time does not eat into it. The runner awaits it at that moment.
+    fn client_began(&self) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }

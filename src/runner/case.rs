@@ -185,9 +185,21 @@ async fn run_scaled(case: &LoadedCase, options: &RunOptions) -> CaseResult {
     let agent_shares_clock = agent.shares_clock();
     let steps = &case.scenario.steps;
     let deadline = case_deadline(&case.scenario) + options.client.startup();
-    let run = match tokio::time::timeout(deadline, drive(&options.client, &socket, steps, origin))
-        .await
-    {
+    let (began, client_began) = tokio::sync::oneshot::channel();
+    let driven = tokio::time::timeout(
+        deadline,
+        drive(&options.client, &socket, steps, origin, began),
+    );
+    // The agent hears when the client began its first step (a delayed start counts from
+    // there); a client that never began drops the sender, and this ends too.
+    let on_begin = agent.client_began();
+    let told = async move {
+        if client_began.await.is_ok() {
+            on_begin.await;
+        }
+    };
+    let (driven, ()) = tokio::join!(driven, told);
+    let run = match driven {
         Ok(run) => run,
         Err(_) => abandoned(steps, deadline, origin),
     };

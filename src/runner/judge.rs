@@ -351,7 +351,7 @@ pub fn judge(e: &Evidence<'_>) -> Judgement {
 pub fn duty_requirement(duty: Duty) -> &'static str {
     match duty {
         Duty::SyncFirst => "Before its first command on a connection, a client sends guest-sync or guest-sync-delimited and discards everything up to the matching reply (the channel may hold stale output, the agent's parser a previous client's partial input).",
-        Duty::SyncAfterTimeout => "After a timeout, a client resynchronises (a sync, matched by its id) before its next command, or gives that command an id of its own and takes only the reply with that id, so the late reply to the abandoned command is not taken for the next one.",
+        Duty::SyncAfterTimeout => "After a timeout, a client resynchronises (a sync, matched by its id) before its next command, so the late reply to the abandoned command is not taken for the next one.",
         Duty::UnpredictableSyncIds => "Sync ids are unpredictable and unique (random, 63-bit): not small, not sequential, not a clock reading, so a guest cannot forge the reply to a sync it has not seen.",
         Duty::FlushBeforeSync => "A client sends a 0xFF byte (a parser flush) right before each guest-sync-delimited, so a previous client's partial input in the agent's parser cannot swallow it, and skips the error the agent answers the flush with.",
         Duty::NoStaleAttribution => "A client reports for a command only the reply the agent sent for that request: never a stale reply left from earlier, a late reply to an abandoned command, or an unsolicited one.",
@@ -537,14 +537,14 @@ impl<'e> Analysis<'e> {
                 let item = &self.items()[s];
                 item.is_sync() && item.conn == target.conn && self.sync_matched(s)
             });
-            if !synced && !self.routed_by_id(next) {
+            if !synced {
                 misses.push(Miss {
                     expected: format!(
-                        "a sync after the timeout of step {} before the next command, or an id on that command that its reply echoes",
+                        "a sync after the timeout of step {} before the next command",
                         index + 1
                     ),
                     actual: format!(
-                        "the next command, {}, was sent with no sync since the timeout and no id of its own",
+                        "the next command, {}, was sent with no sync since the timeout",
                         target.describe()
                     ),
                     lines: vec![target.lines.0, target.lines.1],
@@ -552,18 +552,6 @@ impl<'e> Analysis<'e> {
             }
         }
         Check::from_misses(misses, exercised, "")
-    }
-
-    /// Whether a command carries its own id and the agent's reply to it echoes that id: a
-    /// client that routes replies by id cannot take a late reply to another request for
-    /// it, with or without a sync.
-    fn routed_by_id(&self, item: usize) -> bool {
-        let Some(id) = self.items()[item].id() else {
-            return false;
-        };
-        self.reply_of[item]
-            .and_then(|r| self.e.wire.replies[r].id())
-            .is_some_and(|echoed| echoed == id)
     }
 
     /// Whether an item is a step's own request (a sync the scenario asked for is the

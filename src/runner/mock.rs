@@ -14,6 +14,8 @@ pub struct MockLauncher {}
 
 struct RunningMock {
     mock: MockAgent,
+    /// The scenario delays the agent's first start.
+    delayed_start: bool,
 }
 
 impl RunningAgent for RunningMock {
@@ -26,6 +28,16 @@ impl RunningAgent for RunningMock {
 
     fn shares_clock(&self) -> bool {
         true
+    }
+
+    fn client_began(&self) -> BoxFuture<'static, ()> {
+        let life = self.delayed_start.then(|| self.mock.life());
+        Box::pin(async move {
+            if let Some(life) = life {
+                // Not applicable once the agent has started (or was never to start).
+                let _ = life.boot_from_now().await;
+            }
+        })
     }
 }
 
@@ -57,7 +69,12 @@ impl AgentLauncher for MockLauncher {
                     e,
                 )
             })?;
-            Ok(Box::new(RunningMock { mock }) as Box<dyn RunningAgent>)
+            let state = &request.case.scenario.agent.state;
+            let delayed_start = state.started && state.start_delay_ms.is_some_and(|ms| ms > 0);
+            Ok(Box::new(RunningMock {
+                mock,
+                delayed_start,
+            }) as Box<dyn RunningAgent>)
         })
     }
 }

@@ -127,6 +127,8 @@ pub enum FaultEntry {
 #[serde(deny_unknown_fields)]
 pub struct AgentState {
     /// The agent starts this long after the socket exists (the guest is still booting).
+    /// Under the scenario runner the delay counts from when the client begins its first
+    /// step, so a client's own start-up time does not shorten it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_delay_ms: Option<u64>,
     /// False: the agent never starts by itself (installed but not running).

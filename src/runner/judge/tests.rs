@@ -453,8 +453,16 @@ fn a_resync_after_a_timeout_counts_only_when_its_reply_came(
             .agent_sends(111_050, 1, STRAY)
             .agent_sends(111_100, 1, SYNC_REPLY);
     }
+    // Request 4 (after the get-time, the 0xFF and the sync) is answered: the next command
+    // whose reply reached the client is the one a late reply could be mistaken for.
     let wire = script
         .client_sends(120_000, 1, b"{\"execute\": \"guest-get-time\"}")
+        .agent_injects(
+            121_000,
+            1,
+            b"{\"return\": 222}\n",
+            Origin::Reply { request: 4 },
+        )
         .wire();
     let run = run_of(vec![
         step(0, "guest-get-time", 500, 100_000, timeout()),
