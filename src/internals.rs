@@ -22,8 +22,8 @@ pub use crate::runner::judge::{
 pub use crate::runner::process::{count_group_members, finish_reaping};
 pub use crate::runner::template::shell_quote;
 pub use crate::runner::timeline::{
-    Block, BlockKind, BlockWrite, Lane, Mark, MarkKind, PairingSource,
-    StepBar, Timeline, TranscriptLine,
+    Block, BlockKind, BlockWrite, Lane, Mark, MarkKind, PairingSource, StepBar, Timeline,
+    TranscriptLine,
 };
 
 use std::path::Path;

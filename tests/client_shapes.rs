@@ -160,7 +160,7 @@ fn session(shape: &str) -> Client {
     let script = root().join("tests/client_shapes/shapes.py");
     let command = format!(
         "exec python3 {} {shape} {{socket}}",
-        runner::shell_quote(&script.to_string_lossy())
+        qga_harness::internals::shell_quote(&script.to_string_lossy())
     );
     Client::Session(
         Template::parse(&command, "--client-session", Placeholder::SESSION).expect("template"),

@@ -103,8 +103,7 @@ fn same_members(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Object(a), Value::Object(b)) => {
             a.len() == b.len()
-                && a
-                    .iter()
+                && a.iter()
                     .all(|(k, v)| b.get(k).is_some_and(|w| same_members(v, w)))
         }
         (Value::Array(a), Value::Array(b)) => {
