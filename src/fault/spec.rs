@@ -36,7 +36,13 @@ pub struct SpecError {
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rest: String = self.spec[self.at.min(self.spec.len())..]
+        // A column may fall inside a character (the parser counts bytes): show the rest
+        // from the start of that character rather than panic.
+        let mut at = self.at.min(self.spec.len());
+        while !self.spec.is_char_boundary(at) {
+            at -= 1;
+        }
+        let rest: String = self.spec[at..]
             .chars()
             .take(24)
             .collect();
