@@ -319,7 +319,7 @@ mod tests {
         assert_eq!(x.timing_sensitive.len(), 1);
         let table = m.markdown();
         assert!(
-            table.contains("| x client | 2 | 0 | 1 | 0 | 1 | 1 |"),
+            table.contains("| x client | 2 | 0 | 1 | 1 | 1 |"),
             "{table}"
         );
         assert!(
