@@ -75,6 +75,9 @@ impl StopSignal {
 
 /// Where the process's bytes come from and go to.
 #[derive(Debug)]
+// One per agent: boxing the larger variant would save about 200 bytes per agent (2 MB in a
+// fleet of 10,000) at the cost of an indirection on every read and write.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Link {
     /// virtio-serial: the port, with QEMU's chardev on the other side.
     Port(Arc<Port>),
