@@ -22,7 +22,10 @@ fn a_pipe_gets_the_plain_line_per_case() {
         .expect("qga-harness runs");
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
-    assert!(!text.contains('\u{1b}'), "control sequences on a pipe: {text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "control sequences on a pipe: {text}"
+    );
     assert!(!text.contains("elapsed"), "a bar on a pipe: {text}");
     for id in CASES {
         assert_eq!(

@@ -42,10 +42,7 @@ impl fmt::Display for SpecError {
         while !self.spec.is_char_boundary(at) {
             at -= 1;
         }
-        let rest: String = self.spec[at..]
-            .chars()
-            .take(24)
-            .collect();
+        let rest: String = self.spec[at..].chars().take(24).collect();
         write!(
             f,
             "fault spec '{}', column {} (at '{}'): {}",
