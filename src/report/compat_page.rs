@@ -58,13 +58,7 @@ td.none{background:#edf0f5}tr.cat th{background:#eef2fa;color:#1d2330;font-size:
             for duty in duties {
                 let _ = write!(out, "<tr><td>{}</td>", esc(duty));
                 for column in &self.columns {
-                    let cell = duty_cell(column.duties.get(duty));
-                    let class = match cell.split(' ').next() {
-                        Some("yes") => "yes",
-                        Some("no") => "no",
-                        Some("partly") => "partly",
-                        _ => "na",
-                    };
+                    let (class, cell) = duty_cell(column.duties.get(duty));
                     let _ = write!(out, "<td class=\"{class}\">{}</td>", esc(&cell));
                 }
                 out.push_str("</tr>\n");

@@ -254,7 +254,7 @@ impl CompatibilityMatrix {
             for duty in duties {
                 let _ = write!(out, "| `{duty}` |");
                 for column in &self.columns {
-                    let _ = write!(out, " {} |", duty_cell(column.duties.get(duty)));
+                    let _ = write!(out, " {} |", duty_cell(column.duties.get(duty)).1);
                 }
                 out.push('\n');
             }
@@ -263,16 +263,20 @@ impl CompatibilityMatrix {
     }
 }
 
-/// A duty's cell: `yes (n)`, `no (0 / n)`, `partly (m / n)`, or `-` where it never applied.
-pub fn duty_cell(tally: Option<&DutyTally>) -> String {
+/// A duty's cell: its kind (`yes`, `no`, `partly`, or `na` where it never applied, for
+/// styling) and its text: `yes (n)`, `no (0 / n)`, `partly (m / n)` or `-`.
+pub fn duty_cell(tally: Option<&DutyTally>) -> (&'static str, String) {
     match tally {
         None
         | Some(DutyTally {
             met: 0, missed: 0, ..
-        }) => "-".to_owned(),
-        Some(t) if t.missed == 0 => format!("yes ({})", t.met),
-        Some(t) if t.met == 0 => format!("no (0 / {})", t.missed),
-        Some(t) => format!("partly ({} / {})", t.met, t.met + t.missed),
+        }) => ("na", "-".to_owned()),
+        Some(t) if t.missed == 0 => ("yes", format!("yes ({})", t.met)),
+        Some(t) if t.met == 0 => ("no", format!("no (0 / {})", t.missed)),
+        Some(t) => (
+            "partly",
+            format!("partly ({} / {})", t.met, t.met + t.missed),
+        ),
     }
 }
 
