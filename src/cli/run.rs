@@ -256,7 +256,9 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
     };
     let stdout = std::io::stdout();
     let terminal = stdout.is_terminal();
-    let mut human = HumanReport::new(stdout.lock(), false, cases.len());
+    // Not `stdout.lock()`: the live bar's tick thread writes to stdout too, and would wait
+    // for a lock this thread holds for the whole run.
+    let mut human = HumanReport::new(stdout, false, cases.len());
     let _ = human.start(&info);
     if let Some(part) = &partition_info {
         let _ = writeln!(

@@ -93,8 +93,10 @@ impl LiveProgress {
     }
 
     fn redraw(&self) {
-        self.bar.set_prefix(self.counts_text());
+        // The cases running first, the counts last: each setter may draw a frame, and the
+        // last one drawn after a case ends must not still list that case as running.
         self.bar.set_message(self.running_text());
+        self.bar.set_prefix(self.counts_text());
     }
 
     /// Removes the bar (before the closing report is printed).
