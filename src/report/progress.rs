@@ -104,3 +104,59 @@ impl LiveProgress {
         self.bar.finish_and_clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::ClientRun;
+
+    fn result(id: &str, verdict: Verdict) -> CaseResult {
+        CaseResult {
+            id: id.to_owned(),
+            title: String::new(),
+            category: "sync".to_owned(),
+            requirement: String::new(),
+            file: "scenarios/sync/1.json".into(),
+            seed: 1,
+            verdict,
+            error: None,
+            unsupported: None,
+            judgement: None,
+            run: ClientRun::default(),
+            elapsed_ms: 1.0,
+            transcript: None,
+            timeline: None,
+        }
+    }
+
+    #[test]
+    fn the_bar_lists_the_running_cases_and_counts_the_finished_ones() {
+        let mut live = LiveProgress::with_target(3, ProgressDrawTarget::hidden());
+        live.started("sync.1");
+        live.started("sync.4");
+        assert_eq!(live.running_text(), "running: sync.1 sync.4");
+        assert_eq!(live.counts_text(), "");
+
+        live.finished(&result("sync.1", Verdict::Pass));
+        assert_eq!(live.running_text(), "running: sync.4");
+        assert_eq!(live.counts_text(), "1 PASS");
+
+        live.finished(&result("sync.4", Verdict::Fail));
+        assert_eq!(live.running_text(), "");
+        assert_eq!(live.counts_text(), "1 PASS, 1 FAIL");
+        assert_eq!(live.bar.position(), 2);
+    }
+
+    #[test]
+    fn many_running_cases_are_shown_as_eight_and_a_count() {
+        let mut live = LiveProgress::with_target(10, ProgressDrawTarget::hidden());
+        for n in 1..=10 {
+            live.started(&format!("hostile.{n:02}"));
+        }
+        assert_eq!(
+            live.running_text(),
+            "running: hostile.01 hostile.02 hostile.03 hostile.04 hostile.05 hostile.06 \
+             hostile.07 hostile.08 and 2 more"
+        );
+    }
+}
