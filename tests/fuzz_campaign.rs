@@ -3,7 +3,8 @@
 //! client's mutants (each a known bug a campaign should kill). They take minutes of wall
 //! time with real client processes, so they are ignored in the default run:
 //! `cargo test --release --test fuzz_campaign -- --ignored --nocapture`
-//! (`FUZZ_CAMPAIGN_SECONDS` sets each mutant's campaign length, default 15).
+//! (`FUZZ_CAMPAIGN_SECONDS` caps each mutant's campaign, default 15; a mutant's campaign
+//! stops at its first finding and prints the time to kill, a Markdown table row).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ fn campaign(client: Client, seed: u64, seconds: u64, out: &Path) -> Campaign {
         cases: None,
         duration: Some(Duration::from_secs(seconds)),
         out: out.to_owned(),
+        stop_at_first: false,
     }
 }
 
@@ -79,10 +81,26 @@ async fn campaigns_kill_the_mutants() {
     for mutation in Mutation::ALL {
         let out = tempfile::tempdir().expect("tempdir");
         let client = Client::InProcess(Arc::new(ReferenceInProcess::mutant(mutation)));
-        let summary = run(&campaign(client, 1, seconds, out.path())).await;
-        eprintln!("{:<28} {}", mutation.name(), summary.line());
-        if summary.kinds.is_empty() {
-            survivors.push(mutation);
+        let mut campaign = campaign(client, 1, seconds, out.path());
+        campaign.stop_at_first = true;
+        let summary = run(&campaign).await;
+        match summary.kinds.values().min_by_key(|k| k.first_after) {
+            Some(first) => eprintln!(
+                "| `{}` | {:.1} s | {} | `{}` | {}/3 |",
+                mutation.name(),
+                first.first_after.as_secs_f64(),
+                first.first_case,
+                first.kind,
+                first.reproduced
+            ),
+            None => {
+                eprintln!(
+                    "| `{}` | survived {seconds} s | {} | - | - |",
+                    mutation.name(),
+                    summary.cases
+                );
+                survivors.push(mutation);
+            }
         }
     }
     assert!(

@@ -40,6 +40,9 @@ pub struct FuzzArgs {
     /// The bounded-memory duty's limit on a client process's peak RSS.
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_RSS_KIB / 1024)]
     pub max_rss_mib: u64,
+    /// Stop at the first finding, once its minimal scenario is written (time to kill).
+    #[arg(long)]
+    pub stop_at_first: bool,
 }
 
 pub fn run(args: FuzzArgs) -> i32 {
@@ -69,6 +72,7 @@ pub fn run(args: FuzzArgs) -> i32 {
         cases: args.cases,
         duration: args.duration.map(Duration::from_secs),
         out: args.out.clone(),
+        stop_at_first: args.stop_at_first,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -136,10 +140,11 @@ pub fn run(args: FuzzArgs) -> i32 {
     }
     for found in summary.kinds.values() {
         println!(
-            "  {:<26} {:>5} cases, first case {}, minimal scenario {} (reproduced {}/3)",
+            "  {:<26} {:>5} cases, first case {} after {:.1} s, minimal scenario {} (reproduced {}/3)",
             found.kind,
             found.count,
             found.first_case,
+            found.first_after.as_secs_f64(),
             found
                 .file
                 .as_ref()

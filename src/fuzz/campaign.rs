@@ -333,6 +333,8 @@ pub struct Campaign {
     pub cases: Option<u64>,
     pub duration: Option<Duration>,
     pub out: PathBuf,
+    /// Stop once the first kind is found (and written): the time to the first finding.
+    pub stop_at_first: bool,
 }
 
 /// One kind found.
@@ -347,6 +349,8 @@ pub struct KindFound {
     pub reproduced: u32,
     /// The first case number that showed it.
     pub first_case: u64,
+    /// Campaign time when that case ended (before its minimisation).
+    pub first_after: Duration,
 }
 
 /// Progress and the final summary.
@@ -508,6 +512,7 @@ pub async fn run(
         if result.error.is_some() {
             summary.harness_errors += 1;
         }
+        let found_after = started.elapsed();
         for kind in found {
             if let Some(found) = summary.kinds.get_mut(&kind) {
                 found.count += 1;
@@ -519,10 +524,14 @@ pub async fn run(
                 minimal = minimise(campaign, draft.clone(), &kind, &id, work) => minimal,
             };
             let ordinal = summary.kinds.len() + 1;
-            let found = write_finding(campaign, &minimal, &kind, index, ordinal, work).await?;
+            let mut found = write_finding(campaign, &minimal, &kind, index, ordinal, work).await?;
+            found.first_after = found_after;
             summary.kinds.insert(kind, found);
         }
         index += 1;
+        if campaign.stop_at_first && !summary.kinds.is_empty() {
+            break;
+        }
         summary.elapsed = started.elapsed();
         progress(&summary);
     }
@@ -568,6 +577,7 @@ async fn write_finding(
         file: Some(file),
         reproduced,
         first_case: index + 1,
+        first_after: Duration::ZERO,
     })
 }
 

@@ -7,12 +7,17 @@
 //! - no reply only for a successful no-reply command (`success-response: false`);
 //! - otherwise exactly one line: the 0xFF prefix only on `guest-sync-delimited`'s
 //!   return, then one JSON object of `return` or `error` (`class` and `desc`, both
-//!   strings) plus, when the request was an object carrying an `id`, that id; and the
-//!   line is what the writer prints for the value it holds.
+//!   strings) plus, when the request was an object carrying an `id`, that id printed
+//!   as the writer prints the request's value; and the line reads back to the value it
+//!   holds, which the writer prints to the same bytes, or, where members share a QDict
+//!   hash bucket (printing what was read back reverses them, as qemu-ga does when a
+//!   client echoes an echoed id: reference qga-wire.md, point 4), to bytes that print
+//!   back to the reply.
 
 use arbitrary::Unstructured;
 
 use super::gen;
+use super::wire::printed_back;
 use crate::agent::{AgentConfig, AgentVersion, Dispatcher};
 use crate::client::is_no_reply_command;
 use crate::guest::{Guest, Profile};
@@ -106,7 +111,13 @@ fn check_reply(item: &Parsed, reply: Option<&[u8]>, dispatcher_echoes: bool) {
     };
     let mut again = Vec::new();
     write_json(&Value::Object(response.clone()), &mut again);
-    assert_eq!(again, body, "reply to {item:?} is not the writer's bytes");
+    if again != body {
+        assert!(
+            printed_back(&again).as_deref() == Some(body),
+            "reply to {item:?} is not the writer's bytes: {shown:?} printed back as {:?}",
+            String::from_utf8_lossy(&again)
+        );
+    }
     let returns = response.contains_key("return");
     assert!(
         returns != response.contains_key("error"),
@@ -136,13 +147,22 @@ fn check_reply(item: &Parsed, reply: Option<&[u8]>, dispatcher_echoes: bool) {
     if let Parsed::Value(Value::Object(request)) = item {
         if let Some(id) = request.get("id") {
             // Agents before 4.0 echo no id; from 4.0 every reply to an object with an
-            // id echoes it. Compared as printed: `1.0` is read back as the integer 1.
+            // id echoes it, printed from the request's value: compared as printed (`1.0`
+            // is read back as the integer 1), members sharing a bucket in the order the
+            // request's insertion order gives them.
             match response.get("id") {
-                Some(echoed) => assert_eq!(
-                    printed(echoed),
-                    printed(id),
-                    "reply to {item:?} has another id: {shown:?}"
-                ),
+                Some(_) => {
+                    // `id` (bucket 486) prints after `return` (401) and before `error`
+                    // (489): the last member of a success, the first of an error.
+                    let id = printed(id);
+                    let first = [&b"{\"id\": "[..], &id, b", "].concat();
+                    let last = [&b", \"id\": "[..], &id, b"}"].concat();
+                    assert!(
+                        body.starts_with(&first) || body.ends_with(&last),
+                        "reply to {item:?} has another id than {:?}: {shown:?}",
+                        String::from_utf8_lossy(&id)
+                    );
+                }
                 None => assert!(
                     !dispatcher_echoes,
                     "reply to {item:?} lost its id: {shown:?}"
@@ -161,4 +181,45 @@ fn printed(value: &Value) -> Vec<u8> {
     let mut bytes = Vec::new();
     write_json(value, &mut bytes);
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_line(bytes: &[u8]) -> Vec<Parsed> {
+        let mut items = Vec::new();
+        let mut streamer = Streamer::new();
+        streamer.feed(bytes, &mut |i| items.push(i));
+        streamer.feed(b"\n", &mut |i| items.push(i));
+        items
+    }
+
+    fn request(line: &[u8]) -> Parsed {
+        let mut items = parse_line(line);
+        assert_eq!(items.len(), 1, "{items:?}");
+        items.pop().unwrap()
+    }
+
+    /// What qemu-ga 7.2 answered (unix-listen on the host) to an id whose members
+    /// `handle` and `"\necu4e\"{"` share a QDict bucket: the oracle accepts it, and
+    /// rejects a wrong id or a reordering of members that share no bucket.
+    #[test]
+    fn the_oracle_takes_qemu_ga_s_bucket_order_and_nothing_else() {
+        let item = request(
+            br#"{"id": {"\necu4e\"{": [29556], "arg": 1.5, "handle": 2101572963, "execute": null}, "execute": null}"#,
+        );
+        let real = b"{\"id\": {\"handle\": 2101572963, \"\\necu4e\\\"{\": [29556], \"execute\": null, \"arg\": 1.5}, \"error\": {\"class\": \"GenericError\", \"desc\": \"QMP input member 'execute' must be a string\"}}\n";
+        check_reply(&item, Some(real), true);
+        let wrong_id = String::from_utf8_lossy(real).replace("2101572963", "2101572964");
+        let reordered = String::from_utf8_lossy(real).replace(
+            "\"execute\": null, \"arg\": 1.5",
+            "\"arg\": 1.5, \"execute\": null",
+        );
+        for broken in [wrong_id, reordered] {
+            let outcome =
+                std::panic::catch_unwind(|| check_reply(&item, Some(broken.as_bytes()), true));
+            assert!(outcome.is_err(), "the oracle took {broken:?}");
+        }
+    }
 }
