@@ -894,13 +894,35 @@ impl MockAgentBuilder {
 const CONTROL_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves a prepared mock, with its control socket if it has one.
-async fn serve_prepared(
+///
+/// A plain function that takes `p` apart and boxes the serving future: an async function
+/// keeps its arguments next to what it moves out of them, and this future lives as long
+/// as the mock (one per agent of a fleet), so it holds only a pointer to the serving future
+/// and the control server.
+fn serve_prepared(
     p: Prepared,
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
+) -> impl Future<Output = VmEnd> {
+    let Prepared {
+        config,
+        guest,
+        inbox,
+        transcript,
+        control,
+        faults: _,
+    } = p;
+    let serving = Box::pin(channel::serve(
+        config, guest, listener, inbox, transcript, shutdown,
+    ));
+    serve_with_control(serving, control)
+}
+
+async fn serve_with_control(
+    serving: impl Future<Output = VmEnd>,
+    control: Option<ControlServer>,
 ) -> VmEnd {
-    let serving = channel::serve(p.config, p.guest, listener, p.inbox, p.transcript, shutdown);
-    match p.control {
+    match control {
         Some(control) => {
             let run = control.run();
             tokio::pin!(run);

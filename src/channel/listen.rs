@@ -14,7 +14,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::intercept::Interceptor;
 use super::origin::Parts;
-use super::process::{Input, StopSignal};
+use super::process::{Input, ReadBuffer, StopSignal};
 use super::status::StatusBoard;
 use crate::transcript::writer::{Direction, MaybeTranscript, Transcript};
 
@@ -80,7 +80,7 @@ impl ListenLink {
         }
     }
 
-    pub(crate) async fn read(&mut self, buf: &mut [u8], stop: &StopSignal) -> Input {
+    pub(crate) async fn read(&mut self, buf: &mut ReadBuffer, stop: &StopSignal) -> Input {
         loop {
             let Some(client) = &mut self.client else {
                 let accepted = tokio::select! {
@@ -115,6 +115,9 @@ impl ListenLink {
                 }
                 continue;
             };
+            // The buffer is held while a client is connected (and released by the process
+            // between its reads).
+            let buf = buf.get();
             let read = tokio::select! {
                 biased;
                 () = stop.requested() => return Input::Stop,

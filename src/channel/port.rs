@@ -90,6 +90,17 @@ impl State {
     }
 }
 
+/// Where a read puts its bytes: a buffer that may be allocated only once it is needed.
+pub(crate) trait ReadInto {
+    fn buffer(&mut self) -> &mut [u8];
+}
+
+impl<const N: usize> ReadInto for [u8; N] {
+    fn buffer(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
 /// The port, shared by the chardev and the agent process.
 #[derive(Debug, Default)]
 pub(crate) struct Port {
@@ -161,7 +172,7 @@ impl Port {
 
     /// Waits for host bytes and copies at most `buf.len()` of them, never past the start
     /// of another connection's bytes.
-    pub(crate) async fn read(&self, buf: &mut [u8]) -> PortRead {
+    pub(crate) async fn read(&self, buf: &mut impl ReadInto) -> PortRead {
         loop {
             {
                 let mut s = self.lock();
@@ -181,6 +192,8 @@ impl Port {
                         ),
                         None => (0, 0, usize::MAX),
                     };
+                    // The buffer is allocated only now that there is something to read.
+                    let buf = buf.buffer();
                     let n = buf
                         .len()
                         .min(s.input.len())

@@ -22,7 +22,7 @@ use super::faults::{Chunking, Injected, Out, Plan, RequestInfo};
 use super::intercept::{Interceptor, Request};
 use super::listen::ListenLink;
 use super::origin::{Parts, Tag};
-use super::port::{Port, PortRead};
+use super::port::{Port, PortRead, ReadInto};
 use super::reply_writer::{ReplyWriter, Sink};
 use super::status::StatusBoard;
 use crate::agent::{AgentConfig, Dispatcher};
@@ -96,8 +96,39 @@ pub(crate) enum Input {
     Stop,
 }
 
+/// The process's read buffer, allocated only once there is something to read and released
+/// when the process waits again: an idle agent of a fleet of thousands holds none.
+#[derive(Debug, Default)]
+pub(crate) struct ReadBuffer(Option<Box<[u8]>>);
+
+impl ReadBuffer {
+    /// The buffer, [`READ_SIZE`] bytes, allocated on first use.
+    pub(crate) fn get(&mut self) -> &mut [u8] {
+        self.0
+            .get_or_insert_with(|| vec![0u8; READ_SIZE].into_boxed_slice())
+    }
+
+    /// Bytes `..n` of the buffer (allocated if it is not).
+    fn filled(&mut self, n: usize) -> &[u8] {
+        &self.get()[..n]
+    }
+
+    /// Frees the buffer until the next read.
+    fn release(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl ReadInto for ReadBuffer {
+    fn buffer(&mut self) -> &mut [u8] {
+        self.get()
+    }
+}
+
 impl Link {
-    async fn read(&mut self, buf: &mut [u8], stop: &StopSignal) -> Input {
+    /// Waits for input and reads it into `buf` (allocated only once there is input to read
+    /// from the port).
+    async fn read(&mut self, buf: &mut ReadBuffer, stop: &StopSignal) -> Input {
         match self {
             // A stop request wins over input that arrived at the same time.
             Link::Port(port) => tokio::select! {
@@ -400,26 +431,32 @@ pub(crate) async fn run(parts: ProcessParts) -> Exit {
 }
 
 impl Agent {
+    /// The process's loop. What it awaits between reads (handling items, carrying out a
+    /// fault's plan) is boxed: those futures are large and live only while they run, so
+    /// an idle agent of a fleet of thousands keeps just the small reading state.
     async fn run(&mut self, parser_input: Option<Vec<u8>>) -> Exit {
         if let Some(plan) = self.faults.on_start() {
-            if let Some(exit) = self.execute(plan, None).await {
+            if let Some(exit) = Box::pin(self.execute(plan, None)).await {
                 return exit;
             }
         }
         if let Some(bytes) = parser_input {
             // Input from before any client: connection 0.
             self.feed(&bytes, 0, 0);
-            if let Some(exit) = self.handle_items().await {
+            if let Some(exit) = Box::pin(self.handle_items()).await {
                 return exit;
             }
         }
-        let mut buf = vec![0u8; READ_SIZE].into_boxed_slice();
+        let mut buf = ReadBuffer::default();
         loop {
+            if !self.link.has_input() {
+                buf.release();
+            }
             if self.stop.is_requested() {
                 return Exit::Stopped;
             }
             while let Some(plan) = self.faults.take_event() {
-                if let Some(exit) = self.execute(plan, None).await {
+                if let Some(exit) = Box::pin(self.execute(plan, None)).await {
                     return exit;
                 }
             }
@@ -441,14 +478,14 @@ impl Agent {
                 input = self.link.read(&mut buf, &self.stop) => input,
             };
             match input {
-                Input::Bytes { n, conn, at } => self.feed(&buf[..n], conn, at),
+                Input::Bytes { n, conn, at } => self.feed(buf.filled(n), conn, at),
                 Input::NewConnection => {
                     self.streamer.reset();
                     self.raw.reset();
                 }
                 Input::Stop => return Exit::Stopped,
             }
-            if let Some(exit) = self.handle_items().await {
+            if let Some(exit) = Box::pin(self.handle_items()).await {
                 return exit;
             }
         }

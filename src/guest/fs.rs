@@ -8,6 +8,7 @@
 //! glibc is not modelled).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// glibc's stdio buffer size for files (st_blksize of ext4).
 const STDIO_BUFFER: usize = 4096;
@@ -64,9 +65,12 @@ pub(crate) struct Resolved {
 }
 
 /// The files and directories of the guest.
-#[derive(Debug)]
+///
+/// Copy-on-write: a fleet's guests start from one shared tree (cloning a file system
+/// clones a pointer), and a guest gets a copy of its own at its first change.
+#[derive(Clone, Debug)]
 pub(crate) struct FileSystem {
-    nodes: BTreeMap<String, Node>,
+    nodes: Arc<BTreeMap<String, Node>>,
     used: u64,
     capacity: u64,
 }
@@ -85,10 +89,15 @@ impl FileSystem {
             nodes.insert(format!("/dev/{name}"), Node::Device(dev));
         }
         FileSystem {
-            nodes,
+            nodes: Arc::new(nodes),
             used: 0,
             capacity,
         }
+    }
+
+    /// The tree, to change: this guest's own copy from now on.
+    fn nodes_mut(&mut self) -> &mut BTreeMap<String, Node> {
+        Arc::make_mut(&mut self.nodes)
     }
 
     /// Creates a directory and its parents (for the profile's initial tree).
@@ -97,7 +106,7 @@ impl FileSystem {
         for part in path.split('/').filter(|p| !p.is_empty()) {
             prefix.push('/');
             prefix.push_str(part);
-            self.nodes.entry(prefix.clone()).or_insert(Node::Dir);
+            self.nodes_mut().entry(prefix.clone()).or_insert(Node::Dir);
         }
     }
 
@@ -107,7 +116,10 @@ impl FileSystem {
             self.add_dir_all(parent);
         }
         self.used = self.used.saturating_add(content.len() as u64);
-        if let Some(Node::File(old)) = self.nodes.insert(path.to_owned(), Node::File(content)) {
+        if let Some(Node::File(old)) = self
+            .nodes_mut()
+            .insert(path.to_owned(), Node::File(content))
+        {
             self.used = self.used.saturating_sub(old.len() as u64);
         }
     }
@@ -139,7 +151,8 @@ impl FileSystem {
             return Err(Errno::NoSpc);
         }
         self.used = used + content.len() as u64;
-        self.nodes.insert(path.to_owned(), Node::File(content));
+        self.nodes_mut()
+            .insert(path.to_owned(), Node::File(content));
         Ok(())
     }
 
@@ -148,7 +161,7 @@ impl FileSystem {
             Some(Node::Dir) => Ok(()),
             Some(_) => Err(Errno::NotDir),
             None => {
-                self.nodes.insert(path.to_owned(), Node::Dir);
+                self.nodes_mut().insert(path.to_owned(), Node::Dir);
                 Ok(())
             }
         }
@@ -211,7 +224,8 @@ impl FileSystem {
                 if resolved.trailing_slash {
                     return Err(fail(Errno::IsDir));
                 }
-                self.nodes.insert(target.clone(), Node::File(Vec::new()));
+                self.nodes_mut()
+                    .insert(target.clone(), Node::File(Vec::new()));
             }
             None => return Err(fail(Errno::NoEnt)),
             Some(Node::Dir) if flags.write => return Err(fail(Errno::IsDir)),
@@ -219,7 +233,7 @@ impl FileSystem {
                 return Err(fail(Errno::NotDir))
             }
             Some(Node::File(_)) if flags.truncate => {
-                if let Some(Node::File(data)) = self.nodes.get_mut(&target) {
+                if let Some(Node::File(data)) = Arc::make_mut(&mut self.nodes).get_mut(&target) {
                     self.used = self.used.saturating_sub(data.len() as u64);
                     data.clear();
                 }
@@ -254,7 +268,7 @@ impl FileSystem {
     /// Capacity was reserved by the caller for `data.len()` bytes.
     fn apply(&mut self, path: &str, offset: Option<u64>, data: &[u8], reserved: u64) -> u64 {
         self.used = self.used.saturating_sub(reserved);
-        let Some(Node::File(file)) = self.nodes.get_mut(path) else {
+        let Some(Node::File(file)) = Arc::make_mut(&mut self.nodes).get_mut(path) else {
             return 0;
         };
         let at = offset.unwrap_or(file.len() as u64);

@@ -20,7 +20,7 @@ mod profile;
 mod qapi;
 mod shell;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use profile::{
@@ -106,7 +106,8 @@ impl Guest {
     /// A guest with its own identity over a shared profile.
     #[must_use]
     pub fn with_identity(profile: Arc<Profile>, identity: Identity) -> Self {
-        let mut guest = Guest::new(profile);
+        let fs = shared_initial_fs(&profile);
+        let mut guest = Guest::with_fs(profile, fs);
         guest.identity = Some(Box::new(identity));
         guest
     }
@@ -114,25 +115,11 @@ impl Guest {
     #[must_use]
     pub fn new(profile: impl Into<Arc<Profile>>) -> Self {
         let profile: Arc<Profile> = profile.into();
-        let mut fs = FileSystem::new(profile.fs_capacity_bytes);
-        for dir in &profile.directories {
-            fs.add_dir_all(dir);
-        }
-        for (path, content) in &profile.files {
-            let bytes = match content {
-                FileContent::Text(t) => t.as_bytes().to_vec(),
-                FileContent::Base64(b) => b64::decode_strict(b).unwrap_or_default(),
-            };
-            fs.add_file(path, bytes);
-        }
-        for account in &profile.accounts {
-            if let Some(lines) = &account.authorized_keys {
-                fs.add_file(
-                    &authorized_keys_path(&account.home),
-                    lines.join("\n").into_bytes(),
-                );
-            }
-        }
+        let fs = initial_fs(&profile);
+        Guest::with_fs(profile, fs)
+    }
+
+    fn with_fs(profile: Arc<Profile>, fs: FileSystem) -> Self {
         let clock_offset_us = profile.clock.offset_ns / 1000;
         let rtc_offset_us = profile
             .clock
@@ -796,6 +783,48 @@ fn check_keys(keys: &[String]) -> Result<(), GuestError> {
 }
 
 /// `g_build_filename(home, ".ssh", "authorized_keys")`.
+/// The file system a guest of `profile` starts with: the profile's directories, files and
+/// authorized keys.
+fn initial_fs(profile: &Profile) -> FileSystem {
+    let mut fs = FileSystem::new(profile.fs_capacity_bytes);
+    for dir in &profile.directories {
+        fs.add_dir_all(dir);
+    }
+    for (path, content) in &profile.files {
+        let bytes = match content {
+            FileContent::Text(t) => t.as_bytes().to_vec(),
+            FileContent::Base64(b) => b64::decode_strict(b).unwrap_or_default(),
+        };
+        fs.add_file(path, bytes);
+    }
+    for account in &profile.accounts {
+        if let Some(lines) = &account.authorized_keys {
+            fs.add_file(
+                &authorized_keys_path(&account.home),
+                lines.join("\n").into_bytes(),
+            );
+        }
+    }
+    fs
+}
+
+/// [`initial_fs`] of a shared profile, built once for the many guests of a fleet that share
+/// it (they copy the tree only when they change it). One entry: the last profile asked for.
+fn shared_initial_fs(profile: &Arc<Profile>) -> FileSystem {
+    static LAST: Mutex<Option<(std::sync::Weak<Profile>, FileSystem)>> = Mutex::new(None);
+    let mut last = LAST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((weak, fs)) = last.as_ref() {
+        if std::ptr::eq(weak.as_ptr(), Arc::as_ptr(profile)) && weak.strong_count() > 0 {
+            return fs.clone();
+        }
+    }
+    let fs = initial_fs(profile);
+    *last = Some((Arc::downgrade(profile), fs.clone()));
+    fs
+}
+
 fn authorized_keys_path(home: &str) -> String {
     format!("{}/.ssh/authorized_keys", home.trim_end_matches('/'))
 }
