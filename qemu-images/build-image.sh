@@ -14,7 +14,8 @@
 # The guest's /init mounts the usual file systems, loads the virtio-serial modules, links
 # /dev/virtio-ports/<name> for every named port (there is no udev), then reads the kernel
 # command line:
-#   qgah.agent=real|mock  which agent serves org.qemu.guest_agent.0 (default real)
+#   qgah.agent=real|mock  which agent serves org.qemu.guest_agent.0 (default real; mock
+#                         needs -a: qga-harness guest-agent)
 #   qgah.args=A+B         extra qemu-ga arguments, '+' separated
 #   qgah.delay=S          seconds before the real agent first starts
 #   qgah.restart=S        seconds between the real agent's exit and its restart (default 0)

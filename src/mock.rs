@@ -64,6 +64,13 @@ pub enum MockError {
         #[source]
         source: std::io::Error,
     },
+    /// A real guest's port device could not be opened.
+    #[error("cannot open the port device {}", path.display())]
+    PortDevice {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The task serving the mock panicked or was cancelled.
     #[error("the mock agent's task ended abnormally")]
     Task(#[source] tokio::task::JoinError),
@@ -781,6 +788,33 @@ impl MockAgentBuilder {
             }
         };
         Ok(serve_prepared(p, listener, shutdown).await)
+    }
+
+    /// Serves on a real guest's virtio-serial port device (`/dev/virtio-ports/<name>`)
+    /// instead of a socket: the mock inside a QEMU guest. The device is one stream each way
+    /// for the whole run (the host's connections are QEMU's, invisible here), recorded as
+    /// connection 1. Returns when `shutdown` completes or the simulated VM exits (a
+    /// guest-shutdown's power-off: the caller powers the real guest off then). Only the
+    /// virtio-serial transport fits a port device.
+    pub(crate) async fn serve_port_device(
+        self,
+        device: &Path,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<VmEnd, MockError> {
+        let fd = channel::open_port_device(device).map_err(|source| MockError::PortDevice {
+            path: device.to_owned(),
+            source,
+        })?;
+        let p = self.prepare()?;
+        Ok(channel::serve_host(
+            p.config,
+            p.guest,
+            channel::HostSide::PortDevice(fd),
+            p.inbox,
+            p.transcript,
+            shutdown,
+        )
+        .await)
     }
 
     /// Creates the socket at `path` (replacing a stale socket file, refusing a live one

@@ -57,6 +57,7 @@ mod life;
 mod listen;
 mod origin;
 mod port;
+mod port_device;
 mod process;
 mod replay;
 mod reply_writer;
@@ -86,6 +87,7 @@ pub(crate) use crate::transcript::writer::Transcript;
 pub(crate) use bind::bind_socket;
 pub(crate) use faults::{check_rule, FaultHub};
 pub(crate) use life::{life_channel, LifeInbox};
+pub(crate) use port_device::open_port_device;
 
 use crate::agent::AgentConfig;
 use crate::guest::Guest;
@@ -236,6 +238,37 @@ pub(crate) async fn serve(
     transcript_file: Option<TranscriptFile>,
     shutdown: impl Future<Output = ()>,
 ) -> VmEnd {
+    serve_host(
+        config,
+        guest,
+        HostSide::Socket(listener),
+        life,
+        transcript_file,
+        shutdown,
+    )
+    .await
+}
+
+/// Where the host's bytes come from.
+pub(crate) enum HostSide {
+    /// A socket this program listens on: QEMU's chardev (virtio-serial) or qemu-ga's own
+    /// (unix-listen), emulated.
+    Socket(UnixListener),
+    /// Inside a real guest: the agent's virtio-serial port device, open read-write and
+    /// non-blocking (see `open_port_device`; virtio-serial only).
+    PortDevice(tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>),
+}
+
+/// [`serve`] with either host side; a port device serves until the VM exits or `shutdown`
+/// completes, and is closed then.
+pub(crate) async fn serve_host(
+    config: ChannelConfig,
+    guest: Guest,
+    host: HostSide,
+    life: LifeInbox,
+    transcript_file: Option<TranscriptFile>,
+    shutdown: impl Future<Output = ()>,
+) -> VmEnd {
     let writer = transcript_file.map(|file| file.0);
     let transcript = writer.as_ref().map(TranscriptWriter::handle);
     transcript.event("mock-started", Some(config.transport.to_string()));
@@ -249,7 +282,10 @@ pub(crate) async fn serve(
         .as_ref()
         .map(|hub| faults::Recording::attach(hub.clone(), transcript.clone()));
     let faults = Interceptor::new(config.faults.clone());
-    let path = bind::listener_path(&listener);
+    let path = match &host {
+        HostSide::Socket(listener) => bind::listener_path(listener),
+        HostSide::PortDevice(_) => None,
+    };
     let guest = Arc::new(Mutex::new(guest));
     let status = life.status.clone();
     // Output that waited in the channel before the mock started: the first output.
@@ -281,8 +317,30 @@ pub(crate) async fn serve(
         first_output,
         upstream: config.upstream.clone(),
     };
-    let end = match config.transport {
-        Transport::VirtioSerial => {
+    let end = match (config.transport, host) {
+        (_, HostSide::PortDevice(device)) => {
+            let port = Arc::new(Port::default());
+            if let Some((bytes, parts)) = pending_output {
+                port.preload_output(bytes, parts);
+            }
+            let device = port_device::PortDevice::new(
+                device,
+                port.clone(),
+                transcript.clone(),
+                status.clone(),
+            );
+            let end = tokio::select! {
+                biased;
+                end = supervisor(Side::VirtioSerial { port }).run(shutdown) => end,
+                never = device.run() => match never {},
+            };
+            if let Some(conn) = status.serving() {
+                status.disconnected();
+                transcript.conn_event(conn, "disconnected", Some("closed".into()));
+            }
+            end
+        }
+        (Transport::VirtioSerial, HostSide::Socket(listener)) => {
             let port = Arc::new(Port::default());
             if let Some((bytes, parts)) = pending_output {
                 port.preload_output(bytes, parts);
@@ -308,7 +366,7 @@ pub(crate) async fn serve(
             }
             end
         }
-        Transport::UnixListen => {
+        (Transport::UnixListen, HostSide::Socket(listener)) => {
             supervisor(Side::UnixListen {
                 path: path.clone(),
                 listener: Some(listener),

@@ -10,6 +10,7 @@ mod capture;
 mod ctl;
 mod fleet;
 mod fuzz;
+mod guest_agent;
 mod mock;
 mod proxy;
 mod replay;
@@ -42,6 +43,8 @@ pub(crate) enum Command {
     Report(report::ReportArgs),
     Fuzz(fuzz::FuzzArgs),
     Schema(schema::SchemaArgs),
+    #[command(hide = true)]
+    GuestAgent(guest_agent::GuestAgentArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -65,5 +68,6 @@ pub fn main() -> i32 {
         Command::Report(args) => report::run(args),
         Command::Fuzz(args) => fuzz::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::GuestAgent(args) => guest_agent::run(args),
     }
 }

@@ -70,6 +70,11 @@ pub struct RunArgs {
     /// With --target qemu: the agent inside the guest.
     #[arg(long, value_enum, default_value_t = GuestAgentKind::Mock)]
     pub guest_agent: GuestAgentKind,
+    /// With --target qemu --guest-agent mock: a static build of this program for the guest
+    /// [default: $QGA_HARNESS_STATIC_BINARY; this program when it is static; else built
+    /// with cargo into target/static when run from the source tree]
+    #[arg(long, value_name = "FILE")]
+    pub mock_binary: Option<PathBuf>,
     /// With --target qemu: where the guest image is built and cached
     /// [default: $XDG_CACHE_HOME/qga-harness/qemu-images or ~/.cache/...]
     #[arg(long, value_name = "DIR")]
@@ -601,17 +606,19 @@ fn qemu_launcher(
     runtime: &tokio::runtime::Runtime,
     interrupts: &mut Interrupts,
 ) -> Result<Arc<QemuLauncher>, Usage> {
-    if args.guest_agent == GuestAgentKind::Mock {
-        return Err(Usage(
-            "--target qemu --guest-agent mock: the mock inside the guest is not available in this build; use --guest-agent real".into(),
-        ));
-    }
+    let mock_binary = match args.guest_agent {
+        GuestAgentKind::Mock => Some(
+            crate::qemu::find_static_binary(args.mock_binary.as_deref())
+                .map_err(|e| Usage(format!("--guest-agent mock: {}", error_chain(&e))))?,
+        ),
+        GuestAgentKind::Real => None,
+    };
     let cache_dir = args.image_dir.clone().unwrap_or_else(default_image_dir);
     eprintln!("building the guest image in {} ...", cache_dir.display());
     let image = crate::qemu::build_image(&ImageOptions {
         cache_dir,
         kernel_version: args.kernel_version.clone(),
-        mock_binary: None,
+        mock_binary,
     })
     .map_err(|e| Usage(error_chain(&e)))?;
     let mut boot = BootOptions::new(image, args.guest_agent);

@@ -126,6 +126,62 @@ impl Control {
     }
 }
 
+/// The end of a case run by the mock inside the guest.
+#[derive(Debug)]
+pub struct CaseEnd {
+    /// The in-guest mock's transcript lines.
+    pub transcript: Vec<String>,
+    /// The case powered the VM off (the guest sent its transcript unasked, then went).
+    pub vm_exit: bool,
+}
+
+impl Control {
+    /// Shuts the in-guest mock down and fetches its transcript; when the case powered the
+    /// VM off, takes the transcript the guest sent before it went.
+    pub fn finish_case(&mut self) -> Result<CaseEnd, ControlError> {
+        let command = "unload";
+        let io = |source| ControlError::Io {
+            command: command.into(),
+            source,
+        };
+        // The guest may be gone already (its last words are still in the socket).
+        let _ = self.writer.write_all(b"unload\ntranscript\n");
+        loop {
+            let line =
+                self.read_line(COMMAND_TIMEOUT)
+                    .map_err(io)?
+                    .ok_or(ControlError::Closed {
+                        command: command.into(),
+                    })?;
+            let vm_exit = line == "vm-exit";
+            if vm_exit || line.starts_with("ok transcript") {
+                let mut transcript = Vec::new();
+                loop {
+                    let line = self.read_line(COMMAND_TIMEOUT).map_err(io)?.ok_or(
+                        ControlError::Closed {
+                            command: command.into(),
+                        },
+                    )?;
+                    if line == "end" {
+                        return Ok(CaseEnd {
+                            transcript,
+                            vm_exit,
+                        });
+                    }
+                    transcript.push(line);
+                }
+            }
+            if let Some(message) = line.strip_prefix("err") {
+                return Err(ControlError::Refused {
+                    command: command.into(),
+                    message: message.trim().to_owned(),
+                });
+            }
+            // "ok unloaded ...": the transcript follows.
+        }
+    }
+}
+
 fn short(command: &str) -> String {
     command.chars().take(40).collect()
 }

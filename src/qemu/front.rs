@@ -54,6 +54,11 @@ impl FrontRecord {
         let _ = out.write_all(b"\n");
     }
 
+    /// Microseconds on the record's clock now.
+    pub fn now_us(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
     /// A life event without a connection (`agent-killed`, `vm-exit`...).
     pub fn event(&self, event: &str, detail: Option<&str>) {
         let mut value = serde_json::json!({ "event": event });
@@ -71,8 +76,8 @@ impl FrontRecord {
         self.write(value);
     }
 
-    fn bytes(&self, conn: u64, dir: &str, data: &[u8]) {
-        let mut value = serde_json::json!({ "conn": conn, "dir": dir });
+    fn bytes(&self, conn: u64, dir: &str, at: u64, data: &[u8]) {
+        let mut value = serde_json::json!({ "conn": conn, "dir": dir, "at": at });
         match std::str::from_utf8(data) {
             Ok(text)
                 if !text
@@ -121,11 +126,13 @@ async fn relay(client: UnixStream, qemu: UnixStream, conn: u64, record: &FrontRe
     let (mut qemu_read, mut qemu_write) = qemu.into_split();
     let up = async {
         let mut buf = vec![0u8; CHUNK];
+        let mut at = 0u64;
         loop {
             match client_read.read(&mut buf).await {
                 Ok(0) => return "eof".to_owned(),
                 Ok(n) => {
-                    record.bytes(conn, "in", &buf[..n]);
+                    record.bytes(conn, "in", at, &buf[..n]);
+                    at += n as u64;
                     if let Err(e) = qemu_write.write_all(&buf[..n]).await {
                         return format!("vm-exit ({e})");
                     }
@@ -136,11 +143,13 @@ async fn relay(client: UnixStream, qemu: UnixStream, conn: u64, record: &FrontRe
     };
     let down = async {
         let mut buf = vec![0u8; CHUNK];
+        let mut at = 0u64;
         loop {
             match qemu_read.read(&mut buf).await {
                 Ok(0) => return "vm-exit".to_owned(),
                 Ok(n) => {
-                    record.bytes(conn, "out", &buf[..n]);
+                    record.bytes(conn, "out", at, &buf[..n]);
+                    at += n as u64;
                     if let Err(e) = client_write.write_all(&buf[..n]).await {
                         return e.to_string();
                     }

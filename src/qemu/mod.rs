@@ -17,13 +17,18 @@ mod boot;
 mod control;
 mod front;
 mod image;
+mod inside;
+mod join;
 
 pub use boot::{
     boot, cancel_boots, Accel, BootOptions, Guest, GuestAgentKind, AGENT_PORT, CONTROL_PORT,
 };
-pub use control::{Control, ControlError};
+pub use control::{CaseEnd, Control, ControlError};
 pub use front::{serve_front, FrontRecord};
-pub use image::{build_image, static_binary_hint, Image, ImageOptions};
+pub use image::{build_image, find_static_binary, static_binary_hint, Image, ImageOptions};
+pub use inside::{run_guest_agent, LoadCase};
+pub use join::join_records;
+pub(crate) use join::parse_lines;
 
 use std::path::PathBuf;
 

@@ -10,6 +10,14 @@
 //! With the real qemu-ga inside, a case runs only when its agent side is the real agent's
 //! own behaviour (no fault rules, no scripted state, no other version or command lists);
 //! every other case is UNSUPPORTED with the reason.
+//!
+//! With the mock inside (`qga-harness guest-agent` on the port device), each case's agent
+//! side is loaded into it over the control port before the client starts, and unloaded
+//! after; its transcript comes back over the control port and is joined with the host's
+//! record by the bytes' places in the streams ([`crate::qemu::join_records`]), so the judge
+//! gets the same ground truth as on the simulated channel. Between cases nothing else is
+//! reset: closing the port device discards what the guest held for the agent. A case that
+//! powers the VM off takes the guest with it (the next case boots a fresh one).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -17,13 +25,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+
 use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 
 use super::adapter::BoxFuture;
 use super::agent::{AgentLauncher, LaunchError, LaunchRequest, RunningAgent};
-use crate::qemu::{self, BootOptions, FrontRecord, Guest, GuestAgentKind, QemuError};
-use crate::scenario::{AgentSetup, AgentState, Transport};
+use crate::fault::EventKind;
+use crate::qemu::{self, BootOptions, FrontRecord, Guest, GuestAgentKind, LoadCase, QemuError};
+use crate::scenario::{AgentSetup, AgentState, FaultEntry, ProfileSource, Transport};
 
 /// How long a reset (agent restart, drain, thaw) may take before the guest is replaced.
 const RESET_TIMEOUT: Duration = Duration::from_secs(20);
@@ -99,6 +110,51 @@ pub fn real_agent_cannot_run(agent: &AgentSetup) -> Option<String> {
     })
 }
 
+/// Why the mock inside the guest cannot reproduce this case, if it cannot.
+pub fn mock_inside_cannot_run(agent: &AgentSetup) -> Option<String> {
+    if agent.transport != Transport::VirtioSerial {
+        return Some(
+            "the unix-listen transport is qemu-ga's own socket in the guest, which no host reaches through QEMU; the guest's agent port is virtio-serial".into(),
+        );
+    }
+    let on_connect = agent.faults.iter().any(|entry| {
+        let rule = match entry {
+            FaultEntry::Rule(rule) => Some(rule.clone()),
+            FaultEntry::Spec(spec) => crate::fault::parse_spec(spec).ok(),
+        };
+        rule.is_some_and(|rule| rule.when.event == EventKind::Connect)
+    });
+    on_connect.then(|| {
+        "a fault fired by the host's connect: inside the guest the agent cannot see host connections (QEMU's chardev owns them)".into()
+    })
+}
+
+/// The case's agent side as the mock inside the guest takes it: the profile inline (the
+/// guest has no scenario files), the case's seed unless the scenario fixes its own.
+fn load_case(request: &LaunchRequest<'_>) -> Result<String, LaunchError> {
+    let mut agent = request.case.scenario.agent.clone();
+    if let Some(ProfileSource::Named(name)) = &agent.profile {
+        if name != "default" {
+            let base = request.case.path.parent().unwrap_or(Path::new("."));
+            let path = base.join(name);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                LaunchError::with_source(format!("cannot read {}", path.display()), e)
+            })?;
+            let map = serde_json::from_str(&text).map_err(|e| {
+                LaunchError::with_source(format!("{}: not a profile", path.display()), e)
+            })?;
+            agent.profile = Some(ProfileSource::Inline(map));
+        }
+    }
+    let case = LoadCase {
+        seed: agent.seed.unwrap_or(request.seed),
+        agent,
+    };
+    let json = serde_json::to_vec(&case)
+        .map_err(|e| LaunchError::with_source("cannot encode the case's agent side", e))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(json))
+}
+
 /// Makes the guest's agent and channel fresh: a new agent process, nothing left in the
 /// port, file systems thawed.
 fn reset(guest: &mut Guest) -> Result<(), String> {
@@ -154,8 +210,10 @@ fn read_until(stream: &mut UnixStream, end: &[u8], deadline: Instant) -> std::io
 
 /// A guest ready for a case: reset, or booted afresh. Blocking.
 fn ready_guest(boot: &BootOptions, slot: &mut Option<Guest>) -> Result<PathBuf, LaunchError> {
+    let mock = boot.agent == GuestAgentKind::Mock;
     if let Some(guest) = slot.as_mut() {
-        if guest.exit_status().is_none() && reset(guest).is_ok() {
+        // The mock inside was unloaded at the end of the last case: nothing to reset.
+        if guest.exit_status().is_none() && (mock || reset(guest).is_ok()) {
             return Ok(guest.agent_socket().to_owned());
         }
         // Ended, asleep or stuck: replace it.
@@ -163,9 +221,11 @@ fn ready_guest(boot: &BootOptions, slot: &mut Option<Guest>) -> Result<PathBuf, 
     }
     let guest =
         qemu::boot(boot).map_err(|e| LaunchError::with_source("cannot boot the QEMU guest", e))?;
-    drain(guest.agent_socket()).map_err(|e| {
-        LaunchError::with_source("the freshly booted guest's agent does not answer", e)
-    })?;
+    if !mock {
+        drain(guest.agent_socket()).map_err(|e| {
+            LaunchError::with_source("the freshly booted guest's agent does not answer", e)
+        })?;
+    }
     let socket = guest.agent_socket().to_owned();
     *slot = Some(guest);
     Ok(socket)
@@ -177,25 +237,56 @@ impl AgentLauncher for QemuLauncher {
         request: LaunchRequest<'a>,
     ) -> BoxFuture<'a, Result<Box<dyn RunningAgent>, LaunchError>> {
         Box::pin(async move {
-            if self.boot.agent == GuestAgentKind::Real {
-                if let Some(reason) = real_agent_cannot_run(&request.case.scenario.agent) {
-                    return Err(LaunchError::unsupported(reason));
+            let agent = &request.case.scenario.agent;
+            let load = match self.boot.agent {
+                GuestAgentKind::Real => {
+                    if let Some(reason) = real_agent_cannot_run(agent) {
+                        return Err(LaunchError::unsupported(reason));
+                    }
+                    None
                 }
-            }
+                GuestAgentKind::Mock => {
+                    if let Some(reason) = mock_inside_cannot_run(agent) {
+                        return Err(LaunchError::unsupported(reason));
+                    }
+                    Some(load_case(&request)?)
+                }
+            };
+            // With the mock inside, the host's record is joined with the guest's into the
+            // case's transcript at the end.
+            let host_path = match load {
+                Some(_) => request.transcript.with_extension("host.jsonl"),
+                None => request.transcript.to_owned(),
+            };
+            let record = FrontRecord::create(&host_path).map_err(|e| {
+                LaunchError::with_source(format!("cannot create {}", host_path.display()), e)
+            })?;
             let boot = self.boot.clone();
             let slot = self.guest.clone();
-            let upstream = tokio::task::spawn_blocking(move || {
+            let clock = record.clone();
+            let (upstream, guest_offset_us) = tokio::task::spawn_blocking(move || {
                 let mut slot = lock(&slot);
-                ready_guest(&boot, &mut slot)
+                let socket = ready_guest(&boot, &mut slot)?;
+                let Some(load) = load else {
+                    return Ok((socket, None));
+                };
+                let guest = slot
+                    .as_mut()
+                    .ok_or_else(|| LaunchError::new("the guest is gone"))?;
+                let sent = clock.now_us();
+                guest
+                    .control()
+                    .command(&format!("load {load}"))
+                    .map_err(|e| {
+                        LaunchError::with_source("cannot load the case into the guest's mock", e)
+                    })?;
+                let answered = clock.now_us();
+                // The guest's transcript clock started between the two.
+                let offset = i64::try_from(sent / 2 + answered / 2).unwrap_or(i64::MAX);
+                Ok::<_, LaunchError>((socket, Some(offset)))
             })
             .await
             .map_err(|e| LaunchError::with_source("the guest's set-up task failed", e))??;
-            let record = FrontRecord::create(request.transcript).map_err(|e| {
-                LaunchError::with_source(
-                    format!("cannot create {}", request.transcript.display()),
-                    e,
-                )
-            })?;
             let listener = UnixListener::bind(request.socket).map_err(|e| {
                 LaunchError::with_source(
                     format!("cannot listen on {}", request.socket.display()),
@@ -203,14 +294,60 @@ impl AgentLauncher for QemuLauncher {
                 )
             })?;
             let task = tokio::spawn(qemu::serve_front(listener, upstream, record.clone()));
+            let state = &agent.state;
             Ok(Box::new(RunningFront {
                 task,
                 record,
                 socket: request.socket.to_owned(),
                 guest: self.guest.clone(),
+                inside: guest_offset_us.map(|offset_us| MockInside {
+                    offset_us,
+                    host_path,
+                    transcript: request.transcript.to_owned(),
+                    delayed_start: state.started && state.start_delay_ms.is_some_and(|ms| ms > 0),
+                }),
             }) as Box<dyn RunningAgent>)
         })
     }
+}
+
+/// A case served by the mock inside the guest.
+struct MockInside {
+    /// Guest transcript times plus this are host record times.
+    offset_us: i64,
+    host_path: PathBuf,
+    transcript: PathBuf,
+    delayed_start: bool,
+}
+
+/// Fetches the in-guest mock's transcript, joins it with the host's record into the
+/// case's transcript; says whether the guest must be replaced.
+fn finish_inside(guest: Option<&mut Guest>, inside: &MockInside) -> bool {
+    let host_text = std::fs::read_to_string(&inside.host_path).unwrap_or_default();
+    let host = qemu::parse_lines(host_text.lines());
+    let (guest_lines, replace, note) = match guest.map(|g| g.control().finish_case()) {
+        Some(Ok(end)) => (end.transcript, end.vm_exit, None),
+        Some(Err(e)) => (Vec::new(), true, Some(e.to_string())),
+        None => (Vec::new(), true, Some("the guest was gone".to_owned())),
+    };
+    let guest_records = qemu::parse_lines(guest_lines.iter().map(String::as_str));
+    let mut joined = qemu::join_records(&host, &guest_records, inside.offset_us);
+    if let Some(note) = note {
+        joined.push(serde_json::json!({
+            "t_us": joined.last().and_then(|r| r.get("t_us")).cloned().unwrap_or(0.into()),
+            "event": "guest-transcript-lost",
+            "detail": note,
+        }));
+    }
+    let mut text = String::new();
+    for record in &joined {
+        text.push_str(&record.to_string());
+        text.push('\n');
+    }
+    if std::fs::write(&inside.transcript, text).is_ok() {
+        let _ = std::fs::remove_file(&inside.host_path);
+    }
+    replace
 }
 
 struct RunningFront {
@@ -218,6 +355,7 @@ struct RunningFront {
     record: FrontRecord,
     socket: PathBuf,
     guest: Arc<Mutex<Option<Guest>>>,
+    inside: Option<MockInside>,
 }
 
 impl RunningAgent for RunningFront {
@@ -229,8 +367,15 @@ impl RunningAgent for RunningFront {
             let _ = std::fs::remove_file(&self.socket);
             // A guest the case ended or put to sleep is replaced now, not at the next case.
             let slot = self.guest.clone();
+            let inside = self.inside;
             let _ = tokio::task::spawn_blocking(move || {
                 let mut slot = lock(&slot);
+                if let Some(inside) = &inside {
+                    if finish_inside(slot.as_mut(), inside) {
+                        drop(slot.take());
+                        return;
+                    }
+                }
                 let alive = slot.as_mut().is_some_and(|guest| {
                     guest.exit_status().is_none()
                         && guest
@@ -240,6 +385,26 @@ impl RunningAgent for RunningFront {
                 });
                 if !alive {
                     drop(slot.take());
+                }
+            })
+            .await;
+        })
+    }
+
+    fn client_began(&self) -> BoxFuture<'static, ()> {
+        let delayed = self
+            .inside
+            .as_ref()
+            .is_some_and(|inside| inside.delayed_start);
+        let slot = self.guest.clone();
+        Box::pin(async move {
+            if !delayed {
+                return;
+            }
+            // The agent's delayed start counts from here, as on the simulated channel.
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(guest) = lock(&slot).as_mut() {
+                    let _ = guest.control().command("begin");
                 }
             })
             .await;

@@ -3,7 +3,6 @@
 //! agent kind per test binary where the tests allow sharing.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -14,33 +13,12 @@ pub fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("qemu-images")
 }
 
-/// The static build of this program (built once; cargo makes it incremental).
+/// The static build of this program, built into `target/static` when missing (cargo
+/// makes it incremental); once per test binary.
 pub fn static_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let manifest = env!("CARGO_MANIFEST_DIR");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .current_dir(manifest)
-                .env("RUSTFLAGS", "-C target-feature=+crt-static")
-                .args([
-                    "build",
-                    "--release",
-                    "--quiet",
-                    "--target",
-                    "x86_64-unknown-linux-gnu",
-                    "--bin",
-                    "qga-harness",
-                ])
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "the static build failed");
-            let target = std::env::var("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| PathBuf::from(manifest).join("target"));
-            target.join("x86_64-unknown-linux-gnu/release/qga-harness")
-        })
+        .get_or_init(|| qemu::find_static_binary(None).expect("the static build"))
         .clone()
 }
 
