@@ -304,7 +304,6 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     runner::finish_reaping(std::time::Duration::from_secs(5));
     let Some(results) = results else {
-        drop(human);
         return Err(Usage(
             "interrupted: the running cases were stopped, their clients killed".into(),
         ));
@@ -313,7 +312,6 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
     let mut report = Report::from_results(&results, &info);
     report.partition = partition_info;
     let _ = human.finish(&report);
-    drop(human);
     finish(&args, &results, &report)
 }
 
