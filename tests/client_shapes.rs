@@ -1,8 +1,9 @@
 //! Correct clients of four shapes against the whole catalogue: a verdict is trusted only
 //! when correct clients of every deployed shape are judged right.
 //!
-//! The clients (`tests/client_shapes/shapes.py`, session clients) follow the wire bytes of
-//! the real ones: libvirt's (a plain guest-sync with a clock-based id, then the command
+//! The clients (`tests/client_shapes/shapes.rs`, in-process session clients, so that no
+//! process start-up races the agent on a loaded machine) follow the wire bytes of the real
+//! ones: libvirt's (a plain guest-sync with a clock-based id, then the command
 //! without an id; a new sync only after a timeout), Proxmox's (guest-sync-delimited and the
 //! command in one write, the last 0xFF, the next line is the answer), a connection per call
 //! (0xFF, a delimited sync, the command, close), and id-routed (one sync per connection,
@@ -16,19 +17,20 @@
 //! message naming it: either the case or the judge is wrong, or FAIL is right and the case
 //! goes into that shape's table with its reason.
 //!
-//! The four shapes run at the same time (each two cases at a time), so the whole test takes
-//! about as long as the slowest shape.
+//! The four shapes run at the same time (each two cases at a time), each starting at another
+//! quarter of the catalogue, so that the heavy cases (the floods of many MiB) of different
+//! shapes do not run at once; the whole test takes about as long as the slowest shape.
 
 mod runner_support;
+#[path = "client_shapes/shapes.rs"]
+mod shapes;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use qga_harness::runner::{
-    self, CaseResult, Client, LoadedCase, Placeholder, RunOptions, Severity, Template, Verdict,
-};
+use qga_harness::runner::{self, CaseResult, Client, LoadedCase, RunOptions, Severity, Verdict};
 
 /// A case where FAIL is right for a shape: the finding that must say why (the start of its
 /// subject), and why that is the shape's own trait.
@@ -52,6 +54,9 @@ struct Shape {
     allowed_non_strict: &'static [AllowedNonStrict],
     /// Cases that must be NON-STRICT with this finding (the reason is the point).
     expected_non_strict: &'static [ExpectedFail],
+    /// Cases where the shape's trait loses a race with the agent some of the time: FAIL
+    /// is right when it comes, with this finding, and so is not failing.
+    may_fail: &'static [ExpectedFail],
 }
 
 const fn fail(case: &'static str, finding: &'static str, why: &'static str) -> ExpectedFail {
@@ -80,6 +85,11 @@ const LIBVIRT: Shape = Shape {
         lenient("*", "duty unpredictable-sync-ids", "the sync id is the clock in milliseconds"),
     ],
     expected_non_strict: &[],
+    may_fail: &[fail(
+        "hostile.16",
+        "duty no-stale-attribution",
+        "a duplicate reply that arrives between calls is dropped, as libvirt's event loop drops it; one that arrives after the next command was written is that command's next reply",
+    )],
 };
 
 const PROXMOX: Shape = Shape {
@@ -103,6 +113,7 @@ const PROXMOX: Shape = Shape {
         "sync reply with another id taken as the sync",
         "the float 1956301.0 taken for the id 1956301 is its own finding, not a stale reply",
     )],
+    may_fail: &[],
 };
 
 const PER_CALL: Shape = Shape {
@@ -114,36 +125,30 @@ const PER_CALL: Shape = Shape {
     ],
     allowed_non_strict: &[],
     expected_non_strict: &[],
+    may_fail: &[],
 };
 
-/// The duty asks for a sync after a timeout even from a client that routes replies by id.
-const NO_RESYNC: &str = "no sync after a timeout: the sync-after-timeout duty requires one even where replies are routed by id";
+/// Without id echo (an agent before 4.0) no reply carries the command's id.
+const NO_ECHO: &str = "an agent before 4.0 echoes no id, so no reply is ever routed to the command";
 
 const ID_ROUTED: Shape = Shape {
     name: "id-routed",
     expected_fail: &[
-        fail(
-            "version.2",
-            "step 1",
-            "an agent before 4.0 echoes no id, so no reply is ever routed to the command",
-        ),
-        fail("hostile.17", "duty sync-after-timeout", NO_RESYNC),
-        fail("lifecycle.1", "duty sync-after-timeout", NO_RESYNC),
-        fail("lifecycle.3", "duty sync-after-timeout", NO_RESYNC),
-        fail("sync.1", "duty sync-after-timeout", NO_RESYNC),
-        fail("sync.14", "duty sync-after-timeout", NO_RESYNC),
-        fail("timeout.3", "duty sync-after-timeout", NO_RESYNC),
-        fail("timeout.4", "duty sync-after-timeout", NO_RESYNC),
-        fail("timeout.5", "duty sync-after-timeout", NO_RESYNC),
-        fail("timeout.9", "duty sync-after-timeout", NO_RESYNC),
-        fail("timeout.12", "duty sync-after-timeout", NO_RESYNC),
+        fail("version.2", "step 1", NO_ECHO),
+        fail("timeout.16", "step 2", NO_ECHO),
+        fail("hostile.31", "step 1", NO_ECHO),
+        fail("hostile.32", "step 2", NO_ECHO),
+        fail("hostile.33", "step 1", NO_ECHO),
     ],
-    allowed_non_strict: &[lenient(
-        "hostile.18",
-        "step 1",
-        "a reply nested too deep to parse cannot be routed by its id: the call times out (a tolerated outcome)",
-    )],
+    allowed_non_strict: &[
+        lenient(
+            "hostile.18",
+            "step 1",
+            "a reply nested too deep to parse cannot be routed by its id: the call times out (a tolerated outcome)",
+        ),
+    ],
     expected_non_strict: &[],
+    may_fail: &[],
 };
 
 const SHAPES: [&Shape; 4] = [&LIBVIRT, &PROXMOX, &PER_CALL, &ID_ROUTED];
@@ -157,14 +162,7 @@ fn catalogue() -> Vec<LoadedCase> {
 }
 
 fn session(shape: &str) -> Client {
-    let script = root().join("tests/client_shapes/shapes.py");
-    let command = format!(
-        "exec python3 {} {shape} {{socket}}",
-        qga_harness::internals::shell_quote(&script.to_string_lossy())
-    );
-    Client::Session(
-        Template::parse(&command, "--client-session", Placeholder::SESSION).expect("template"),
-    )
+    Client::InProcess(Arc::new(shapes::ShapeClient(shapes::Kind::parse(shape))))
 }
 
 /// One row of the failure table.
@@ -190,7 +188,12 @@ fn describe(result: &CaseResult) -> String {
 fn problems(shape: &Shape, cases: &[LoadedCase], results: &[CaseResult]) -> Vec<String> {
     let ids: BTreeSet<&str> = cases.iter().map(|c| c.scenario.id.as_str()).collect();
     let mut problems = Vec::new();
-    for expected in shape.expected_fail.iter().chain(shape.expected_non_strict) {
+    for expected in shape
+        .expected_fail
+        .iter()
+        .chain(shape.expected_non_strict)
+        .chain(shape.may_fail)
+    {
         if !ids.contains(expected.case) {
             problems.push(format!(
                 "the table names {}, which is not in the catalogue: remove it",
@@ -207,7 +210,13 @@ fn problems(shape: &Shape, cases: &[LoadedCase], results: &[CaseResult]) -> Vec<
         }
     }
     for result in results {
-        let expected = shape.expected_fail.iter().find(|e| e.case == result.id);
+        let may_fail = shape.may_fail.iter().find(|e| e.case == result.id);
+        let expected = shape
+            .expected_fail
+            .iter()
+            .chain(may_fail)
+            .find(|e| e.case == result.id)
+            .filter(|_| may_fail.is_none() || result.verdict == Verdict::Fail);
         let findings = result
             .judgement
             .as_ref()
@@ -283,20 +292,24 @@ fn problems(shape: &Shape, cases: &[LoadedCase], results: &[CaseResult]) -> Vec<
 }
 
 #[test]
-#[ignore = "not yet stable on a loaded machine (a slow Python start races timeout.8's delayed agent); run with --ignored"]
 fn correct_clients_of_every_shape_fail_only_their_own_traits() {
     let cases = catalogue();
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        // More threads than cores: a case that keeps a thread busy (a flood of MiB being
+        // written and recorded) does not hold up the timers of the others.
+        .worker_threads(4)
         .enable_all()
         .build()
         .expect("runtime");
     let started = Instant::now();
     let runs = runtime.block_on(async {
         let mut tasks = Vec::new();
-        for shape in SHAPES {
+        for (n, shape) in SHAPES.into_iter().enumerate() {
             let options = RunOptions {
-                time_scale: 1,
+                // Twice the written times: the in-process shapes share the runner's threads with
+                // eight agents at once, and a loaded machine delays their timers by a tenth of a
+                // second and more; doubled, a late timer stays within a deadline's grace.
+                time_scale: 2,
                 client: session(shape.name),
                 launcher: Arc::new(runner::MockLauncher::default()),
                 jobs: 2,
@@ -305,7 +318,9 @@ fn correct_clients_of_every_shape_fail_only_their_own_traits() {
                 artifacts: std::env::var_os("QGA_TEST_ARTIFACTS")
                     .map(|dir| Path::new(&dir).join(shape.name)),
             };
-            let cases = cases.clone();
+            let mut cases = cases.clone();
+            let start = n * cases.len() / SHAPES.len();
+            cases.rotate_left(start);
             tasks.push(tokio::spawn(async move {
                 let results = runner::run_all(cases, &options, |_, _| {}).await;
                 (shape.name, results, started.elapsed())
@@ -350,7 +365,7 @@ fn correct_clients_of_every_shape_fail_only_their_own_traits() {
 fn the_shape_tables_are_well_formed() {
     for shape in SHAPES {
         let mut seen = BTreeSet::new();
-        for e in shape.expected_fail {
+        for e in shape.expected_fail.iter().chain(shape.may_fail) {
             assert!(
                 seen.insert(e.case),
                 "{}: {} listed twice",

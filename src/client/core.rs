@@ -151,6 +151,7 @@ impl ClientBuilder {
                 sticky: None,
                 own_sync_ids: Vec::new(),
                 restart_sync: false,
+                resync_skipped: false,
             },
         }
     }
@@ -215,6 +216,9 @@ struct State {
     own_sync_ids: Vec<u64>,
     /// A sync asks to start over with a fresh timeout ([`Mutation::ResyncOnWrongSyncId`]).
     restart_sync: bool,
+    /// The next command goes out without the sync a timeout calls for
+    /// ([`Mutation::NoResyncAfterTimeout`]), even where the agent echoes no id.
+    resync_skipped: bool,
 }
 
 impl State {
@@ -325,12 +329,14 @@ impl Job<'_> {
         // An echoing agent on a synced connection needs no handshake: ids match replies.
         // Otherwise the command must be the next thing the agent answers after a sync.
         let unchecked_no_reply = no_reply && state.has(Mutation::UncheckedNoReply);
+        let resync_skipped = std::mem::take(&mut state.resync_skipped);
         let needs_sync = (!conn.synced
             || !conn.echoes_ids
             || no_reply
             || matches!(expect, Expect::GivenId(_) | Expect::NextReply))
             && !state.has(Mutation::NoSync)
-            && !unchecked_no_reply;
+            && !unchecked_no_reply
+            && !resync_skipped;
         if needs_sync {
             stage.set(Stage::Sync);
             sync(conn, state).await?;
@@ -636,6 +642,7 @@ impl Client {
             None => {
                 if let Some(conn) = self.conn.as_mut() {
                     conn.synced = self.state.has(Mutation::NoResyncAfterTimeout);
+                    self.state.resync_skipped = conn.synced;
                 }
                 let written_no_reply = no_reply && stage.get() == Stage::Reply;
                 if self.state.has(Mutation::SilenceIsSuccess)
@@ -863,6 +870,23 @@ async fn sync(conn: &mut Connection, state: &mut State) -> Result<()> {
     }
 }
 
+/// The answer as a decoder that reads each byte above 0x7F as a Latin-1 character sees
+/// it ([`Mutation::Latin1Replies`]): only where the line has such bytes (an escaped
+/// `\u00e9` is ASCII on the wire and decodes right either way).
+fn latin1_misread(value: &Value, line: &[u8]) -> Value {
+    if line.is_ascii() {
+        return value.clone();
+    }
+    let latin1: String = line.iter().map(|&b| char::from(b)).collect();
+    match serde_json::from_str::<Value>(&latin1) {
+        Ok(misread) => misread
+            .get("return")
+            .cloned()
+            .unwrap_or_else(|| value.clone()),
+        Err(_) => value.clone(),
+    }
+}
+
 /// Whether [`Mutation::GreedyLastFf`] loses the line just framed: a 0xFF in the bytes
 /// already read behind it makes a parser that skips to the last 0xFF jump past it.
 fn greedy_skips(conn: &Connection, state: &State) -> bool {
@@ -945,7 +969,15 @@ async fn await_reply(
             state.stats.discarded_replies += 1;
             continue;
         }
-        return reply.into_result(line);
+        let mut reply = reply;
+        if state.has(Mutation::LastDuplicateWins) {
+            reply.duplicate = None;
+        }
+        let result = reply.into_result(line);
+        if state.has(Mutation::Latin1Replies) {
+            return result.map(|value| latin1_misread(&value, line));
+        }
+        return result;
     }
 }
 

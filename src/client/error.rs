@@ -105,6 +105,13 @@ pub enum ProtocolError {
     /// An `error` member that is not an object with a string `class`.
     #[error("malformed \"error\" member: {preview}")]
     MalformedError { preview: String },
+    /// A reply object that names `return`, `error` or `id` twice: which one the agent
+    /// meant cannot be known (QEMU's own JSON parser rejects a duplicate key).
+    #[error("reply has the member \"{member}\" twice: {preview}")]
+    DuplicateMember {
+        member: &'static str,
+        preview: String,
+    },
     /// A `return` value that does not have the shape the command's schema gives.
     #[error("unexpected return value of {command}: {what}")]
     UnexpectedReturn { command: String, what: String },

@@ -87,11 +87,17 @@ pub enum Mutation {
     /// A no-reply command is reported done before it is written, and the write never
     /// happens (a fire-and-forget send whose buffer is never flushed).
     UnsentNoReply,
+    /// A reply that names a member twice (`{"return": A, "return": B}`) is read as most
+    /// JSON parsers read it: the last value wins, and the ambiguity goes unnoticed.
+    LastDuplicateWins,
+    /// Bytes above 0x7F in a reply are read as Latin-1 characters, one each (a decoder
+    /// that assumes the agent's all-ASCII output), so raw UTF-8 becomes mojibake.
+    Latin1Replies,
 }
 
 impl Mutation {
     /// Every mutation, in the order reports list them.
-    pub const ALL: [Mutation; 33] = [
+    pub const ALL: [Mutation; 35] = [
         Mutation::NoFlush,
         Mutation::NoSync,
         Mutation::AnySyncId,
@@ -127,6 +133,8 @@ impl Mutation {
         Mutation::NoReplySilenceIsSuccess,
         Mutation::RetryReads,
         Mutation::UnsentNoReply,
+        Mutation::LastDuplicateWins,
+        Mutation::Latin1Replies,
     ];
 
     /// The mutant's name in reports and the kill matrix.
@@ -165,6 +173,8 @@ impl Mutation {
             Mutation::NoReplySilenceIsSuccess => "no-reply-silence-is-success",
             Mutation::RetryReads => "retry-reads",
             Mutation::UnsentNoReply => "unsent-no-reply",
+            Mutation::LastDuplicateWins => "last-duplicate-wins",
+            Mutation::Latin1Replies => "latin1-replies",
         }
     }
 
@@ -193,9 +203,11 @@ impl Mutation {
             | Mutation::UncheckedNoReply
             | Mutation::NoReplySilenceIsSuccess
             | Mutation::UnsentNoReply => "noreply",
-            Mutation::FirstLine | Mutation::TrustIdlessErrors | Mutation::NonObjectAnswer => {
-                "hostile"
-            }
+            Mutation::FirstLine
+            | Mutation::TrustIdlessErrors
+            | Mutation::NonObjectAnswer
+            | Mutation::LastDuplicateWins
+            | Mutation::Latin1Replies => "hostile",
             Mutation::StickyFailure | Mutation::NoReconnect | Mutation::EofIsSuccess => "lifecycle",
             Mutation::AssumeIdEcho => "version",
             Mutation::FlattenErrorClass
@@ -256,6 +268,8 @@ impl Mutation {
             }
             Mutation::RetryReads => "writes a slow status poll or file read again",
             Mutation::UnsentNoReply => "reports a no-reply command done without writing it",
+            Mutation::LastDuplicateWins => "takes the last of a reply's duplicate members",
+            Mutation::Latin1Replies => "reads reply bytes above 0x7F as Latin-1",
         }
     }
 }

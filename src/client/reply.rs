@@ -19,6 +19,9 @@ pub(crate) struct Reply {
     pub(crate) id: Option<Value>,
     pub(crate) ret: Option<Value>,
     pub(crate) error: Option<Value>,
+    /// The first of `id`, `return`, `error` that the object has twice (the later value
+    /// is the one kept above).
+    pub(crate) duplicate: Option<&'static str>,
 }
 
 /// A reply line that is JSON but not an object.
@@ -49,6 +52,13 @@ impl Reply {
 
     /// The call's result from a reply known to answer it.
     pub(crate) fn into_result(self, line: &[u8]) -> Result<Value, Error> {
+        if let Some(member) = self.duplicate {
+            return Err(ProtocolError::DuplicateMember {
+                member,
+                preview: preview(line),
+            }
+            .into());
+        }
         match (self.ret, self.error) {
             (Some(ret), None) => Ok(ret),
             (None, Some(error)) => Err(agent_error(error, line)?.into_error()),
@@ -117,13 +127,17 @@ impl<'de> Visitor<'de> for ReplyVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut reply = Reply::default();
         while let Some(key) = map.next_key::<Key>()? {
-            match key {
-                Key::Id => reply.id = Some(map.next_value()?),
-                Key::Return => reply.ret = Some(map.next_value()?),
-                Key::Error => reply.error = Some(map.next_value()?),
+            let (slot, member) = match key {
+                Key::Id => (&mut reply.id, "id"),
+                Key::Return => (&mut reply.ret, "return"),
+                Key::Error => (&mut reply.error, "error"),
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;
+                    continue;
                 }
+            };
+            if slot.replace(map.next_value()?).is_some() && reply.duplicate.is_none() {
+                reply.duplicate = Some(member);
             }
         }
         Ok(Ok(reply))
@@ -205,6 +219,24 @@ mod tests {
         let e = r.into_result(b"").unwrap_err();
         assert_eq!(e.class(), "GenericError");
         assert_eq!(e.desc(), "d");
+    }
+
+    #[rstest::rstest]
+    #[case(
+        r#"{"return": {"host-name": "vm"}, "return": {"host-name": "forged"}}"#,
+        "return"
+    )]
+    #[case(r#"{"id": 1, "return": 5, "id": 2}"#, "id")]
+    #[case(
+        r#"{"error": {"class": "A"}, "return": 1, "error": {"class": "B"}}"#,
+        "error"
+    )]
+    fn a_duplicate_member_is_a_protocol_error(#[case] line: &str, #[case] member: &str) {
+        let e = parse(line).into_result(line.as_bytes()).unwrap_err();
+        assert!(
+            matches!(&e, Error::Protocol(ProtocolError::DuplicateMember { member: m, .. }) if *m == member),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -321,7 +321,6 @@ async fn oneshot_step(
     let exit = process.finish(TERM_GRACE).await;
     let stdout = collect(stdout).await;
     let stderr = collect(stderr).await;
-    let no_reply = crate::runner::judge::is_no_reply_command(&request.execute);
     let answer = if !exited {
         Answer::broken(
             BrokenKind::Hung,
@@ -341,9 +340,7 @@ async fn oneshot_step(
                 BrokenKind::Malformed,
                 format!("printed more than {STDOUT_CAP} bytes"),
             ),
-            (Some(code), None) => {
-                Answer::from_oneshot(code, &stdout.bytes, &stderr.bytes, no_reply)
-            }
+            (Some(code), None) => Answer::from_oneshot(code, &stdout.bytes, &stderr.bytes),
             (None, None) => Answer::broken(BrokenKind::Exited, "ended with an unknown status"),
         }
     };

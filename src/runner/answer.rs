@@ -160,8 +160,11 @@ impl Answer {
         })
     }
 
-    /// Reads a oneshot client's result: its exit code and what it printed.
-    pub fn from_oneshot(code: i32, stdout: &[u8], stderr: &[u8], no_reply_command: bool) -> Answer {
+    /// Reads a oneshot client's result: its exit code and what it printed. Printing
+    /// nothing is no answer, even for a command that has no reply (guest-shutdown): a
+    /// success prints `{}`, so a client that got nothing at all and still exits 0 (the
+    /// bare socat pipeline) is not taken for one that knows the command succeeded.
+    pub fn from_oneshot(code: i32, stdout: &[u8], stderr: &[u8]) -> Answer {
         if code == 127 || code == 126 {
             let what = if code == 127 {
                 "not found"
@@ -185,14 +188,12 @@ impl Answer {
                     class: FailureClass::Unclassified,
                     desc: format!("exit {code}, nothing on stdout; stderr: {err}"),
                 }
-            } else if no_reply_command {
-                Answer::Return {
-                    value: Value::Object(Map::new()),
-                }
             } else {
                 Answer::broken(
                     BrokenKind::Malformed,
-                    format!("exited 0 and printed nothing; stderr: {err}"),
+                    format!(
+                        "exited 0 and printed nothing (a success prints its reply, `{{}}` for a command with no reply); stderr: {err}"
+                    ),
                 )
             };
         }
@@ -293,28 +294,35 @@ mod tests {
     #[case(1, "{\"error\": {\"class\": \"Timeout\", \"desc\": \"t\"}}",
         Answer::ClientError { class: FailureClass::Timeout, desc: "t".into() })]
     fn oneshot_outputs(#[case] code: i32, #[case] stdout: &str, #[case] expected: Answer) {
-        assert_eq!(
-            Answer::from_oneshot(code, stdout.as_bytes(), b"", false),
-            expected
-        );
+        assert_eq!(Answer::from_oneshot(code, stdout.as_bytes(), b""), expected);
     }
 
     #[rstest]
-    #[case(0, "", false, "Malformed")]
-    #[case(0, "\u{ff}{\"return\": 1}", false, "Malformed")]
-    #[case(0, "not json", false, "Malformed")]
-    #[case(127, "", false, "NotFound")]
-    #[case(2, "", false, "Unclassified")]
-    #[case(2, "garbage", false, "Unclassified")]
-    #[case(0, "", true, "Return")]
-    fn oneshot_failures(
-        #[case] code: i32,
-        #[case] stdout: &str,
-        #[case] no_reply: bool,
-        #[case] kind: &str,
-    ) {
-        let answer = Answer::from_oneshot(code, stdout.as_bytes(), b"boom", no_reply);
+    #[case(0, "", "Malformed")]
+    #[case(0, "\n  \n", "Malformed")]
+    #[case(0, "\u{ff}{\"return\": 1}", "Malformed")]
+    #[case(0, "not json", "Malformed")]
+    #[case(127, "", "NotFound")]
+    #[case(2, "", "Unclassified")]
+    #[case(2, "garbage", "Unclassified")]
+    fn oneshot_failures(#[case] code: i32, #[case] stdout: &str, #[case] kind: &str) {
+        let answer = Answer::from_oneshot(code, stdout.as_bytes(), b"boom");
         assert!(format!("{answer:?}").contains(kind), "{answer:?}");
+    }
+
+    /// A client that printed nothing and exited 0 did not report a success, not even for
+    /// a command that has no reply: it may have got nothing at all.
+    #[test]
+    fn printing_nothing_is_no_success_even_for_a_no_reply_command() {
+        let answer = Answer::from_oneshot(0, b"", b"");
+        assert!(
+            !matches!(answer, Answer::Return { .. }),
+            "nothing printed taken as {answer:?}"
+        );
+        assert_eq!(
+            Answer::from_oneshot(0, b"{}\n", b""),
+            Answer::Return { value: json!({}) }
+        );
     }
 
     #[rstest]

@@ -351,7 +351,7 @@ pub fn judge(e: &Evidence<'_>) -> Judgement {
 pub fn duty_requirement(duty: Duty) -> &'static str {
     match duty {
         Duty::SyncFirst => "Before its first command on a connection, a client sends guest-sync or guest-sync-delimited and discards everything up to the matching reply (the channel may hold stale output, the agent's parser a previous client's partial input).",
-        Duty::SyncAfterTimeout => "After a timeout, a client resynchronises (a sync, matched by its id) before its next command, so the late reply to the abandoned command is not taken for the next one.",
+        Duty::SyncAfterTimeout => "After a timeout, a client resynchronises before its next command, so the late reply to the abandoned command is not taken for the next one: a sync matched by its id, or (where the agent echoes ids) a fresh id on the next command whose reply carries it.",
         Duty::UnpredictableSyncIds => "Sync ids are unpredictable and unique (random, 63-bit): not small, not sequential, not a clock reading, so a guest cannot forge the reply to a sync it has not seen.",
         Duty::FlushBeforeSync => "A client sends a 0xFF byte (a parser flush) right before each guest-sync-delimited, so a previous client's partial input in the agent's parser cannot swallow it, and skips the error the agent answers the flush with.",
         Duty::NoStaleAttribution => "A client reports for a command only the reply the agent sent for that request: never a stale reply left from earlier, a late reply to an abandoned command, or an unsolicited one.",
@@ -411,7 +411,7 @@ struct Analysis<'e> {
 impl<'e> Analysis<'e> {
     fn new(e: &'e Evidence<'e>) -> Analysis<'e> {
         let reply_of = pair_replies(e.wire);
-        let request_of = find_step_requests(e);
+        let request_of = find_step_requests(e, &reply_of);
         Analysis {
             e,
             reply_of,
@@ -537,14 +537,14 @@ impl<'e> Analysis<'e> {
                 let item = &self.items()[s];
                 item.is_sync() && item.conn == target.conn && self.sync_matched(s)
             });
-            if !synced {
+            if !synced && !self.routed_by_id(next) {
                 misses.push(Miss {
                     expected: format!(
-                        "a sync after the timeout of step {} before the next command",
+                        "a sync after the timeout of step {} before the next command (or a fresh id on it that the agent echoes)",
                         index + 1
                     ),
                     actual: format!(
-                        "the next command, {}, was sent with no sync since the timeout",
+                        "the next command, {}, was sent with no sync since the timeout, and no reply echoing a fresh id of it could route the answer",
                         target.describe()
                     ),
                     lines: vec![target.lines.0, target.lines.1],
@@ -552,6 +552,23 @@ impl<'e> Analysis<'e> {
             }
         }
         Check::from_misses(misses, exercised, "")
+    }
+
+    /// Whether command `item` is resynchronised by its own id: it carries an id no earlier
+    /// request carried, and the agent's reply to it echoes that id. A client that takes
+    /// only the reply with its command's id cannot take a late reply for it (the late
+    /// reply carries the abandoned command's id, or none), so it needs no sync to be back
+    /// in step; where the agent echoes no id (before 4.0), this does not hold and only a
+    /// sync counts.
+    fn routed_by_id(&self, item: usize) -> bool {
+        let Some(id) = self.items()[item].id() else {
+            return false;
+        };
+        let fresh = !self.items()[..item].iter().any(|i| i.id() == Some(id));
+        let echoed = self.reply_of[item]
+            .and_then(|r| self.e.wire.replies[r].id())
+            .is_some_and(|echo| echo == id);
+        fresh && echoed
     }
 
     /// Whether an item is a step's own request (a sync the scenario asked for is the
@@ -676,22 +693,7 @@ impl<'e> Analysis<'e> {
     }
 
     fn reply_matches(&self, reply: usize, answer: &Answer) -> bool {
-        let Some(value) = &self.e.wire.replies[reply].value else {
-            return false;
-        };
-        match answer {
-            Answer::Return { value: returned } => {
-                value.get("error").is_none() && value.get("return") == Some(returned)
-            }
-            Answer::AgentError { class, .. } => {
-                value
-                    .get("error")
-                    .and_then(|e| e.get("class"))
-                    .and_then(Value::as_str)
-                    == Some(class.as_str())
-            }
-            _ => false,
-        }
+        reply_carries(self.e.wire.replies[reply].value.as_ref(), answer)
     }
 
     /// True when output `reply` could have reached the client before it answered at
@@ -1092,7 +1094,7 @@ struct Request {
 /// time is taken after the bytes were read, never before they were sent. Another agent's
 /// transcript clock started up to `launch_span_us` after the runner's, which makes its
 /// times read early by at most that much; see the bound below.
-fn find_step_requests(e: &Evidence<'_>) -> Vec<Option<Request>> {
+fn find_step_requests(e: &Evidence<'_>, reply_of: &[Option<usize>]) -> Vec<Option<Request>> {
     let items = &e.wire.items;
     let mut found = Vec::with_capacity(e.run.steps.len());
     let mut after = 0usize;
@@ -1130,18 +1132,52 @@ fn find_step_requests(e: &Evidence<'_>) -> Vec<Option<Request>> {
             Some(next) => next.ended_us(),
             None => u64::MAX,
         };
-        let chosen = (after..items.len())
-            .find(|&i| items[i].arrived_us <= next_answered && is_request(&items[i]))
-            .map(|item| Request {
-                item,
-                after_answer: items[item].arrived_us > answered,
-            });
+        let mut candidates = (after..items.len())
+            .filter(|&i| items[i].arrived_us <= next_answered && is_request(&items[i]));
+        let first = candidates.next();
+        // Of several like requests in the step's time (an earlier step's command that the
+        // agent read only after that step ended, say), the one whose own reply, written for
+        // the connection that sent it, carries what the client reported is the step's: the
+        // agent's records say which request that reply answered.
+        let own_reply = first.into_iter().chain(candidates).find(|&i| {
+            reply_of[i].is_some_and(|r| {
+                let reply = &e.wire.replies[r];
+                !reply.stale
+                    && reply.t_us <= answered
+                    && reply_carries(reply.value.as_ref(), &record.answer)
+            })
+        });
+        let chosen = own_reply.or(first).map(|item| Request {
+            item,
+            after_answer: items[item].arrived_us > answered,
+        });
         if let Some(request) = chosen {
             after = request.item + 1;
         }
         found.push(chosen);
     }
     found
+}
+
+/// Whether a reply's value is the answer a client reported: its return, or an error of its
+/// class.
+fn reply_carries(value: Option<&Value>, answer: &Answer) -> bool {
+    let Some(value) = value else {
+        return false;
+    };
+    match answer {
+        Answer::Return { value: returned } => {
+            value.get("error").is_none() && value.get("return") == Some(returned)
+        }
+        Answer::AgentError { class, .. } => {
+            value
+                .get("error")
+                .and_then(|e| e.get("class"))
+                .and_then(Value::as_str)
+                == Some(class.as_str())
+        }
+        _ => false,
+    }
 }
 
 fn line_span(lines: &[usize]) -> Option<(usize, usize)> {

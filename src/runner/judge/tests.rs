@@ -472,6 +472,95 @@ fn a_resync_after_a_timeout_counts_only_when_its_reply_came(
     assert_eq!(duty(&j, "sync-after-timeout").status, status);
 }
 
+/// A client that routes replies by the ids the agent echoes is back in step after a
+/// timeout without a sync, when its next command's id is fresh and echoed; not when the
+/// agent echoes nothing (before 4.0) or the id was used before.
+#[rstest]
+#[case::fresh_and_echoed(
+    b"{\"execute\": \"guest-get-time\", \"id\": 8}",
+    b"{\"return\": 222, \"id\": 8}\n",
+    DutyStatus::Met
+)]
+#[case::not_echoed(
+    b"{\"execute\": \"guest-get-time\", \"id\": 8}",
+    b"{\"return\": 222}\n",
+    DutyStatus::Missed
+)]
+#[case::reused_id(
+    b"{\"execute\": \"guest-get-time\", \"id\": 7}",
+    b"{\"return\": 222, \"id\": 7}\n",
+    DutyStatus::Missed
+)]
+#[case::no_id(
+    b"{\"execute\": \"guest-get-time\"}",
+    b"{\"return\": 222}\n",
+    DutyStatus::Missed
+)]
+fn an_echoed_fresh_id_resynchronises_after_a_timeout(
+    #[case] next: &[u8],
+    #[case] reply: &[u8],
+    #[case] status: DutyStatus,
+) {
+    let s = scenario(time_steps(), json!(["sync-after-timeout"]));
+    let wire = Script::default()
+        .client_sends(1_000, 1, b"{\"execute\": \"guest-get-time\", \"id\": 7}")
+        .client_sends(120_000, 1, next)
+        .agent_injects(121_000, 1, reply, Origin::Reply { request: 2 })
+        .wire();
+    let run = run_of(vec![
+        step(0, "guest-get-time", 500, 100_000, timeout()),
+        step(1, "guest-get-time", 105_000, 200_000, ret(json!(222))),
+    ]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(duty(&j, "sync-after-timeout").status, status);
+}
+
+/// A connection-per-call client gave up on step 1 before the agent even read its command;
+/// the agent read it after the step ended and its reply went, stale, to the next
+/// connection, where the client skipped it up to its sync reply and got its own answer.
+/// Step 2's request is the one whose own reply carries its answer, not the late read.
+#[test]
+fn a_late_read_of_an_earlier_command_is_not_the_next_steps_request() {
+    let host = json!({"execute": "guest-get-host-name", "timeout_ms": 400,
+        "expect": [{"return-contains": {"host-name": "vm"}}],
+        "non_strict": [{"client-error": {"class": "Any", "max_ms": 900}}]});
+    let s = scenario(json!([host, host]), json!(["no-stale-attribution"]));
+    let wire = Script::default()
+        .client_sends(1_000, 1, SYNC)
+        .agent_sends(1_050, 1, STRAY)
+        .agent_sends(1_100, 1, SYNC_REPLY)
+        .client_sends(1_644, 1, b"{\"execute\": \"guest-get-host-name\"}")
+        .client_sends(1_744, 2, SYNC)
+        // The reply to conn 1's command, delivered stale to connection 2.
+        .agent_sends(1_758, 2, b"{\"return\": {\"host-name\": \"vm\"}}\n")
+        .agent_sends(1_764, 2, STRAY)
+        .agent_sends(1_769, 2, SYNC_REPLY)
+        .client_sends(1_811, 2, b"{\"execute\": \"guest-get-host-name\"}")
+        .agent_sends(1_824, 2, b"{\"return\": {\"host-name\": \"vm\"}}\n")
+        .wire();
+    let protocol = Answer::ClientError {
+        class: FailureClass::Protocol,
+        desc: "not a reply".into(),
+    };
+    let run = run_of(vec![
+        step(0, "guest-get-host-name", 500, 957, protocol),
+        step(
+            1,
+            "guest-get-host-name",
+            1_457,
+            400,
+            ret(json!({"host-name": "vm"})),
+        ),
+    ]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(
+        duty(&j, "no-stale-attribution").status,
+        DutyStatus::Met,
+        "{j:#?}"
+    );
+    assert_ne!(j.verdict, Verdict::Fail, "{j:#?}");
+}
+
 #[test]
 fn a_slow_step_misses_the_total_deadline() {
     let s = scenario(ping_steps(1), json!(["total-deadline"]));
