@@ -36,7 +36,8 @@ const NO_HOST_RETRY: Duration = Duration::from_millis(100);
 /// The guest's end of the agent port.
 #[derive(Debug)]
 pub(crate) struct PortDevice {
-    device: AsyncFd<OwnedFd>,
+    /// Always `Some` between calls; taken only to register the descriptor afresh.
+    device: Option<AsyncFd<OwnedFd>>,
     port: Arc<Port>,
     transcript: Option<Transcript>,
     status: StatusBoard,
@@ -51,7 +52,7 @@ impl PortDevice {
         status: StatusBoard,
     ) -> Self {
         Self {
-            device,
+            device: Some(device),
             port,
             transcript,
             status,
@@ -61,12 +62,12 @@ impl PortDevice {
     /// Moves bytes both ways for as long as the VM runs (until dropped). An I/O error other
     /// than "try again" is recorded and retried after a pause: the device does not go away
     /// while the guest runs.
-    pub(crate) async fn run(self) -> Infallible {
+    pub(crate) async fn run(mut self) -> Infallible {
         let number = self.status.connected();
         self.transcript
             .conn_event(number, "connected", Some("the guest's port device".into()));
         self.port.host_connected(false);
-        let fd = self.device.get_ref().as_raw_fd();
+        let fd = self.device().get_ref().as_raw_fd();
         // Offsets in everything read from and written to the device.
         let mut read_at: u64 = 0;
         let mut written_at: u64 = 0;
@@ -149,18 +150,54 @@ impl PortDevice {
                     continue;
                 }
             };
+            let mut closed = false;
             tokio::select! {
                 biased;
-                ready = self.device.ready(interest) => {
+                ready = self.device().ready(interest) => {
                     if let Ok(mut guard) = ready {
+                        let seen = guard.ready();
+                        closed = seen.is_read_closed() || seen.is_write_closed();
                         // Tried already and found nothing: wait for a new edge.
                         guard.clear_ready();
                     }
                 }
                 () = self.port.host_notified() => {}
-                // A hang-up between the check and the wait shows as readiness anyway; this
-                // only bounds a wait the driver never ends.
+                // Only bounds a wait the driver never ends.
                 () = tokio::time::sleep(NO_HOST_RETRY) => {}
+            }
+            if closed && !host_absent(fd) {
+                // tokio never clears a hang-up it saw (while no host was connected): a
+                // fresh registration forgets it, or every wait would return at once.
+                self.register_afresh();
+            }
+        }
+    }
+
+    fn device(&self) -> &AsyncFd<OwnedFd> {
+        self.device.as_ref().expect("the device is registered")
+    }
+
+    fn register_afresh(&mut self) {
+        let Some(old) = self.device.take() else {
+            return;
+        };
+        let fd = old.into_inner();
+        // SAFETY: as in `open_port_device`: an OwnedFd, owned by the AsyncFd.
+        match unsafe {
+            AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE)
+        } {
+            Ok(device) => self.device = Some(device),
+            Err(e) => {
+                // Registering the same descriptor again only fails when the runtime is
+                // going away; keep serving by polling.
+                self.transcript
+                    .event("port-device-error", Some(format!("register: {e}")));
+                let (fd, _) = e.into_parts();
+                // SAFETY: as above.
+                self.device = unsafe {
+                    AsyncFd::register_with_interest(fd, Interest::READABLE | Interest::WRITABLE)
+                }
+                .ok();
             }
         }
     }

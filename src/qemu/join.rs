@@ -322,6 +322,12 @@ pub fn join_records(host: &[Value], guest: &[Value], offset_us: i64) -> Vec<Valu
                     *t = rt;
                 }
             }
+            // It takes back a request the agent recorded before: it must come after it.
+            Some("request-unread") => {
+                if let Some(&rt) = request_t.get(&r) {
+                    *t = (*t).max(rt);
+                }
+            }
             _ => {}
         }
         value["t_us"] = (*t).into();
@@ -452,6 +458,32 @@ mod tests {
         );
         assert!(position(&second) < position(&second_reply));
         assert!(position(&find("request", 1, "request")) < position(&first_reply));
+    }
+
+    /// A request the agent died before reading is taken back after it was recorded, even
+    /// when the guest's clock would put the taking-back first.
+    #[test]
+    fn a_request_taken_back_comes_after_the_request() {
+        let host = vec![
+            json!({"t_us": 0, "event": "mock-started"}),
+            json!({"t_us": 100, "conn": 1, "dir": "in", "text": "{\"execute\":\"guest-ping\"}"}),
+        ];
+        let guest = vec![
+            json!({"t_us": 0, "conn": 1, "dir": "in", "at": 0, "text": "{\"execute\":\"guest-ping\"}"}),
+            json!({"t_us": 10, "event": "request", "request": 1, "conn": 1, "input": [{"conn": 1, "from": 0, "to": 24}], "command": "guest-ping"}),
+            json!({"t_us": 20, "event": "request-unread", "request": 1}),
+        ];
+        let joined = join_records(&host, &guest, 0);
+        let events: Vec<_> = joined.iter().map(|r| r["event"].clone()).collect();
+        assert_eq!(
+            events,
+            vec![
+                json!("mock-started"),
+                Value::Null,
+                json!("request"),
+                json!("request-unread")
+            ]
+        );
     }
 
     #[test]

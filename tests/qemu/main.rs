@@ -2,5 +2,6 @@
 //! chardev and virtio-serial and the control port.
 
 mod cli;
+mod mock_inside;
 mod real_agent;
 mod support;
