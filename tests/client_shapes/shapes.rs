@@ -263,6 +263,18 @@ impl Conn {
         Ok(())
     }
 
+    /// Reads what the socket holds now, keeping it; false when the agent closed it.
+    fn still_open(&mut self) -> bool {
+        loop {
+            match self.stream.try_read(&mut self.chunk) {
+                Ok(0) => return false,
+                Ok(n) => self.buf.extend_from_slice(&self.chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
     fn clear(&mut self) {
         self.buf.clear();
         self.scanned = 0;
@@ -585,6 +597,11 @@ impl Session {
         arguments: &Map<String, Value>,
         deadline: Instant,
     ) -> Outcome<Value> {
+        // A connection the agent closed between calls (a unix-listen agent that died) is
+        // replaced before anything is written to it, as a closed socket shows at once.
+        if self.conn.as_mut().is_some_and(|conn| !conn.still_open()) {
+            self.conn = None;
+        }
         if self.conn.is_none() {
             self.conn = Some(Conn::open(&self.path, deadline).await?);
         }
