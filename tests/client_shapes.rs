@@ -85,11 +85,18 @@ const LIBVIRT: Shape = Shape {
         lenient("*", "duty unpredictable-sync-ids", "the sync id is the clock in milliseconds"),
     ],
     expected_non_strict: &[],
-    may_fail: &[fail(
-        "hostile.16",
-        "duty no-stale-attribution",
-        "a duplicate reply that arrives between calls is dropped, as libvirt's event loop drops it; one that arrives after the next command was written is that command's next reply",
-    )],
+    may_fail: &[
+        fail(
+            "hostile.16",
+            "duty no-stale-attribution",
+            "a duplicate reply that arrives between calls is dropped, as libvirt's event loop drops it; one that arrives after the next command was written is that command's next reply",
+        ),
+        fail(
+            "hostile.30",
+            "duty no-stale-attribution",
+            "an id-less error that arrives between calls is dropped; one that arrives after the next command was written is that command's next reply",
+        ),
+    ],
 };
 
 const PROXMOX: Shape = Shape {

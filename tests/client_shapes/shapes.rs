@@ -263,6 +263,18 @@ impl Conn {
         Ok(())
     }
 
+    /// Reads what the socket holds now, keeping it; false when the agent closed it.
+    fn still_open(&mut self) -> bool {
+        loop {
+            match self.stream.try_read(&mut self.chunk) {
+                Ok(0) => return false,
+                Ok(n) => self.buf.extend_from_slice(&self.chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
     fn clear(&mut self) {
         self.buf.clear();
         self.scanned = 0;
@@ -466,7 +478,15 @@ impl Session {
             self.in_sync = false;
         }
         if !self.in_sync {
-            self.libvirt_sync(deadline).await?;
+            if let Err(fail) = self.libvirt_sync(deadline).await {
+                if !fail.lost || Instant::now() >= deadline {
+                    return Err(fail);
+                }
+                // Lost before the command was written (a unix-listen agent that died with
+                // the connection open): a new connection repeats nothing.
+                self.conn = Some(Conn::open(&self.path, deadline).await?);
+                self.libvirt_sync(deadline).await?;
+            }
         }
         let line = request_line(name, arguments, false, None);
         let no_reply = NO_REPLY.contains(&name);
@@ -577,6 +597,11 @@ impl Session {
         arguments: &Map<String, Value>,
         deadline: Instant,
     ) -> Outcome<Value> {
+        // A connection the agent closed between calls (a unix-listen agent that died) is
+        // replaced before anything is written to it, as a closed socket shows at once.
+        if self.conn.as_mut().is_some_and(|conn| !conn.still_open()) {
+            self.conn = None;
+        }
         if self.conn.is_none() {
             self.conn = Some(Conn::open(&self.path, deadline).await?);
         }
@@ -660,11 +685,15 @@ impl Session {
         arguments: &Map<String, Value>,
         deadline: Instant,
     ) -> Outcome<Value> {
-        if self.conn.is_none() {
+        while self.conn.is_none() {
             let mut conn = Conn::open(&self.path, deadline).await?;
-            // A connection whose sync failed is not kept: the next call starts over.
-            delimited_sync(&mut conn, deadline).await?;
-            self.conn = Some(conn);
+            // A connection whose sync failed is not kept: the next call starts over, or
+            // this one, when the connection was lost before the command was written.
+            match delimited_sync(&mut conn, deadline).await {
+                Ok(()) => self.conn = Some(conn),
+                Err(fail) if fail.lost && Instant::now() < deadline => continue,
+                Err(fail) => return Err(fail),
+            }
         }
         let conn = self.conn.as_mut().expect("connected");
         let cid = random_id();
