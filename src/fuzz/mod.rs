@@ -2,17 +2,17 @@
 //! `fuzz/` call, and that the corpus regression tests replay on stable Rust.
 //!
 //! Each `check` function takes the raw bytes a fuzzer hands a target, turns them into a
-//! structured case with [`arbitrary`], runs the code under test and panics with a message
+//! structured case with `arbitrary`, runs the code under test and panics with a message
 //! when an oracle is broken. Every function is deterministic in its input, so a crash
 //! input replays exactly.
 //!
-//! - [`wire`]: the lexer/streamer (chunking does not matter, 0xFF recovery frames the
+//! - `wire`: the lexer/streamer (chunking does not matter, 0xFF recovery frames the
 //!   values that follow as written, the writer's output reads back to the same bytes).
-//! - [`dispatch`]: the agent's dispatch over arbitrary requests (one reply or none, as
+//! - `dispatch`: the agent's dispatch over arbitrary requests (one reply or none, as
 //!   qemu-ga's rules say; every reply one well-formed line).
-//! - [`loaders`]: the scenario, profile and `--fault` spec loaders (no panic; every error
+//! - `loaders`: the scenario, profile and `--fault` spec loaders (no panic; every error
 //!   located).
-//! - [`client`]: the reference client against a hostile in-memory agent whose every
+//! - `client`: the reference client against a hostile in-memory agent whose every
 //!   output is known (the true answer, or a foreign one), under tokio's paused clock.
 //!
 //! - [`campaign`]: `qga-harness fuzz`, hostile-guest campaigns against any client

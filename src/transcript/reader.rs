@@ -227,9 +227,9 @@ pub struct Wire {
     /// The transcript holds the agent's request or output records (a mock's does; a
     /// recording of bytes only, such as the front of a real agent, does not).
     pub has_agent_records: bool,
-    /// Every write each way (the first [`MAX_WRITES`]).
+    /// Every write each way (the first 50,000).
     pub writes: Vec<WriteRecord>,
-    /// Writes beyond [`MAX_WRITES`], counted only.
+    /// Writes beyond the first 50,000, counted only.
     pub writes_dropped: usize,
     /// Bytes on the wire that no request or output record covers: input the agent never
     /// read (it died, hung, or the case ended first), or everything when the transcript
