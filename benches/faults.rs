@@ -16,14 +16,12 @@
 //! 20,000), `QGA_BENCH_PIPELINED` (requests per pipelined run, default 50,000) and
 //! `QGA_BENCH_ROUNDS` (default 10).
 
-use std::io::{Read, Write};
+use std::ffi::OsString;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-const PING: &[u8] = br#"{"execute":"guest-ping"}"#;
-const MOCK_BINARY: &str = env!("CARGO_BIN_EXE_qga-harness");
+mod common;
+use common::{env_usize, percentile, pipelined, sequential, verdict, MockProcess};
 
 /// Commands a ping never is.
 const OTHER_COMMANDS: &[&str] = &[
@@ -77,13 +75,6 @@ const OTHER_GLOBS: &[&str] = &[
     "guest-get-d*",
 ];
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// The rule sets, as `--fault` specs.
 fn rule_sets() -> Vec<(&'static str, Vec<String>)> {
     let other = |i: usize| format!("{}:hang", OTHER_COMMANDS[i % OTHER_COMMANDS.len()]);
@@ -109,126 +100,18 @@ fn rule_sets() -> Vec<(&'static str, Vec<String>)> {
     ]
 }
 
-/// `qga-harness mock` with a rule set, killed when dropped.
-struct MockProcess {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl MockProcess {
-    fn start(rules: &[String]) -> MockProcess {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("qga.sock");
-        let scenario = dir.path().join("rules.json");
-        let faults: Vec<serde_json::Value> = rules.iter().map(|r| r.as_str().into()).collect();
-        let text = serde_json::json!({
-            "id": "bench.1",
-            "title": "rules that do not fire",
-            "requirement": "none",
-            "agent": {"faults": faults},
-        });
-        std::fs::write(&scenario, text.to_string()).expect("write the rules");
-        let child = Command::new(MOCK_BINARY)
-            .args(["mock", "--socket"])
-            .arg(&socket)
-            .arg("--scenario")
-            .arg(&scenario)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn qga-harness mock");
-        let mut mock = MockProcess {
-            child,
-            socket,
-            _dir: dir,
-        };
-        mock.wait_ready();
-        mock
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // Waiting for the socket to accept, not synchronising with a peer: the probe
-        // connection carries no bytes.
-        while UnixStream::connect(&self.socket).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("qga-harness mock exited at start: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the mock did not listen within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for MockProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `n` sequential round trips on one connection; each sample in nanoseconds.
-fn sequential(stream: &mut UnixStream, n: usize, samples: &mut Vec<u64>) {
-    let mut buf = [0u8; 256];
-    for _ in 0..n {
-        let start = Instant::now();
-        stream.write_all(PING).expect("write");
-        loop {
-            let got = stream.read(&mut buf).expect("read");
-            assert!(got > 0, "EOF during the benchmark");
-            if buf[got - 1] == b'\n' {
-                break;
-            }
-        }
-        samples.push(start.elapsed().as_nanos() as u64);
-    }
-}
-
-/// Requests per second with a writer and a reader running at once.
-fn pipelined(socket: &Path, n: usize) -> f64 {
-    let stream = UnixStream::connect(socket).expect("connect");
-    let mut reader = stream.try_clone().expect("clone");
-    let mut writer = stream;
-    let start = Instant::now();
-    let writing = std::thread::spawn(move || {
-        const BATCH: usize = 64;
-        let chunk: Vec<u8> = PING.repeat(BATCH);
-        let mut sent = 0;
-        while sent < n {
-            let k = BATCH.min(n - sent);
-            writer.write_all(&chunk[..k * PING.len()]).expect("write");
-            sent += k;
-        }
-        writer
+/// `--scenario FILE` with `rules` as its agent's faults, the file written into `dir`.
+fn scenario_args(dir: &Path, rules: &[String]) -> Vec<OsString> {
+    let scenario = dir.join("rules.json");
+    let faults: Vec<serde_json::Value> = rules.iter().map(|r| r.as_str().into()).collect();
+    let text = serde_json::json!({
+        "id": "bench.1",
+        "title": "rules that do not fire",
+        "requirement": "none",
+        "agent": {"faults": faults},
     });
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut replies = 0;
-    while replies < n {
-        let got = reader.read(&mut buf).expect("read");
-        assert!(got > 0, "EOF during the benchmark");
-        replies += buf[..got].iter().filter(|&&b| b == b'\n').count();
-    }
-    let elapsed = start.elapsed();
-    drop(writing.join().expect("writer thread"));
-    n as f64 / elapsed.as_secs_f64()
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[at.min(sorted.len() - 1)] as f64 / 1000.0
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "MISSED"
-    }
+    std::fs::write(&scenario, text.to_string()).expect("write the rules");
+    vec!["--scenario".into(), scenario.into()]
 }
 
 fn main() {
@@ -239,7 +122,7 @@ fn main() {
     let sets = rule_sets();
     let mocks: Vec<MockProcess> = sets
         .iter()
-        .map(|(_, rules)| MockProcess::start(rules))
+        .map(|(_, rules)| MockProcess::start(|dir| scenario_args(dir, rules)))
         .collect();
     let mut samples: Vec<Vec<u64>> = vec![Vec::with_capacity(sequential_n); sets.len()];
     let mut best_rate = vec![0f64; sets.len()];

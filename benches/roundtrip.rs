@@ -16,79 +16,13 @@
 //! Sizes can be changed with `QGA_BENCH_SEQUENTIAL`, `QGA_BENCH_PIPELINED` and
 //! `QGA_BENCH_ROUNDS`.
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+
+mod common;
+use common::{env_usize, percentile, pipelined, sequential, verdict, MockProcess};
 
 use qga_harness::real_agent::RealAgent;
-
-const PING: &[u8] = br#"{"execute":"guest-ping"}"#;
-const MOCK_BINARY: &str = env!("CARGO_BIN_EXE_qga-harness");
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// `qga-harness mock` as a child process, killed when dropped.
-struct MockProcess {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl MockProcess {
-    fn start(transport: &str) -> MockProcess {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("qga.sock");
-        let child = Command::new(MOCK_BINARY)
-            .args(["mock", "--transport", transport, "--socket"])
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn qga-harness mock");
-        let mut mock = MockProcess {
-            child,
-            socket,
-            _dir: dir,
-        };
-        mock.wait_ready();
-        mock
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // Waiting for a file to appear, not synchronising with a peer: the probe
-        // connection carries no bytes.
-        while UnixStream::connect(&self.socket).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("qga-harness mock exited at start: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the mock did not listen within 10 s"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for MockProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A /proc/PID/status field in KiB.
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
@@ -100,63 +34,6 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
-}
-
-fn connect(socket: &Path) -> UnixStream {
-    // On virtio-serial the probe connection of the start-up check may still be being
-    // dropped; connect() itself always succeeds at once.
-    UnixStream::connect(socket).expect("connect")
-}
-
-/// `n` sequential round trips on one connection; each sample in nanoseconds.
-fn sequential(stream: &mut UnixStream, n: usize, samples: &mut Vec<u64>) {
-    let mut buf = [0u8; 256];
-    for _ in 0..n {
-        let start = Instant::now();
-        stream.write_all(PING).expect("write");
-        loop {
-            let got = stream.read(&mut buf).expect("read");
-            assert!(got > 0, "EOF during the benchmark");
-            if buf[got - 1] == b'\n' {
-                break;
-            }
-        }
-        samples.push(start.elapsed().as_nanos() as u64);
-    }
-}
-
-/// Requests per second with a writer and a reader running at once.
-fn pipelined(socket: &Path, n: usize) -> f64 {
-    let stream = connect(socket);
-    let mut reader = stream.try_clone().expect("clone");
-    let mut writer = stream;
-    let start = Instant::now();
-    let writing = std::thread::spawn(move || {
-        const BATCH: usize = 64;
-        let chunk: Vec<u8> = PING.repeat(BATCH);
-        let mut sent = 0;
-        while sent < n {
-            let k = BATCH.min(n - sent);
-            writer.write_all(&chunk[..k * PING.len()]).expect("write");
-            sent += k;
-        }
-        writer
-    });
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut replies = 0;
-    while replies < n {
-        let got = reader.read(&mut buf).expect("read");
-        assert!(got > 0, "EOF during the benchmark");
-        replies += buf[..got].iter().filter(|&&b| b == b'\n').count();
-    }
-    let elapsed = start.elapsed();
-    drop(writing.join().expect("writer thread"));
-    n as f64 / elapsed.as_secs_f64()
-}
-
-fn percentile(sorted: &[u64], p: f64) -> f64 {
-    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[at.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
 struct Figures {
@@ -179,8 +56,8 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let virtio = MockProcess::start("virtio-serial");
-    let listen = MockProcess::start("unix-listen");
+    let virtio = MockProcess::start(|_| vec!["--transport".into(), "virtio-serial".into()]);
+    let listen = MockProcess::start(|_| vec!["--transport".into(), "unix-listen".into()]);
     let idle_rss_kib = status_kib(virtio.pid(), "VmRSS:").unwrap_or(0);
 
     let agents: [(&str, &Path); 3] = [
@@ -193,7 +70,7 @@ fn main() {
     let block = sequential_n.div_ceil(rounds);
     for round in 0..rounds {
         for (i, (_, socket)) in agents.iter().enumerate() {
-            let mut stream = connect(socket);
+            let mut stream = UnixStream::connect(socket).expect("connect");
             // Warm-up, not measured.
             let mut discard = Vec::new();
             sequential(&mut stream, 200, &mut discard);
@@ -263,12 +140,4 @@ fn main() {
         idle_rss_kib as f64 / 1024.0,
         verdict(idle_rss_kib > 0 && idle_rss_kib <= 8 * 1024),
     );
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "MISSED"
-    }
 }

@@ -17,68 +17,15 @@
 //! real, unpinned ≤ 1.0× real, CPU per request ≤ real's in both. The load average is
 //! printed with the figures: on a loaded machine cores never sleep and the ratios differ.
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+
+mod common;
+use common::{env_usize, sequential, verdict, MockProcess};
 
 use qga_harness::real_agent::RealAgent;
 
-const PING: &[u8] = br#"{"execute":"guest-ping"}"#;
-const MOCK_BINARY: &str = env!("CARGO_BIN_EXE_qga-harness");
 const WARM_UP: usize = 200;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// `qga-harness mock` as a child process, killed when dropped.
-struct MockProcess {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl MockProcess {
-    fn start() -> MockProcess {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("qga.sock");
-        let child = Command::new(MOCK_BINARY)
-            .args(["mock", "--socket"])
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn qga-harness mock");
-        let mut mock = MockProcess {
-            child,
-            socket,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        // Waiting for a file to appear, not synchronising with a peer.
-        while !mock.socket.exists() {
-            if let Ok(Some(status)) = mock.child.try_wait() {
-                panic!("qga-harness mock exited at start: {status}");
-            }
-            assert!(Instant::now() < deadline, "the mock did not listen in 10 s");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        mock
-    }
-}
-
-impl Drop for MockProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The threads of process `pid`.
 fn threads(pid: u32) -> Vec<i32> {
@@ -135,23 +82,6 @@ fn online_cpus() -> usize {
 fn set_process_affinity(pid: u32, cpus: Option<&[usize]>) {
     for tid in threads(pid) {
         set_affinity(tid, cpus);
-    }
-}
-
-/// `n` sequential round trips on one connection; each sample in nanoseconds.
-fn sequential(stream: &mut UnixStream, n: usize, samples: &mut Vec<u64>) {
-    let mut buf = [0u8; 256];
-    for _ in 0..n {
-        let start = Instant::now();
-        stream.write_all(PING).expect("write");
-        loop {
-            let got = stream.read(&mut buf).expect("read");
-            assert!(got > 0, "EOF during the benchmark");
-            if buf[got - 1] == b'\n' {
-                break;
-            }
-        }
-        samples.push(start.elapsed().as_nanos() as u64);
     }
 }
 
@@ -215,7 +145,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let mock = MockProcess::start();
+    let mock = MockProcess::start(|_| Vec::new());
     let agents = [
         Agent {
             name: "real qemu-ga 7.2 (unix-listen)",
@@ -225,7 +155,7 @@ fn main() {
         Agent {
             name: "mock (virtio-serial)",
             socket: &mock.socket,
-            pid: mock.child.id(),
+            pid: mock.pid(),
         },
     ];
     let load_before = load_average();
@@ -267,13 +197,5 @@ fn main() {
     println!();
     for line in verdicts {
         println!("targets, {line}");
-    }
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "MISSED"
     }
 }
