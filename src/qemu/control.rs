@@ -96,30 +96,44 @@ impl Control {
         }
     }
 
-    /// Sends `transcript` and collects the lines up to `end`.
+    /// Sends `transcript` and collects the lines between its `ok transcript N` and `end`.
     pub fn transcript(&mut self) -> Result<Vec<String>, ControlError> {
         let command = "transcript";
-        let io = |source| ControlError::Io {
+        self.writer
+            .write_all(b"transcript\n")
+            .map_err(|source| ControlError::Io {
+                command: command.into(),
+                source,
+            })?;
+        let line = self.next_line(command)?;
+        if line.starts_with("ok transcript") {
+            return self.lines_to_end(command);
+        }
+        Err(ControlError::Refused {
             command: command.into(),
-            source,
-        };
-        self.writer.write_all(b"transcript\n").map_err(io)?;
+            message: line.strip_prefix("err").unwrap_or(&line).trim().to_owned(),
+        })
+    }
+
+    /// The next line of an answer to `command`.
+    fn next_line(&mut self, command: &str) -> Result<String, ControlError> {
+        self.read_line(COMMAND_TIMEOUT)
+            .map_err(|source| ControlError::Io {
+                command: command.into(),
+                source,
+            })?
+            .ok_or(ControlError::Closed {
+                command: command.into(),
+            })
+    }
+
+    /// The lines of a transcript, up to its `end`.
+    fn lines_to_end(&mut self, command: &str) -> Result<Vec<String>, ControlError> {
         let mut lines = Vec::new();
         loop {
-            let line =
-                self.read_line(COMMAND_TIMEOUT)
-                    .map_err(io)?
-                    .ok_or(ControlError::Closed {
-                        command: command.into(),
-                    })?;
+            let line = self.next_line(command)?;
             if line == "end" {
                 return Ok(lines);
-            }
-            if let Some(message) = line.strip_prefix("err ") {
-                return Err(ControlError::Refused {
-                    command: command.into(),
-                    message: message.to_owned(),
-                });
             }
             lines.push(line);
         }
@@ -140,36 +154,17 @@ impl Control {
     /// VM off, takes the transcript the guest sent before it went.
     pub fn finish_case(&mut self) -> Result<CaseEnd, ControlError> {
         let command = "unload";
-        let io = |source| ControlError::Io {
-            command: command.into(),
-            source,
-        };
         // The guest may be gone already (its last words are still in the socket).
         let _ = self.writer.write_all(b"unload\ntranscript\n");
         loop {
-            let line =
-                self.read_line(COMMAND_TIMEOUT)
-                    .map_err(io)?
-                    .ok_or(ControlError::Closed {
-                        command: command.into(),
-                    })?;
+            let line = self.next_line(command)?;
             let vm_exit = line == "vm-exit";
             if vm_exit || line.starts_with("ok transcript") {
-                let mut transcript = Vec::new();
-                loop {
-                    let line = self.read_line(COMMAND_TIMEOUT).map_err(io)?.ok_or(
-                        ControlError::Closed {
-                            command: command.into(),
-                        },
-                    )?;
-                    if line == "end" {
-                        return Ok(CaseEnd {
-                            transcript,
-                            vm_exit,
-                        });
-                    }
-                    transcript.push(line);
-                }
+                let transcript = self.lines_to_end(command)?;
+                return Ok(CaseEnd {
+                    transcript,
+                    vm_exit,
+                });
             }
             if let Some(message) = line.strip_prefix("err") {
                 return Err(ControlError::Refused {
