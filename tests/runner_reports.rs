@@ -252,7 +252,9 @@ fn artifacts(run: &Run) {
     // The failure points at lines of that file, and they show the exchange.
     let failed = &run.results[1];
     let finding = &failed.judgement.as_ref().expect("judged").findings[0];
-    let (from, to) = finding.lines.expect("lines");
+    let (from, to) = finding
+        .lines
+        .unwrap_or_else(|| panic!("the finding names no lines: {finding:#?}"));
     let text = std::fs::read_to_string(dir.join("rep.2.jsonl")).expect("transcript");
     let shown: Vec<&str> = text.lines().skip(from - 1).take(to - from + 1).collect();
     assert!(

@@ -631,12 +631,17 @@ async fn wait_until_read(
     // was written.
     let mut last_unread = written;
     loop {
+        // Read the clock before looking: a line found unread by the look was unread at this
+        // moment too. A clock read after the look (or after an await) could be later than
+        // the client's read, and the step would seem to start after the client acted on it.
+        let looked = Instant::now();
         let mut unread: libc::c_int = 0;
         // SAFETY: FIONREAD writes one int to the pointer, which is valid for the call.
         let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut unread) };
         if r != 0 || unread <= 0 {
             return Reading::Read(last_unread);
         }
+        last_unread = looked;
         let mut poll = libc::pollfd {
             fd,
             events: 0,
@@ -651,7 +656,6 @@ async fn wait_until_read(
         if Instant::now() >= limit {
             return Reading::TimedOut;
         }
-        last_unread = Instant::now();
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }

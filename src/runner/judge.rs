@@ -419,21 +419,39 @@ impl<'e> Analysis<'e> {
         }
     }
 
-    /// The transcript lines during a step (its earliest possible start to its end).
+    /// The transcript lines of a step: its request and the agent's reply to it, as the
+    /// agent recorded them, widened to every record written during the step (its earliest
+    /// possible start to its end). The request and reply come first because they are known;
+    /// the time window alone can miss them, the client's and the agent's clocks being read
+    /// at different moments.
     fn step_lines(&self, index: usize) -> Option<(usize, usize)> {
         let record = self.e.run.steps.get(index)?;
+        let mut span: Option<(usize, usize)> = None;
+        let mut widen = |line: usize| {
+            span = Some(span.map_or((line, line), |(a, b)| (a.min(line), b.max(line))));
+        };
+        if let Some(Request { item, .. }) = self.request_of.get(index).copied().flatten() {
+            let (first, last) = self.items()[item].lines;
+            widen(first);
+            widen(last);
+            if let Some(reply) = self.reply_of[item] {
+                let (first, last) = self.e.wire.replies[reply].lines;
+                widen(first);
+                widen(last);
+            }
+        }
         let from = record.started_us.saturating_sub(self.e.launch_span_us);
         let to = record.ended_us();
-        let mut lines = self
+        for r in self
             .e
             .wire
             .records
             .iter()
             .filter(|r| r.t_us >= from && r.t_us <= to)
-            .map(|r| r.line);
-        let first = lines.next()?;
-        let last = lines.next_back().unwrap_or(first);
-        Some((first, last))
+        {
+            widen(r.line);
+        }
+        span
     }
 
     fn check(&self, duty: Duty) -> Check {
