@@ -19,7 +19,13 @@
 //!
 //! The four shapes run at the same time (each two cases at a time), each starting at another
 //! quarter of the catalogue, so that the heavy cases (the floods of many MiB) of different
-//! shapes do not run at once; the whole test takes about as long as the slowest shape.
+//! shapes do not run at once; the whole test takes about as long as the slowest shape. A
+//! case that went wrong only by its timing (a missed deadline, a call timed out) is run
+//! once more on its own, as the runner's own timers are late on a loaded machine; the
+//! test says which.
+//!
+//! Where a shape's real client loses a race with the agent's writes some of the time, the
+//! table lists the case under `may_fail` with the race: FAIL is then right when it comes.
 
 mod runner_support;
 #[path = "client_shapes/shapes.rs"]
@@ -27,6 +33,7 @@ mod shapes;
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -92,12 +99,25 @@ const LIBVIRT: Shape = Shape {
             "a duplicate reply that arrives between calls is dropped, as libvirt's event loop drops it; one that arrives after the next command was written is that command's next reply",
         ),
         fail(
+            "hostile.23",
+            "duty no-stale-attribution",
+            "an unsolicited reply that arrives between calls is dropped; one that arrives after the next command was written is that command's next reply",
+        ),
+        fail(
             "hostile.30",
             "duty no-stale-attribution",
             "an id-less error that arrives between calls is dropped; one that arrives after the next command was written is that command's next reply",
         ),
     ],
 };
+
+/// PVE::QMPClient's parse (`mux_input`: `s/^.*\xff([^\n]+}\r?\n[^\n]+})\r?\n(.*)$/$2/`)
+/// needs its sync reply and the answer in the input at once. When a stale 0xFF line comes
+/// before its sync reply and the answer is not in yet, the last 0xFF that two lines follow
+/// is the stale one: the stale line is taken as the sync reply and its own sync reply as
+/// the answer. The agent writes the replies apart, so whether the answer is in the same
+/// read is a race, which the real client loses as the shape does.
+const PVE_TWO_LINES: &str = "the stale 0xFF line and its own sync reply, read before the answer arrived, are taken as the sync reply and the answer";
 
 const PROXMOX: Shape = Shape {
     name: "proxmox",
@@ -120,7 +140,16 @@ const PROXMOX: Shape = Shape {
         "sync reply with another id taken as the sync",
         "the float 1956301.0 taken for the id 1956301 is its own finding, not a stale reply",
     )],
-    may_fail: &[],
+    may_fail: &[
+        // The pair's id is an older sync's: skipped, input and all, so no 0xFF is left
+        // before the answer and the call times out.
+        fail("sync.11", "step 2", PVE_TWO_LINES),
+        // The pair's id is another client's, larger: "got wrong command id".
+        fail("sync.19", "step ", PVE_TWO_LINES),
+        // The copy of its own sync reply comes after a spurious reply: read before the
+        // copy arrived, the spurious reply is the line after the sync reply.
+        fail("hostile.15", "duty no-stale-attribution", PVE_TWO_LINES),
+    ],
 };
 
 const PER_CALL: Shape = Shape {
@@ -191,8 +220,8 @@ fn describe(result: &CaseResult) -> String {
     text
 }
 
-/// What is wrong with one shape's results.
-fn problems(shape: &Shape, cases: &[LoadedCase], results: &[CaseResult]) -> Vec<String> {
+/// The entries of a shape's table that name no case of the catalogue.
+fn table_problems(shape: &Shape, cases: &[LoadedCase]) -> Vec<String> {
     let ids: BTreeSet<&str> = cases.iter().map(|c| c.scenario.id.as_str()).collect();
     let mut problems = Vec::new();
     for expected in shape
@@ -216,6 +245,12 @@ fn problems(shape: &Shape, cases: &[LoadedCase], results: &[CaseResult]) -> Vec<
             ));
         }
     }
+    problems
+}
+
+/// What is wrong with one shape's results.
+fn problems(shape: &Shape, results: &[CaseResult]) -> Vec<String> {
+    let mut problems = Vec::new();
     for result in results {
         let may_fail = shape.may_fail.iter().find(|e| e.case == result.id);
         let expected = shape
@@ -299,7 +334,6 @@ fn problems(shape: &Shape, cases: &[LoadedCase], results: &[CaseResult]) -> Vec<
 }
 
 #[test]
-#[ignore = "not yet reliable: the Proxmox shape sometimes FAILs sync.19 (a sync id it did not send) and hostile.15 (a spurious reply taken) when its writes and the agent's output race; run with --ignored"]
 fn correct_clients_of_every_shape_fail_only_their_own_traits() {
     let cases = catalogue();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -310,38 +344,62 @@ fn correct_clients_of_every_shape_fail_only_their_own_traits() {
         .build()
         .expect("runtime");
     let started = Instant::now();
-    let runs = runtime.block_on(async {
+    let lateness = Arc::new(AtomicU64::new(0));
+    let (runs, reruns) = runtime.block_on(async {
+        // How late the runtime's timers fire: on a loaded machine a missed deadline is
+        // then told apart from a client that overran it.
+        let probe = tokio::spawn(timer_lateness(lateness.clone()));
         let mut tasks = Vec::new();
         for (n, shape) in SHAPES.into_iter().enumerate() {
-            let options = RunOptions {
-                // Twice the written times: the in-process shapes share the runner's threads with
-                // eight agents at once, and a loaded machine delays their timers by a tenth of a
-                // second and more; doubled, a late timer stays within a deadline's grace.
-                time_scale: 2,
-                client: session(shape.name),
-                launcher: Arc::new(runner::MockLauncher::default()),
-                jobs: 2,
-                seed: 7,
-                max_rss_kib: runner::DEFAULT_MAX_RSS_KIB,
-                artifacts: std::env::var_os("QGA_TEST_ARTIFACTS")
-                    .map(|dir| Path::new(&dir).join(shape.name)),
-            };
+            let options = options(shape, 2);
             let mut cases = cases.clone();
             let start = n * cases.len() / SHAPES.len();
             cases.rotate_left(start);
             tasks.push(tokio::spawn(async move {
                 let results = runner::run_all(cases, &options, |_, _| {}).await;
-                (shape.name, results, started.elapsed())
+                (results, started.elapsed())
             }));
         }
         let mut runs = Vec::new();
         for task in tasks {
             runs.push(task.await.expect("a shape's run"));
         }
-        runs
+        // A case that went wrong only by its timing (a missed deadline, a call that timed
+        // out) while 8 cases and their agents shared the runtime on a loaded machine is
+        // run again on its own: a deadline measured while the runner's own timers were
+        // hundreds of ms late says nothing about the client. Any other finding stands.
+        let mut reruns = Vec::new();
+        for (shape, (results, _)) in SHAPES.iter().zip(&mut runs) {
+            let timed: BTreeSet<String> = results
+                .iter()
+                .filter(|r| !problems(shape, std::slice::from_ref(r)).is_empty() && only_timing(r))
+                .map(|r| r.id.clone())
+                .collect();
+            if timed.is_empty() {
+                continue;
+            }
+            let again: Vec<LoadedCase> = cases
+                .iter()
+                .filter(|c| timed.contains(&c.scenario.id))
+                .cloned()
+                .collect();
+            let rerun = runner::run_all(again, &options(shape, 1), |_, _| {}).await;
+            for result in rerun {
+                if let Some(slot) = results.iter_mut().find(|r| r.id == result.id) {
+                    *slot = result;
+                }
+            }
+            reruns.push(format!(
+                "{}: {}",
+                shape.name,
+                Vec::from_iter(timed).join(", ")
+            ));
+        }
+        probe.abort();
+        (runs, reruns)
     });
     let mut report = Vec::new();
-    for (shape, (name, results, took)) in SHAPES.iter().zip(&runs) {
+    for (shape, (results, took)) in SHAPES.iter().zip(&runs) {
         let counts: Vec<String> = Verdict::ALL
             .iter()
             .map(|v| {
@@ -350,22 +408,80 @@ fn correct_clients_of_every_shape_fail_only_their_own_traits() {
             })
             .collect();
         eprintln!(
-            "{name}: {} ({} cases, done after {:.1} s)",
+            "{}: {} ({} cases, done after {:.1} s)",
+            shape.name,
             counts.join(", "),
             results.len(),
             took.as_secs_f64()
         );
-        let found = problems(shape, &cases, results);
+        let mut found = table_problems(shape, &cases);
+        found.extend(problems(shape, results));
         if !found.is_empty() {
             report.push(format!(
-                "== shape {name}: {} problem(s)\n{}",
+                "== shape {}: {} problem(s)\n{}",
+                shape.name,
                 found.len(),
                 found.join("\n")
             ));
         }
     }
-    eprintln!("all shapes: {:.1} s", started.elapsed().as_secs_f64());
-    assert!(report.is_empty(), "\n{}", report.join("\n"));
+    let late =
+        format!(
+        "the runtime's timers fired up to {} ms late; run again on their own for their timing: {}",
+        lateness.load(Ordering::Relaxed),
+        if reruns.is_empty() { "none".to_owned() } else { reruns.join("; ") }
+    );
+    eprintln!(
+        "all shapes: {:.1} s; {late}",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(report.is_empty(), "\n{}\n({late})", report.join("\n"));
+}
+
+/// How a shape is run: `jobs` cases at a time, every time in the cases doubled (the
+/// in-process shapes share the runner's threads with the agents of the cases running at
+/// the same time, and a loaded machine delays their timers by a tenth of a second and
+/// more; doubled, a late timer mostly stays within a deadline's grace).
+fn options(shape: &Shape, jobs: usize) -> RunOptions {
+    RunOptions {
+        time_scale: 2,
+        client: session(shape.name),
+        launcher: Arc::new(runner::MockLauncher::default()),
+        jobs,
+        seed: 7,
+        max_rss_kib: runner::DEFAULT_MAX_RSS_KIB,
+        artifacts: std::env::var_os("QGA_TEST_ARTIFACTS")
+            .map(|dir| Path::new(&dir).join(shape.name)),
+    }
+}
+
+/// Every failing finding of the case is about time: a missed deadline, or a call that
+/// timed out.
+fn only_timing(result: &CaseResult) -> bool {
+    let Some(judgement) = &result.judgement else {
+        return false;
+    };
+    result.error.is_none()
+        && judgement
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Fail)
+            .all(|f| {
+                f.subject.starts_with("duty total-deadline")
+                    || (f.subject.starts_with("step ")
+                        && f.actual.starts_with("client error Timeout"))
+            })
+}
+
+/// Keeps in `worst` how late (in ms) a 10 ms sleep on the runtime wakes, at most.
+async fn timer_lateness(worst: Arc<AtomicU64>) {
+    let period = std::time::Duration::from_millis(10);
+    loop {
+        let before = Instant::now();
+        tokio::time::sleep(period).await;
+        let late = before.elapsed().saturating_sub(period).as_millis();
+        worst.fetch_max(u64::try_from(late).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
 }
 
 /// The tables themselves: no case twice, every FAIL entry gives a reason.

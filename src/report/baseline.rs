@@ -5,8 +5,10 @@
 //! expected to PASS.
 //!
 //! A case known to race with the agent for a client is marked `timing_sensitive` with
-//! every verdict it is seen to get and why: any of those is expected, so the file says
-//! what is known instead of hiding it behind the worst of several runs. Ids of retired
+//! every verdict it is seen to get and why: any of those is expected, only a verdict worse
+//! than all of them is a regression, and one better than the worst of them that the file
+//! does not list yet is an improvement. So the file says what is known instead of hiding
+//! it behind the worst of several runs. Ids of retired
 //! cases are kept under `retired`, so they are never reused for another case.
 //!
 //! `qga-harness schema baseline` prints the format as JSON Schema.
@@ -269,15 +271,32 @@ impl Baseline {
         })
     }
 
+    /// The verdict a run of case `id` is measured against: its `verdicts` entry, or for a
+    /// timing-sensitive case the worst verdict seen (anything no worse than that is
+    /// expected or an improvement).
+    fn reference(&self, id: &str) -> Verdict {
+        let recorded = self.verdicts.get(id).copied().unwrap_or(Verdict::Pass);
+        self.timing_sensitive
+            .get(id)
+            .into_iter()
+            .flat_map(|t| t.seen.iter().copied())
+            .fold(
+                recorded,
+                |worst, v| {
+                    if v.rank() > worst.rank() {
+                        v
+                    } else {
+                        worst
+                    }
+                },
+            )
+    }
+
     /// Compares a run with the baseline.
     pub fn compare(&self, results: &[CaseResult]) -> Comparison {
         let mut comparison = Comparison::default();
         for result in results {
-            let expected = self
-                .verdicts
-                .get(&result.id)
-                .copied()
-                .unwrap_or(Verdict::Pass);
+            let expected = self.reference(&result.id);
             let change = Change {
                 id: result.id.clone(),
                 expected,
@@ -331,6 +350,22 @@ mod tests {
         }
     }
 
+    /// A baseline with one timing-sensitive case: `recorded` in `verdicts`, `seen` marked.
+    fn sensitive(id: &str, recorded: Verdict, seen: &[Verdict]) -> Baseline {
+        Baseline {
+            verdicts: [(id.to_owned(), recorded)].into(),
+            timing_sensitive: [(
+                id.to_owned(),
+                TimingSensitive {
+                    seen: seen.to_vec(),
+                    why: "races with the agent's delay".into(),
+                },
+            )]
+            .into(),
+            ..Baseline::default()
+        }
+    }
+
     #[test]
     fn only_a_worse_verdict_is_a_regression() {
         let baseline = Baseline {
@@ -359,18 +394,11 @@ mod tests {
 
     #[test]
     fn a_timing_sensitive_case_expects_every_verdict_seen_and_nothing_worse() {
-        let baseline = Baseline {
-            verdicts: [("timeout.4".to_owned(), Verdict::Pass)].into(),
-            timing_sensitive: [(
-                "timeout.4".to_owned(),
-                TimingSensitive {
-                    seen: vec![Verdict::Pass, Verdict::NonStrict],
-                    why: "races with the agent's delay".into(),
-                },
-            )]
-            .into(),
-            ..Baseline::default()
-        };
+        let baseline = sensitive(
+            "timeout.4",
+            Verdict::Pass,
+            &[Verdict::Pass, Verdict::NonStrict],
+        );
         let c = baseline.compare(&[result("timeout.4", Verdict::NonStrict)]);
         assert!(
             c.regressions.is_empty() && c.improvements.is_empty(),
@@ -378,6 +406,41 @@ mod tests {
         );
         let c = baseline.compare(&[result("timeout.4", Verdict::Fail)]);
         assert_eq!(c.regressions.len(), 1);
+    }
+
+    #[test]
+    fn a_timing_sensitive_case_better_than_every_verdict_seen_is_an_improvement() {
+        let baseline = sensitive(
+            "timeout.4",
+            Verdict::Fail,
+            &[Verdict::NonStrict, Verdict::Fail],
+        );
+        // Each verdict seen is expected, whichever the run that wrote the file got.
+        for seen in [Verdict::NonStrict, Verdict::Fail] {
+            assert_eq!(
+                baseline.compare(&[result("timeout.4", seen)]),
+                Comparison::default()
+            );
+        }
+        let c = baseline.compare(&[result("timeout.4", Verdict::Pass)]);
+        assert!(c.regressions.is_empty(), "{c:?}");
+        assert_eq!(
+            c.improvements,
+            [Change {
+                id: "timeout.4".into(),
+                expected: Verdict::Fail,
+                actual: Verdict::Pass,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_verdict_between_those_seen_is_no_regression() {
+        // PASS in the file, FAIL seen too: a NON-STRICT is better than the worst seen.
+        let baseline = sensitive("sync.1", Verdict::Pass, &[Verdict::Pass, Verdict::Fail]);
+        let c = baseline.compare(&[result("sync.1", Verdict::NonStrict)]);
+        assert!(c.regressions.is_empty(), "{c:?}");
+        assert_eq!(c.improvements.len(), 1, "{c:?}");
     }
 
     #[test]

@@ -204,20 +204,14 @@ async fn run_scaled(case: &LoadedCase, options: &RunOptions) -> CaseResult {
         Err(_) => abandoned(steps, deadline, origin),
     };
     agent.stop().await;
-    let wire = match Wire::read(&transcript) {
-        Ok(wire) => wire,
-        Err(e) => {
-            result.error = Some(format!(
-                "cannot read the transcript {}: {e}",
-                transcript.display()
-            ));
-            Wire::default()
-        }
-    };
-    let evidence = Evidence {
-        scenario: &case.scenario,
-        run: &run,
-        wire: &wire,
+    // Reading a transcript of many MiB (a flood case's is 60 MiB and more) and judging it
+    // takes a worker for a second on a loaded machine: on a blocking thread instead, so the
+    // timers and sockets of the cases running at the same time are not held up.
+    let finish = Finish {
+        scenario: case.scenario.clone(),
+        run,
+        transcript,
+        dir,
         launch_span_us: if agent_shares_clock {
             0
         } else {
@@ -226,49 +220,95 @@ async fn run_scaled(case: &LoadedCase, options: &RunOptions) -> CaseResult {
         oneshot: options.client.is_oneshot(),
         in_process: matches!(options.client, Client::InProcess(_)),
         max_rss_kib: options.max_rss_kib,
+        artifacts: options.artifacts.clone(),
     };
-    let judgement = judge(&evidence);
-    let timeouts: Vec<u64> = steps.iter().map(|s| s.timeout_ms).collect();
-    result.timeline = Some(timeline::build(
-        &wire,
-        &run.steps,
-        &timeouts,
-        evidence.launch_span_us,
-    ));
-    // A client that cannot express a step (a typed library without that command, say)
-    // answers with the class `Unsupported`: the case says nothing about it.
-    let inexpressible = run.steps.iter().find_map(|step| match &step.answer {
-        Answer::AgentError { class, desc } if class == UNSUPPORTED_CLASS => Some(format!(
-            "the client cannot express {}: {desc}",
-            step.execute
-        )),
-        _ => None,
-    });
-    result.verdict = if result.error.is_some() {
-        Verdict::Fail
-    } else if let Some(reason) = inexpressible {
-        result.unsupported = Some(reason);
-        Verdict::Unsupported
-    } else {
-        judgement.verdict
+    let mut result = match tokio::task::spawn_blocking(move || finish.judge(result)).await {
+        Ok(result) => result,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
-    result.judgement = Some(judgement);
-    result.run = run;
-    if let Some(artifacts) = &options.artifacts {
-        match keep_artifacts(artifacts, &result, &transcript) {
-            Ok(kept) => result.transcript = Some(kept),
-            Err(e) => {
-                result.error = Some(format!(
-                    "cannot write the artifacts to {}: {e}",
-                    artifacts.display()
-                ));
-                result.verdict = Verdict::Fail;
-            }
-        }
-    }
-    drop(dir);
     result.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     result
+}
+
+/// What judging a case that ran needs, owned, for a blocking thread.
+struct Finish {
+    scenario: Scenario,
+    run: ClientRun,
+    transcript: PathBuf,
+    /// The case's temp dir, which holds the transcript: removed when this is dropped.
+    dir: tempfile::TempDir,
+    launch_span_us: u64,
+    oneshot: bool,
+    in_process: bool,
+    max_rss_kib: u64,
+    artifacts: Option<PathBuf>,
+}
+
+impl Finish {
+    /// Reads the transcript back, judges the run and keeps the artifacts.
+    fn judge(self, mut result: CaseResult) -> CaseResult {
+        let wire = match Wire::read(&self.transcript) {
+            Ok(wire) => wire,
+            Err(e) => {
+                result.error = Some(format!(
+                    "cannot read the transcript {}: {e}",
+                    self.transcript.display()
+                ));
+                Wire::default()
+            }
+        };
+        let evidence = Evidence {
+            scenario: &self.scenario,
+            run: &self.run,
+            wire: &wire,
+            launch_span_us: self.launch_span_us,
+            oneshot: self.oneshot,
+            in_process: self.in_process,
+            max_rss_kib: self.max_rss_kib,
+        };
+        let judgement = judge(&evidence);
+        let steps = &self.scenario.steps;
+        let timeouts: Vec<u64> = steps.iter().map(|s| s.timeout_ms).collect();
+        result.timeline = Some(timeline::build(
+            &wire,
+            &self.run.steps,
+            &timeouts,
+            self.launch_span_us,
+        ));
+        // A client that cannot express a step (a typed library without that command, say)
+        // answers with the class `Unsupported`: the case says nothing about it.
+        let inexpressible = self.run.steps.iter().find_map(|step| match &step.answer {
+            Answer::AgentError { class, desc } if class == UNSUPPORTED_CLASS => Some(format!(
+                "the client cannot express {}: {desc}",
+                step.execute
+            )),
+            _ => None,
+        });
+        result.verdict = if result.error.is_some() {
+            Verdict::Fail
+        } else if let Some(reason) = inexpressible {
+            result.unsupported = Some(reason);
+            Verdict::Unsupported
+        } else {
+            judgement.verdict
+        };
+        result.judgement = Some(judgement);
+        result.run = self.run;
+        if let Some(artifacts) = &self.artifacts {
+            match keep_artifacts(artifacts, &result, &self.transcript) {
+                Ok(kept) => result.transcript = Some(kept),
+                Err(e) => {
+                    result.error = Some(format!(
+                        "cannot write the artifacts to {}: {e}",
+                        artifacts.display()
+                    ));
+                    result.verdict = Verdict::Fail;
+                }
+            }
+        }
+        drop(self.dir);
+        result
+    }
 }
 
 /// The steps of a case whose deadline passed (the client processes were killed when the

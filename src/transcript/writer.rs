@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -177,7 +177,12 @@ impl Transcript {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         // A full queue makes the mock wait for the disk: better than unbounded memory.
-        if self.tx.send(Record { t_us, body }).is_ok() {
+        let delivered = match self.tx.try_send(Record { t_us, body }) {
+            Ok(()) => true,
+            Err(TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Full(record)) => wait_to_send(&self.tx, record),
+        };
+        if delivered {
             *sent += 1;
         }
     }
@@ -312,6 +317,20 @@ impl MaybeTranscript for Option<Transcript> {
         if let Some(t) = self {
             t.event(event, detail);
         }
+    }
+}
+
+/// Sends `record` once the writer thread has room. On a runtime's worker (the mock of a
+/// flood case waiting for the disk, with other cases on the same runtime), the runtime
+/// first moves this worker's other tasks to another thread, so their timers and sockets are
+/// not held up for as long as the writer takes.
+fn wait_to_send(tx: &SyncSender<Record>, record: Record) -> bool {
+    let on_worker = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_worker {
+        tokio::task::block_in_place(|| tx.send(record).is_ok())
+    } else {
+        tx.send(record).is_ok()
     }
 }
 

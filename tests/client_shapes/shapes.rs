@@ -343,10 +343,23 @@ impl<'de> Visitor<'de> for UniqueVisitor {
 /// reply with one), not part of the JSON.
 fn parse(line: &[u8]) -> Option<Value> {
     let start = line.iter().position(|&b| b != 0xFF).unwrap_or(line.len());
-    serde_json::from_slice::<Unique>(&line[start..])
-        .ok()
-        .map(|u| u.0)
+    let parse = || {
+        serde_json::from_slice::<Unique>(&line[start..])
+            .ok()
+            .map(|u| u.0)
+    };
+    // A reply of many MiB (hostile.19's is 22) takes a while to parse on a loaded machine:
+    // the runtime moves the other tasks on this thread (agents and clients of the cases
+    // running at the same time) to another meanwhile, so their timers are not held up.
+    if line.len() > BIG_LINE {
+        tokio::task::block_in_place(parse)
+    } else {
+        parse()
+    }
 }
+
+/// A line longer than this is parsed off the runtime's worker.
+const BIG_LINE: usize = 1 << 20;
 
 /// The JSON after a line's last 0xFF.
 fn parse_after_last_ff(line: &[u8]) -> Option<Value> {
@@ -548,24 +561,15 @@ impl Session {
         }
     }
 
+    /// The next reply; a line that is not one ends the sync (libvirt's agentError), so the
+    /// next call syncs first.
     async fn libvirt_next_reply(&mut self, deadline: Instant) -> Outcome<Option<Value>> {
         let conn = self.conn.as_mut().expect("connected");
-        loop {
-            let Some(line) = conn.read_line(deadline).await? else {
-                return Ok(None);
-            };
-            match parse(&line) {
-                Some(obj) if is_event(&obj) => continue,
-                Some(obj) if is_reply(&obj) => return Ok(Some(obj)),
-                _ => {
-                    self.in_sync = false;
-                    return Err(Fail::protocol(format!(
-                        "not a reply: {}",
-                        String::from_utf8_lossy(&line[..line.len().min(200)])
-                    )));
-                }
-            }
+        let reply = next_reply(conn, deadline).await;
+        if reply.is_err() {
+            self.in_sync = false;
         }
+        reply
     }
 
     // ---- proxmox ----
