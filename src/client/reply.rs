@@ -110,7 +110,7 @@ fn agent_error(error: Value, line: &[u8]) -> Result<AgentError, ProtocolError> {
 /// `9.9999999999999992e+22`): an integer token beyond [-2^63, 2^64-1], or a number whose
 /// magnitude is beyond the double range (`1e400`), came from something else, and any value
 /// a decoder makes of it (rounded, saturated, infinite) is not one the agent meant.
-pub(crate) fn impossible_number(line: &[u8]) -> Option<String> {
+pub fn impossible_number(line: &[u8]) -> Option<String> {
     let mut i = 0;
     while i < line.len() {
         match line[i] {
