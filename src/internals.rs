@@ -5,6 +5,8 @@
 //!   or without one deliberate bug ([`Mutation`]), to measure what the catalogue
 //!   catches (the kill matrix).
 //! - [`kill_matrix`]: running cases against every mutant and rendering the result.
+//! - [`impossible_number`]: the reference client's check for numbers no QEMU agent writes,
+//!   for the test clients that must refuse the same replies.
 //! - The runner's process plumbing ([`kill_after`], [`count_group_members`],
 //!   [`finish_reaping`], [`shell_quote`]), its judge's helpers ([`deadline_grace_ms`],
 //!   [`describe_outcomes`], [`duty_requirement`], [`is_side_effecting`], [`case_deadline`],
@@ -32,6 +34,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use crate::client::mutation::Mutation;
+/// The reply check the reference client applies to numbers, for test clients that must
+/// refuse the same replies (a number no QEMU agent writes).
+pub use crate::client::reply::impossible_number;
 use crate::client::{Client, Error};
 use crate::runner::{
     Answer, BoxFuture, FailureClass, InProcessClient, InProcessSession, StepRequest,

@@ -773,6 +773,12 @@ async fn a_reply_nested_a_hundred_thousand_deep_is_a_protocol_error() {
 )]
 #[case::invalid_utf8("{\"return\": {\"host-name\": \"\u{FFFD}\"}, \"id\": ID}", "NotJson")]
 #[case::not_json_after_all(r#"{"return": inf, "id": ID}"#, "NotJson")]
+#[case::beyond_the_double_range(r#"{"return": {"t": 1e400}, "id": ID}"#, "NotJson")]
+#[case::integer_beyond_64_bits(
+    r#"{"return": {"t": 18446744073709551616}, "id": ID}"#,
+    "ImpossibleNumber"
+)]
+#[case::integer_below_int64(r#"{"return": [-9223372036854775809], "id": ID}"#, "ImpossibleNumber")]
 #[tokio::test]
 async fn a_malformed_reply_to_our_id_is_a_protocol_error(
     #[case] template: &str,
@@ -801,6 +807,33 @@ async fn a_malformed_reply_to_our_id_is_a_protocol_error(
         panic!("{e:?}")
     };
     assert!(format!("{p:?}").starts_with(kind), "{p:?}");
+    next_call_works(&mut c).await;
+}
+
+#[rstest]
+#[case::negative(json!({"size": -1}), true)]
+#[case::largest(json!({"size": u64::MAX}), false)]
+#[tokio::test]
+async fn a_negative_uint64_member_is_a_protocol_error(#[case] ret: Value, #[case] refused: bool) {
+    let h = Hostile::start(move |_, mut peer| {
+        let ret = ret.clone();
+        async move {
+            let Some(req) = peer.next_command().await else {
+                return;
+            };
+            peer.answer(&req, ret).await;
+            peer.serve().await;
+        }
+    });
+    let mut c = client(&h);
+    let got = c.execute("guest-get-memory-block-info", None).await;
+    match got {
+        Err(Error::Protocol(ProtocolError::UnexpectedReturn { what, .. })) if refused => {
+            assert!(what.contains("size is -1"), "{what}")
+        }
+        Ok(value) if !refused => assert_eq!(value, json!({"size": u64::MAX})),
+        other => panic!("{other:?}"),
+    }
     next_call_works(&mut c).await;
 }
 

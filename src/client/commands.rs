@@ -535,10 +535,73 @@ fn decode_base64(command: &str, data: Option<&str>) -> Result<Vec<u8>> {
     }
 }
 
+/// The result members the agent's schema types `uint64` (qga/qapi-schema.json:
+/// GuestMemoryBlockInfo, GuestFilesystemInfo, GuestMemoryBlock and
+/// GuestMemoryBlockResponse), by command. The agent's output visitor prints a uint64
+/// unsigned, so a negative one never comes from it.
+const UNSIGNED_MEMBERS: &[(&str, &[&str])] = &[
+    ("guest-get-memory-block-info", &["size"]),
+    (
+        "guest-get-fsinfo",
+        &["used-bytes", "total-bytes", "total-bytes-privileged"],
+    ),
+    ("guest-get-memory-blocks", &["phys-index"]),
+    ("guest-set-memory-blocks", &["phys-index"]),
+];
+
+/// The result's objects: the result itself, or each element of a list result.
+fn result_objects(value: &mut Value) -> Vec<&mut serde_json::Map<String, Value>> {
+    match value {
+        Value::Object(members) => vec![members],
+        Value::Array(items) => items.iter_mut().filter_map(Value::as_object_mut).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn unsigned_members(command: &str) -> &'static [&'static str] {
+    UNSIGNED_MEMBERS
+        .iter()
+        .find(|(name, _)| *name == command)
+        .map_or(&[], |(_, members)| members)
+}
+
+/// A protocol error when a member the schema types `uint64` is negative: taken as is it
+/// would be a size below zero, wrapped it would be a size near 2^64.
+pub(crate) fn check_unsigned(command: &str, value: &Value) -> Result<()> {
+    let members = unsigned_members(command);
+    if members.is_empty() {
+        return Ok(());
+    }
+    let mut value = value.clone();
+    for object in result_objects(&mut value) {
+        for &name in members {
+            if let Some(n) = object.get(name).and_then(Value::as_i64).filter(|n| *n < 0) {
+                return Err(unexpected(
+                    command,
+                    format!("{name} is {n}, but the schema types it uint64"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a mutant client reports for a command's result (see [`Mutation`]): the value it
 /// would print after decoding the agent's reply into its own idea of the result. The
 /// reference client (no mutation, or a mutation of another layer) reports it unchanged.
 pub(crate) fn misread(mutation: Mutation, command: &str, mut value: Value) -> Value {
+    if mutation == Mutation::LossyNumbers {
+        let members = unsigned_members(command);
+        for object in result_objects(&mut value) {
+            for &name in members {
+                if let Some(n) = object.get(name).and_then(Value::as_i64).filter(|n| *n < 0) {
+                    // Two's complement, as strtoull reads "-1".
+                    object.insert(name.to_owned(), Value::from(n as u64));
+                }
+            }
+        }
+        return value;
+    }
     let Some(members) = value.as_object_mut() else {
         return value;
     };
@@ -663,6 +726,10 @@ mod tests {
     #[case::count(Mutation::TrustCount, "guest-file-read",
         json!({"count": 4, "buf-b64": "aGkK", "eof": true}),
         json!({"count": 4, "buf-b64": "aGkKAA==", "eof": true}))]
+    #[case::negative_uint64(Mutation::LossyNumbers, "guest-get-memory-block-info",
+        json!({"size": -1}), json!({"size": u64::MAX}))]
+    #[case::negative_uint64_in_a_list(Mutation::LossyNumbers, "guest-get-fsinfo",
+        json!([{"used-bytes": -2, "name": "sda1"}]), json!([{"used-bytes": u64::MAX - 1, "name": "sda1"}]))]
     #[case::empty_read(Mutation::EmptyReadIsEof, "guest-file-read",
         json!({"count": 0, "buf-b64": "", "eof": false}),
         json!({"count": 0, "buf-b64": "", "eof": true}))]

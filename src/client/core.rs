@@ -36,7 +36,7 @@ use tokio::time::{Instant, Sleep};
 use super::error::{Error, ProtocolError, Result, Stage};
 use super::frame::{Frame, FrameReader};
 use super::mutation::Mutation;
-use super::reply::{preview, NotAnObject, Reply};
+use super::reply::{impossible_number, preview, saturate_numbers, NotAnObject, Reply};
 use super::request::{push_command, push_sync, PARSER_RESET};
 use super::transport::{MemoryConnector, Stream};
 
@@ -457,10 +457,20 @@ impl Client {
                     desc,
                 }))
             }
-            Ok(value) => Ok(match self.state.mutation {
-                Some(mutation) => super::commands::misread(mutation, command, value),
-                None => value,
-            }),
+            Ok(value) => match self.state.mutation {
+                Some(Mutation::LossyNumbers) => Ok(super::commands::misread(
+                    Mutation::LossyNumbers,
+                    command,
+                    value,
+                )),
+                mutation => {
+                    super::commands::check_unsigned(command, &value)?;
+                    Ok(match mutation {
+                        Some(mutation) => super::commands::misread(mutation, command, value),
+                        None => value,
+                    })
+                }
+            },
             other => other,
         }
     }
@@ -927,6 +937,13 @@ async fn await_reply(
             }
         };
         let line = conn.reader.bytes(range);
+        let saturated;
+        let line = if state.has(Mutation::LossyNumbers) {
+            saturated = saturate_numbers(line);
+            &saturated[..]
+        } else {
+            line
+        };
         let reply = match Reply::parse(line) {
             Ok(Ok(reply)) => reply,
             Ok(Err(NotAnObject))
@@ -973,7 +990,16 @@ async fn await_reply(
         if state.has(Mutation::LastDuplicateWins) {
             reply.duplicate = None;
         }
-        let result = reply.into_result(line);
+        let mut result = reply.into_result(line);
+        if result.is_ok() && !state.has(Mutation::LossyNumbers) {
+            if let Some(number) = impossible_number(line) {
+                result = Err(ProtocolError::ImpossibleNumber {
+                    number,
+                    preview: preview(line),
+                }
+                .into());
+            }
+        }
         if state.has(Mutation::Latin1Replies) {
             return result.map(|value| latin1_misread(&value, line));
         }

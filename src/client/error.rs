@@ -112,6 +112,11 @@ pub enum ProtocolError {
         member: &'static str,
         preview: String,
     },
+    /// A reply holding a number no QEMU agent writes: an integer beyond 64 bits or a
+    /// number beyond the double range. Any value made of it would be rounded, wrapped or
+    /// infinite, not the one sent.
+    #[error("reply has a number no agent writes ({number}): {preview}")]
+    ImpossibleNumber { number: String, preview: String },
     /// A `return` value that does not have the shape the command's schema gives.
     #[error("unexpected return value of {command}: {what}")]
     UnexpectedReturn { command: String, what: String },

@@ -38,7 +38,7 @@ mod core;
 mod error;
 mod frame;
 pub(crate) mod mutation;
-mod reply;
+pub(crate) mod reply;
 mod request;
 mod transport;
 

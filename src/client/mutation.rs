@@ -93,11 +93,16 @@ pub enum Mutation {
     /// Bytes above 0x7F in a reply are read as Latin-1 characters, one each (a decoder
     /// that assumes the agent's all-ASCII output), so raw UTF-8 becomes mojibake.
     Latin1Replies,
+    /// Numbers are read as a lenient decoder reads them: an integer beyond 64 bits is
+    /// rounded to a double, a number beyond the double range saturates, and a negative
+    /// value of a member the schema types `uint64` wraps (C's `strtoull("-1")` is
+    /// `ULLONG_MAX`).
+    LossyNumbers,
 }
 
 impl Mutation {
     /// Every mutation, in the order reports list them.
-    pub const ALL: [Mutation; 35] = [
+    pub const ALL: [Mutation; 36] = [
         Mutation::NoFlush,
         Mutation::NoSync,
         Mutation::AnySyncId,
@@ -135,6 +140,7 @@ impl Mutation {
         Mutation::UnsentNoReply,
         Mutation::LastDuplicateWins,
         Mutation::Latin1Replies,
+        Mutation::LossyNumbers,
     ];
 
     /// The mutant's name in reports and the kill matrix.
@@ -175,6 +181,7 @@ impl Mutation {
             Mutation::UnsentNoReply => "unsent-no-reply",
             Mutation::LastDuplicateWins => "last-duplicate-wins",
             Mutation::Latin1Replies => "latin1-replies",
+            Mutation::LossyNumbers => "lossy-numbers",
         }
     }
 
@@ -207,7 +214,8 @@ impl Mutation {
             | Mutation::TrustIdlessErrors
             | Mutation::NonObjectAnswer
             | Mutation::LastDuplicateWins
-            | Mutation::Latin1Replies => "hostile",
+            | Mutation::Latin1Replies
+            | Mutation::LossyNumbers => "hostile",
             Mutation::StickyFailure | Mutation::NoReconnect | Mutation::EofIsSuccess => "lifecycle",
             Mutation::AssumeIdEcho => "version",
             Mutation::FlattenErrorClass
@@ -270,6 +278,9 @@ impl Mutation {
             Mutation::UnsentNoReply => "reports a no-reply command done without writing it",
             Mutation::LastDuplicateWins => "takes the last of a reply's duplicate members",
             Mutation::Latin1Replies => "reads reply bytes above 0x7F as Latin-1",
+            Mutation::LossyNumbers => {
+                "rounds, saturates or wraps numbers no agent writes instead of failing"
+            }
         }
     }
 }

@@ -104,6 +104,102 @@ fn agent_error(error: Value, line: &[u8]) -> Result<AgentError, ProtocolError> {
     Ok(AgentError { class, desc })
 }
 
+/// The first number token in `line` that no QEMU agent writes, outside strings. The
+/// agent's JSON writer prints an integer only when it fits int64 or uint64 and any other
+/// number as a finite double with `%.17g` (so `99999999999999999999999` goes out as
+/// `9.9999999999999992e+22`): an integer token beyond [-2^63, 2^64-1], or a number whose
+/// magnitude is beyond the double range (`1e400`), came from something else, and any value
+/// a decoder makes of it (rounded, saturated, infinite) is not one the agent meant.
+pub fn impossible_number(line: &[u8]) -> Option<String> {
+    let mut i = 0;
+    while i < line.len() {
+        match line[i] {
+            b'"' => i = string_end(line, i + 1),
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < line.len()
+                    && matches!(line[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let token = String::from_utf8_lossy(&line[start..i]);
+                if !number_is_writable(&token) {
+                    return Some(token.into_owned());
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Whether the agent's writer could have printed `token` (see [`impossible_number`]).
+/// A token that is not a number at all is left to the JSON parser.
+fn number_is_writable(token: &str) -> bool {
+    if token.contains(['.', 'e', 'E']) {
+        return token.parse::<f64>().map_or(true, f64::is_finite);
+    }
+    let digits = token.strip_prefix('-').unwrap_or(token);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    token.parse::<i64>().is_ok() || token.parse::<u64>().is_ok()
+}
+
+/// The index just past the string whose contents start at `i` (escapes skipped).
+fn string_end(line: &[u8], mut i: usize) -> usize {
+    while i < line.len() {
+        match line[i] {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    i
+}
+
+/// `line` as a decoder that saturates out-of-range doubles reads it
+/// ([`Mutation::LossyNumbers`](super::mutation::Mutation::LossyNumbers)): a number beyond
+/// the double range becomes the largest double (the nearest value JSON can carry; Python
+/// and JavaScript make it infinity). Integers beyond 64 bits need no rewrite: the JSON
+/// parser already rounds them to the nearest double.
+pub(crate) fn saturate_numbers(line: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(line.len());
+    let mut i = 0;
+    while i < line.len() {
+        match line[i] {
+            b'"' => {
+                let end = string_end(line, i + 1);
+                out.extend_from_slice(&line[i..end]);
+                i = end;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < line.len()
+                    && matches!(line[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let token = &line[start..i];
+                match std::str::from_utf8(token)
+                    .ok()
+                    .and_then(|t| t.parse::<f64>().ok())
+                {
+                    Some(x) if x.is_infinite() => {
+                        out.extend_from_slice(format!("{:e}", f64::MAX.copysign(x)).as_bytes())
+                    }
+                    _ => out.extend_from_slice(token),
+                }
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// The start of a line, for error messages.
 pub(crate) fn preview(line: &[u8]) -> String {
     let cut = &line[..line.len().min(PREVIEW_BYTES)];
@@ -236,6 +332,33 @@ mod tests {
         assert!(
             matches!(&e, Error::Protocol(ProtocolError::DuplicateMember { member: m, .. }) if *m == member),
             "{e:?}"
+        );
+    }
+
+    #[rstest::rstest]
+    #[case(r#"{"return": 1e400}"#, Some("1e400"))]
+    #[case(r#"{"return": {"t": -1E+309}}"#, Some("-1E+309"))]
+    #[case(r#"{"return": 18446744073709551616}"#, Some("18446744073709551616"))]
+    #[case(r#"{"return": [-9223372036854775809]}"#, Some("-9223372036854775809"))]
+    #[case(
+        r#"{"return": 18446744073709551615, "id": -9223372036854775808}"#,
+        None
+    )]
+    #[case(r#"{"return": 9.9999999999999992e+22}"#, None)]
+    #[case(r#"{"return": 1.7976931348623157e308}"#, None)]
+    #[case(r#"{"return": "1e400 and 99999999999999999999999 \" 1e999"}"#, None)]
+    #[case(r#"{"return": -0.0}"#, None)]
+    fn finds_numbers_no_agent_writes(#[case] line: &str, #[case] found: Option<&str>) {
+        assert_eq!(impossible_number(line.as_bytes()).as_deref(), found);
+    }
+
+    #[test]
+    fn saturates_only_numbers_beyond_the_double_range() {
+        let line = br#"{"return": [1e400, -1e400, 5, "1e400"], "id": 2.5}"#;
+        let read: Value = serde_json::from_slice(&saturate_numbers(line)).unwrap();
+        assert_eq!(
+            read,
+            json!({"return": [f64::MAX, -f64::MAX, 5, "1e400"], "id": 2.5})
         );
     }
 
