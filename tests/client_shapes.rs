@@ -175,6 +175,7 @@ const ID_ROUTED: Shape = Shape {
         fail("hostile.31", "step 1", NO_ECHO),
         fail("hostile.32", "step 2", NO_ECHO),
         fail("hostile.33", "step 1", NO_ECHO),
+        fail("hostile.34", "step 4", NO_ECHO),
     ],
     allowed_non_strict: &[
         lenient(

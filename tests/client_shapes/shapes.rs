@@ -339,10 +339,15 @@ impl<'de> Visitor<'de> for UniqueVisitor {
 }
 
 /// A line as JSON, or None when it is not JSON (garbage, bad UTF-8, too deep, a member
-/// named twice). Leading 0xFF bytes are framing (qemu-ga prefixes a guest-sync-delimited
-/// reply with one), not part of the JSON.
+/// named twice) or holds a number no QEMU agent writes (an integer beyond 64 bits, a
+/// magnitude beyond the double range: a decoder would round or saturate it). Leading 0xFF
+/// bytes are framing (qemu-ga prefixes a guest-sync-delimited reply with one), not part
+/// of the JSON.
 fn parse(line: &[u8]) -> Option<Value> {
     let start = line.iter().position(|&b| b != 0xFF).unwrap_or(line.len());
+    if qga_harness::internals::impossible_number(&line[start..]).is_some() {
+        return None;
+    }
     let parse = || {
         serde_json::from_slice::<Unique>(&line[start..])
             .ok()
