@@ -21,7 +21,7 @@
 //! quarter of the catalogue, so that the heavy cases (the floods of many MiB) of different
 //! shapes do not run at once; the whole test takes about as long as the slowest shape.
 
-mod runner_support;
+mod common;
 #[path = "client_shapes/shapes.rs"]
 mod shapes;
 
@@ -165,7 +165,7 @@ fn root() -> &'static Path {
 }
 
 fn catalogue() -> Vec<LoadedCase> {
-    runner_support::load(&root().join("scenarios"))
+    common::runner::load(&root().join("scenarios"))
 }
 
 fn session(shape: &str) -> Client {
