@@ -9,7 +9,7 @@ pub use model::{
     AgentSetup, AgentState, Bytes, ClientErrorClass, ClientErrorOutcome, Duty, ErrorOutcome,
     FaultEntry, JsonType, Outcome, ProfileSource, Scenario, Step, Transport,
 };
-pub(crate) use scale::scale_time;
+pub use scale::scale_time;
 
 /// The JSON Schema of a scenario file, for editors and `qga-harness schema scenario`.
 pub fn json_schema() -> serde_json::Value {

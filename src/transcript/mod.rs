@@ -90,11 +90,10 @@ pub(crate) mod writer;
 
 use serde::{Deserialize, Serialize};
 
-#[cfg(test)]
-pub(crate) use reader::PREVIEW_BYTES;
 pub(crate) use reader::{excerpt, read_line_bounded, visible_bytes, LineRead};
 pub use reader::{
     Direction, Event, Item, ItemKind, RecordSummary, Reply, Unrecorded, Wire, WriteRecord,
+    PREVIEW_BYTES,
 };
 pub use writer::TranscriptError;
 
