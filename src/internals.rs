@@ -11,10 +11,13 @@
 //!   [`finish_reaping`], [`shell_quote`]), its judge's helpers ([`deadline_grace_ms`],
 //!   [`describe_outcomes`], [`duty_requirement`], [`is_side_effecting`], [`case_deadline`],
 //!   [`compare_ids`]), the fault engine the channel drives ([`FaultEngine`]) and the timeline the HTML report draws ([`Timeline`] and its parts).
+//! - The README's compatibility matrix: the clients it shows ([`readme_clients`]) and
+//!   the splice of a fresh table between its markers ([`splice_readme`]).
 
 pub mod kill_matrix;
 
 pub use crate::fault::engine::{Context, FaultEngine, Fired};
+pub use crate::report::matrix::{readme_clients, splice_readme};
 pub use crate::runner::adapter::kill_after;
 pub use crate::runner::case::case_deadline;
 pub use crate::runner::discover::compare_ids;

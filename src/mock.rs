@@ -442,10 +442,7 @@ impl MockAgentBuilder {
                 self = self.profile(profile);
             }
         }
-        self.config.transport = match agent.transport {
-            scenario::Transport::VirtioSerial => Transport::VirtioSerial,
-            scenario::Transport::UnixListen => Transport::UnixListen,
-        };
+        self.config.transport = agent.transport;
         if let Some(version) = &agent.version {
             self.version = Some(version.parse()?);
         }
@@ -645,10 +642,7 @@ impl MockAgentBuilder {
         };
         AgentSetup {
             profile: profile_source,
-            transport: match self.config.transport {
-                Transport::VirtioSerial => scenario::Transport::VirtioSerial,
-                Transport::UnixListen => scenario::Transport::UnixListen,
-            },
+            transport: self.config.transport,
             version: Some(agent.version.to_string()),
             block_rpcs: agent.block_rpcs.clone(),
             allow_rpcs: agent.allow_rpcs.clone(),

@@ -190,18 +190,18 @@ fn catalogue_ids() -> Vec<(String, bool)> {
 
 #[test]
 fn the_readme_compatibility_matrix_is_generated_from_the_baselines() {
-    use qga_harness::report::matrix::{self, CompatibilityMatrix};
+    use qga_harness::internals::{readme_clients, splice_readme};
+    use qga_harness::report::CompatibilityMatrix;
     let ids: Vec<String> = catalogue_ids().into_iter().map(|(id, _)| id).collect();
     let table = CompatibilityMatrix::from_baselines(
         &ids,
         &root().join("scenarios/baselines"),
-        &matrix::readme_clients(),
+        &readme_clients(),
     )
     .expect("the baselines load")
     .markdown();
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
-    let expected =
-        matrix::splice_readme(&readme, &table).expect("the README has the matrix markers");
+    let expected = splice_readme(&readme, &table).expect("the README has the matrix markers");
     assert!(
         readme == expected,
         "the README's compatibility matrix is stale; it should read:\n{table}"

@@ -1,15 +1,15 @@
 //! `qga-harness call` and `qga-harness session`: output, exit codes and bad input,
 //! against the real qemu-ga and scripted agents.
 
-mod support;
+mod common;
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::hostile::Hostile;
 use qga_harness::real_agent::RealAgent;
 use serde_json::{json, Value};
-use support::hostile::Hostile;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::time::Instant;

@@ -4,15 +4,15 @@
 //! client must return the true answer or a typed error within its deadline, and its next
 //! call must work.
 
-mod support;
+mod common;
 
 use std::time::Duration;
 
+use common::hostile::{Hostile, Peer};
+use common::SLACK;
 use qga_harness::client::{Client, Error, ProtocolError, Stage};
 use rstest::rstest;
 use serde_json::{json, Value};
-use support::hostile::{Hostile, Peer};
-use support::SLACK;
 use tokio::time::Instant;
 
 fn client(h: &Hostile) -> Client {
@@ -272,7 +272,7 @@ async fn replies_coalesced_in_one_write_with_crlf_endings() {
         let Some(sync) = peer.expect_sync().await else {
             return;
         };
-        let mut all = support::hostile::E_FF.to_vec();
+        let mut all = common::hostile::E_FF.to_vec();
         all.extend(peer.reply_bytes(&sync, &sync["arguments"]["id"]));
         all.extend(b"{\"return\": {}, \"id\": 1}\n");
         peer.send(crlf(&all)).await;

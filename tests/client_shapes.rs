@@ -27,7 +27,7 @@
 //! Where a shape's real client loses a race with the agent's writes some of the time, the
 //! table lists the case under `may_fail` with the race: FAIL is then right when it comes.
 
-mod runner_support;
+mod common;
 #[path = "client_shapes/shapes.rs"]
 mod shapes;
 
@@ -195,7 +195,7 @@ fn root() -> &'static Path {
 }
 
 fn catalogue() -> Vec<LoadedCase> {
-    runner_support::load(&root().join("scenarios"))
+    common::runner::load(&root().join("scenarios"))
 }
 
 fn session(shape: &str) -> Client {

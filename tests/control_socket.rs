@@ -2,11 +2,11 @@
 //! life while the mock's clients stay connected; every bad line gets an answer naming what
 //! was wrong, and the control connection goes on.
 
-mod fault_support;
+mod common;
 
 use std::path::Path;
 
-use fault_support::*;
+use common::*;
 use qga_harness::{AgentState, MockAgent};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -2,11 +2,11 @@
 //! the timestamps), run after run, with a randomised set of fault rules; and a replay of a
 //! transcript's agent side gives the same agent bytes.
 
-mod fault_support;
+mod common;
 
 use std::path::Path;
 
-use fault_support::*;
+use common::*;
 use qga_harness::fault::{parse_spec, Rule};
 use qga_harness::MockAgent;
 use rand::rngs::StdRng;

@@ -3,11 +3,11 @@
 //! start. On virtio-serial an agent's death is invisible: no EOF, later commands answered
 //! late, a cut-off reply followed directly by the next one.
 
-mod fault_support;
+mod common;
 
 use std::time::Duration;
 
-use fault_support::*;
+use common::*;
 use qga_harness::{AgentState, MockAgent, Transport, VmEnd};
 use tokio::time::Instant;
 

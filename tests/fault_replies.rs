@@ -1,11 +1,11 @@
 //! Reply faults, byte for byte: made-up replies carry the request's id where qemu-ga
 //! would put it, in qemu-ga's format; deformed replies differ only where the fault says.
 
-mod fault_support;
+mod common;
 
 use std::time::Duration;
 
-use fault_support::*;
+use common::*;
 use rstest::rstest;
 use tokio::time::Instant;
 

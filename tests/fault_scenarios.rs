@@ -1,11 +1,11 @@
 //! Every scenario file in `scenarios/` loads into a mock, which starts and accepts a
 //! connection.
 
-mod fault_support;
+mod common;
 
 use std::path::{Path, PathBuf};
 
-use fault_support::*;
+use common::*;
 use qga_harness::scenario::{Scenario, Transport};
 use qga_harness::MockAgent;
 

@@ -1,12 +1,12 @@
 //! The agent state a scenario sets up: a half request in the parser, stale replies in the
 //! channel, the frozen marker, a late or manual start.
 
-mod fault_support;
+mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use fault_support::*;
+use common::*;
 use qga_harness::scenario::Scenario;
 use qga_harness::{AgentState, MockAgent};
 use tokio::time::Instant;

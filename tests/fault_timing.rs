@@ -1,10 +1,10 @@
 //! Timing faults as a client sees them: delay, hang, drip, slice, coalesce.
 
-mod fault_support;
+mod common;
 
 use std::time::Duration;
 
-use fault_support::*;
+use common::*;
 use tokio::time::Instant;
 
 #[tokio::test(start_paused = true)]

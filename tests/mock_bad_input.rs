@@ -6,7 +6,7 @@
 //! buffers. The floods below peak at about 73 MiB (a debug build; 64 MiB of
 //! it is the one token); the assertions allow 96 MiB, less than any flood.
 
-mod mock_support;
+mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mock_support::*;
+use common::*;
 use qga_harness::{MockAgent, Transport};
 use rand::{RngCore, SeedableRng};
 use rstest::rstest;

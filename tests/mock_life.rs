@@ -1,11 +1,11 @@
 //! The agent's life under the controller, and what guest-shutdown and guest-suspend-* do to
 //! the VM (qemu-guest.md §4(e)).
 
-mod mock_support;
+mod common;
 
 use std::time::Duration;
 
-use mock_support::*;
+use common::*;
 use qga_harness::{AgentState, LifeError, MockAgent, PowerPolicy, VmEnd};
 use tokio::time::Instant;
 

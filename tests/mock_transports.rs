@@ -2,11 +2,11 @@
 //! parser per agent process rather than per connection, and backpressure on a client that
 //! never reads.
 
-mod mock_support;
+mod common;
 
 use std::time::Duration;
 
-use mock_support::*;
+use common::*;
 use qga_harness::{MockAgent, Transport};
 use rstest::rstest;
 

@@ -1,11 +1,11 @@
 //! unix-listen: qemu-ga's own socket, which lives and dies with the agent process
 //! (qga-wire.md §8).
 
-mod mock_support;
+mod common;
 
 use std::io::ErrorKind;
 
-use mock_support::*;
+use common::*;
 use qga_harness::{AgentState, MockAgent, Transport};
 
 async fn mock_in(dir: &tempfile::TempDir) -> MockAgent {

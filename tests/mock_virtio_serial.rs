@@ -1,11 +1,11 @@
 //! virtio-serial: what a host client sees through QEMU's chardev socket while the agent
 //! inside the guest starts late, hangs, dies and restarts (qemu-guest.md §4-§5).
 
-mod mock_support;
+mod common;
 
 use std::time::Duration;
 
-use mock_support::*;
+use common::*;
 use qga_harness::{AgentState, MockAgent};
 use tokio::time::Instant;
 
@@ -50,7 +50,7 @@ async fn host_writes_wait_in_the_kernel_buffer_until_the_agent_starts() {
     let client = Client::connect(mock.socket_path()).await;
 
     // Write as much as the socket takes without blocking: nothing reads it yet.
-    let requests: Vec<u8> = (0..20_000).flat_map(|i| ping(&i.to_string())).collect();
+    let requests: Vec<u8> = (0..20_000).flat_map(|i| ping(i.to_string())).collect();
     let mut written = 0;
     loop {
         client.stream().writable().await.expect("writable");
@@ -74,7 +74,7 @@ async fn host_writes_wait_in_the_kernel_buffer_until_the_agent_starts() {
         .count();
     let mut client = client;
     for i in 0..whole {
-        assert_eq!(client.line().await, ping_reply(&i.to_string()));
+        assert_eq!(client.line().await, ping_reply(i.to_string()));
     }
 }
 

@@ -3,15 +3,14 @@
 //! message that says where; a client that does not exist at run time, exits at once, or
 //! prints what is not JSON is a clear FAIL of its case.
 
-#[path = "runner_support/mod.rs"]
-mod support;
+mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::runner::{explain, load, oneshot, run, session, Workspace};
 use qga_harness::runner::{Answer, BrokenKind, Client, Verdict};
 use rstest::rstest;
-use support::{explain, load, oneshot, run, session, Workspace};
 
 const PING: &str = r#"{"id": "bad.1", "title": "ping", "requirement": "A ping returns {}.",
     "steps": [{"execute": "guest-ping", "timeout_ms": 300, "expect": [{"return": {}}]},

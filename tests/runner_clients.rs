@@ -3,14 +3,13 @@
 //! a handful of benign and hostile cases. The naive ones must FAIL the hostile cases and
 //! PASS the benign ones; the careful one must pass everything.
 
-#[path = "runner_support/mod.rs"]
-mod support;
+mod common;
 
-use support::{explain, load, oneshot, run, session, verdicts, Workspace};
+use common::runner::{explain, load, oneshot, run, session, verdicts, Workspace};
 
 fn workspace() -> Workspace {
     let ws = Workspace::new();
-    for (name, text) in support::CASES {
+    for (name, text) in common::runner::CASES {
         ws.write(&format!("cases/{name}"), text);
     }
     ws
@@ -31,7 +30,7 @@ fn a_naive_socat_oneshot_client_fails_the_hostile_cases() {
     let ws = workspace();
     let results = run(
         load(&ws.path().join("cases")),
-        oneshot(support::NAIVE_ONESHOT),
+        oneshot(common::runner::NAIVE_ONESHOT),
     );
     expect(
         &results,
@@ -50,7 +49,7 @@ fn a_naive_socat_oneshot_client_fails_the_hostile_cases() {
 #[test]
 fn a_naive_python_session_client_fails_the_hostile_cases() {
     let ws = workspace();
-    let client = session(&ws.python_session("naive.py", support::NAIVE_SESSION_PY));
+    let client = session(&ws.python_session("naive.py", common::runner::NAIVE_SESSION_PY));
     let results = run(load(&ws.path().join("cases")), client);
     expect(
         &results,
@@ -80,7 +79,7 @@ fn a_naive_python_session_client_fails_the_hostile_cases() {
 #[test]
 fn a_careful_python_session_client_passes_everything() {
     let ws = workspace();
-    let client = session(&ws.python_session("careful.py", support::CAREFUL_SESSION_PY));
+    let client = session(&ws.python_session("careful.py", common::runner::CAREFUL_SESSION_PY));
     let results = run(load(&ws.path().join("cases")), client);
     expect(
         &results,

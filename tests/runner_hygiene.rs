@@ -2,15 +2,14 @@
 //! ignores SIGTERM is killed at the step's deadline with its whole process group; nothing
 //! is left in /proc, and the case's socket and temp dir are gone.
 
-#[path = "runner_support/mod.rs"]
-mod support;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::runner::{explain, load, oneshot, run, session, Workspace};
 use qga_harness::internals::{count_group_members, kill_after};
 use qga_harness::runner::{Answer, BrokenKind, Client, Verdict};
-use support::{explain, load, oneshot, run, session, Workspace};
 
 const CASE: &str = r#"{"id": "hygiene.1", "title": "a client that hangs", "requirement": "r",
     "steps": [{"execute": "guest-ping", "timeout_ms": 300, "expect": [{"return": {}}]}]}"#;

@@ -1,14 +1,13 @@
 //! The reference client, driven as any other program through `qga-harness session`, passes
 //! every case the naive clients fail; and `qga-harness run` with no client flag uses it.
 
-#[path = "runner_support/mod.rs"]
-mod support;
+mod common;
 
 use std::process::Command;
 
+use common::runner::{explain, load, run, session, Workspace};
 use qga_harness::internals::shell_quote;
 use qga_harness::runner::Verdict;
-use support::{explain, load, run, session, Workspace};
 
 fn reference_session() -> String {
     format!(
@@ -20,7 +19,7 @@ fn reference_session() -> String {
 #[test]
 fn the_reference_client_passes_every_case() {
     let ws = Workspace::new();
-    for (name, text) in support::CASES {
+    for (name, text) in common::runner::CASES {
         ws.write(&format!("cases/{name}"), text);
     }
     let results = run(
@@ -30,14 +29,14 @@ fn the_reference_client_passes_every_case() {
     for result in &results {
         assert_eq!(result.verdict, Verdict::Pass, "{}", explain(result));
     }
-    assert_eq!(results.len(), support::CASES.len());
+    assert_eq!(results.len(), common::runner::CASES.len());
 }
 
 #[test]
 fn run_without_a_client_flag_uses_the_reference_client() {
     let ws = Workspace::new();
     // The cases the mock runs by itself (no fault rules).
-    for (name, text) in support::CASES {
+    for (name, text) in common::runner::CASES {
         if !text.contains("\"faults\"") && !text.contains("pending_output") {
             ws.write(&format!("scenarios/{name}"), text);
         }

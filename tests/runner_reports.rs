@@ -2,16 +2,15 @@
 //! command, valid JUnit XML, the JSON report with every verdict string, one transcript per
 //! case under --artifacts, and baselines that only fail on regressions.
 
-#[path = "runner_support/mod.rs"]
-mod support;
+mod common;
 
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::runner::{load, session, Workspace};
 use qga_harness::report::{self, Baseline, HumanReport, Report, RunInfo};
 use qga_harness::runner::{self, CaseResult, RunOptions, Verdict};
-use support::{load, session, Workspace};
 
 const CASES: &[(&str, &str)] = &[
     (
@@ -52,7 +51,7 @@ fn run_cases() -> Run {
     for (name, text) in CASES {
         ws.write(&format!("cases/{name}"), text);
     }
-    let client = session(&ws.python_session("careful.py", support::CAREFUL_SESSION_PY));
+    let client = session(&ws.python_session("careful.py", common::runner::CAREFUL_SESSION_PY));
     let options = RunOptions {
         time_scale: 1,
         client: client.clone(),
@@ -101,7 +100,7 @@ fn every_report_of_a_run() {
         "{}",
         run.results
             .iter()
-            .map(support::explain)
+            .map(common::runner::explain)
             .collect::<Vec<_>>()
             .join("\n")
     );

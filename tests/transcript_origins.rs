@@ -2,12 +2,12 @@
 //! the judge uses those names: one test per origin kind, on a real mock over a real unix
 //! socket.
 
-mod fault_support;
+mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use fault_support::{builder_with, Client};
+use common::{builder_with, Client};
 use qga_harness::runner::{judge, Answer, ClientRun, Evidence, StepRecord, Verdict};
 use qga_harness::scenario::Scenario;
 use qga_harness::transcript::{ConnSpan, FaultOutput, ItemKind, Origin, Wire};

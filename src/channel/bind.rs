@@ -9,8 +9,11 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
 
-/// `sun_path` holds 108 bytes including the terminating NUL.
-pub const MAX_SOCKET_PATH: usize = 107;
+/// The longest path a unix socket can have: `sun_path` as libc declares it (108 bytes
+/// on Linux), less the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = std::mem::size_of::<libc::sockaddr_un>()
+    - std::mem::offset_of!(libc::sockaddr_un, sun_path)
+    - 1;
 
 /// QEMU's chardev and qemu-ga both listen with a backlog of 1: two more clients can queue
 /// (Linux allows backlog + 1), a further non-blocking connect gets EAGAIN.
@@ -146,9 +149,10 @@ fn probe(path: &Path) -> io::Result<Probe> {
     }
 }
 
-/// Checks the path, replaces a stale socket file, and binds a listening socket with a
-/// backlog of 1, non-blocking, ready for tokio.
-pub fn bind_socket(path: &Path) -> Result<StdUnixListener, BindError> {
+/// Rejects a path that cannot name a unix socket at all: empty, or longer than
+/// [`MAX_SOCKET_PATH`]. Checked before binding or connecting, so the message names the
+/// path and what to do instead of the kernel's "invalid argument".
+pub fn check_socket_path(path: &Path) -> Result<(), BindError> {
     let len = path.as_os_str().len();
     if len > MAX_SOCKET_PATH {
         return Err(BindError::TooLong {
@@ -162,6 +166,13 @@ pub fn bind_socket(path: &Path) -> Result<StdUnixListener, BindError> {
             source: io::Error::new(io::ErrorKind::InvalidInput, "empty socket path"),
         });
     }
+    Ok(())
+}
+
+/// Checks the path, replaces a stale socket file, and binds a listening socket with a
+/// backlog of 1, non-blocking, ready for tokio.
+pub fn bind_socket(path: &Path) -> Result<StdUnixListener, BindError> {
+    check_socket_path(path)?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => match probe(path) {
             Ok(Probe::Live) => {
@@ -272,6 +283,26 @@ mod tests {
         assert_eq!(third.raw_os_error(), Some(libc::EAGAIN));
         assert_eq!(probe(&path).expect("probe"), Probe::Live);
         drop(queued);
+    }
+
+    /// The limit is the kernel's: a path of exactly the limit binds, one byte more does
+    /// not even reach bind.
+    #[test]
+    fn the_path_limit_is_sun_path_less_its_nul() {
+        assert_eq!(MAX_SOCKET_PATH, 107, "Linux sun_path is 108 bytes");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let base = dir.path().as_os_str().len() + 1;
+        let longest = dir.path().join("x".repeat(MAX_SOCKET_PATH - base));
+        assert_eq!(longest.as_os_str().len(), MAX_SOCKET_PATH);
+        bind_socket(&longest).expect("the longest path binds");
+        let one_more = dir.path().join("y".repeat(MAX_SOCKET_PATH + 1 - base));
+        let e = check_socket_path(&one_more).expect_err("one byte too long");
+        assert!(matches!(e, BindError::TooLong { len: 108, .. }), "{e}");
+        assert!(
+            e.to_string().contains(&one_more.display().to_string()),
+            "{e}"
+        );
+        assert!(e.to_string().contains("choose a shorter path"), "{e}");
     }
 
     #[test]

@@ -75,7 +75,7 @@ use tokio::net::UnixListener;
 use tokio::time::Instant;
 
 pub use crate::transcript::TranscriptError;
-pub use bind::{BindError, MAX_SOCKET_PATH};
+pub use bind::{check_socket_path, BindError, MAX_SOCKET_PATH};
 pub use faults::{FaultControl, ListedRule, RuleError};
 pub use life::{AgentLife, AgentState, LifeError};
 pub use replay::{Replay, ReplayError};
@@ -97,11 +97,24 @@ use intercept::Interceptor;
 use port::Port;
 use supervisor::{Side, Supervisor};
 
-/// How the host reaches the agent.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// How the host reaches the agent: one type for the library, the scenario files
+/// (`"transport": "unix-listen"`) and the command line (`--transport unix-listen`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum Transport {
-    /// QEMU's chardev socket in front of a virtio-serial port: what libvirt and most hosts
-    /// use, and what `qga-harness mock` serves by default.
+    /// QEMU's chardev socket in front of a virtio-serial port (what libvirt and Proxmox use).
     #[default]
     VirtioSerial,
     /// qemu-ga's own listening socket (`qemu-ga -m unix-listen`).

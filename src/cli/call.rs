@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::process::{check_socket_path, runtime, Threads};
 use crate::client::{Client, Error};
 
 /// Sends one command to an agent with the reference client and prints the reply.
@@ -66,14 +67,10 @@ pub fn run(args: CallArgs) -> i32 {
         eprintln!("qga-harness call: {message}");
         return 2;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-    {
+    let runtime = match runtime(Threads::One) {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("qga-harness call: cannot start the async runtime: {e}");
+        Err(message) => {
+            eprintln!("qga-harness call: {message}");
             return 2;
         }
     };
@@ -154,6 +151,7 @@ fn parse_request(args: &CallArgs) -> Result<Request, String> {
 
 /// Rejects paths that cannot be an agent socket, with a message that says what to fix.
 fn check_socket(path: &Path) -> Result<(), String> {
+    check_socket_path(path)?;
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
@@ -163,12 +161,6 @@ fn check_socket(path: &Path) -> Result<(), String> {
     })?;
     if !meta.file_type().is_socket() {
         return Err(format!("{shown} is not a unix socket: check --socket"));
-    }
-    // sockaddr_un holds 108 bytes including the terminating NUL.
-    if path.as_os_str().len() > 107 {
-        return Err(format!(
-            "socket path {shown} is longer than 107 bytes, the unix socket limit"
-        ));
     }
     Ok(())
 }

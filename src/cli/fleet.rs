@@ -3,10 +3,10 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use tokio::signal::unix::{signal, SignalKind};
+use super::process::{runtime, Shutdown, Threads};
 
 use super::mock::MockArgs;
-use crate::channel::{bind_socket, Transport};
+use crate::channel::bind_socket;
 use crate::fleet::{self, Fleet, FleetConfig, Shares};
 use crate::guest::Profile;
 
@@ -48,27 +48,22 @@ fn execute(args: MockArgs) -> Result<(), String> {
     let config = FleetConfig {
         count,
         dir: dir.clone(),
-        transport: args.transport.map_or(Transport::VirtioSerial, Into::into),
+        transport: args.transport.unwrap_or_default(),
         shares,
         seed: args.seed.unwrap_or(0),
         profile,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(serve(config, args.control, limit))
+    let runtime = runtime(Threads::per_core())?;
+    let shutdown = Shutdown::catch(&runtime)?;
+    runtime.block_on(serve(config, args.control, limit, shutdown))
 }
 
 async fn serve(
     config: FleetConfig,
     control: Option<std::path::PathBuf>,
     limit: fleet::OpenFileLimit,
+    mut shutdown: Shutdown,
 ) -> Result<(), String> {
-    let mut terminate =
-        signal(SignalKind::terminate()).map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-    let mut interrupt =
-        signal(SignalKind::interrupt()).map_err(|e| format!("cannot watch SIGINT: {e}"))?;
     let started = std::time::Instant::now();
     let fleet = Fleet::start(config).await.map_err(|e| e.to_string())?;
     let totals = fleet.totals();
@@ -100,10 +95,7 @@ async fn serve(
         let _ = writeln!(out, "ready");
         let _ = out.flush();
     }
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
-    }
+    shutdown.wait().await;
     if let Some(task) = control_task {
         task.abort();
     }

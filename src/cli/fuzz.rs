@@ -4,7 +4,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::run::{client_from, launcher_mock, Interrupts};
+use super::process::{runtime, Shutdown, Threads};
+use super::run::{client_from, launcher_mock};
 use crate::fuzz::campaign::{self, Campaign};
 use crate::runner::{self, RunOptions, DEFAULT_MAX_RSS_KIB};
 
@@ -74,18 +75,17 @@ pub fn run(args: FuzzArgs) -> i32 {
         out: args.out.clone(),
         stop_at_first: args.stop_at_first,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+    let started = runtime(Threads::Workers(2)).and_then(|runtime| {
+        let shutdown = Shutdown::catch(&runtime)?;
+        Ok((runtime, shutdown))
+    });
+    let (runtime, mut interrupts) = match started {
+        Ok(started) => started,
+        Err(message) => {
+            eprintln!("error: {message}");
             return 2;
         }
     };
-    let mut interrupts = Interrupts::catch(&runtime);
     let terminal = std::io::stderr().is_terminal();
     eprintln!(
         "fuzzing {} with seed {seed}; findings go to {}",

@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::signal::unix::{signal, SignalKind};
-
+use super::process::{error_chain, runtime, Shutdown, Threads};
 use crate::channel::bind_socket;
 use crate::fault;
 use crate::scenario::Scenario;
@@ -44,7 +43,7 @@ pub struct MockArgs {
     /// outlives the agent, one client at a time). unix-listen: qemu-ga's own socket
     /// (`-m unix-listen`).
     #[arg(long, value_enum)]
-    pub(crate) transport: Option<TransportArg>,
+    pub(crate) transport: Option<Transport>,
 
     /// Serve the agent side of a scenario file: its profile, transport, version, block and
     /// allow lists, seed, state and faults. Other options override it.
@@ -97,52 +96,26 @@ pub struct MockArgs {
     fresh_parser_per_connection: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum TransportArg {
-    VirtioSerial,
-    UnixListen,
-}
-
-impl From<TransportArg> for Transport {
-    fn from(arg: TransportArg) -> Self {
-        match arg {
-            TransportArg::VirtioSerial => Transport::VirtioSerial,
-            TransportArg::UnixListen => Transport::UnixListen,
-        }
-    }
-}
-
 /// A failure that ends the command with exit code 2.
 #[derive(Debug)]
 pub(super) struct Usage(pub(super) String);
-
-/// The error and every cause under it, on one line each.
-pub(super) fn describe(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!("\n  caused by: {cause}"));
-        source = cause.source();
-    }
-    text
-}
 
 /// The builder the options describe: the scenario's or transcript's agent first, then
 /// the options over it.
 fn builder(args: &MockArgs) -> Result<MockAgentBuilder, Usage> {
     let mut builder = MockAgent::builder();
     if let Some(path) = &args.scenario {
-        let scenario = Scenario::load(path).map_err(|e| Usage(describe(&e)))?;
+        let scenario = Scenario::load(path).map_err(|e| Usage(error_chain(&e)))?;
         let base = path.parent().unwrap_or(std::path::Path::new("."));
         builder = builder
             .scenario_agent(&scenario.agent, base)
-            .map_err(|e| Usage(format!("{}: {}", path.display(), describe(&e))))?;
+            .map_err(|e| Usage(format!("{}: {}", path.display(), error_chain(&e))))?;
     }
     if let Some(path) = &args.replay {
-        builder = builder.replay(path).map_err(|e| Usage(describe(&e)))?;
+        builder = builder.replay(path).map_err(|e| Usage(error_chain(&e)))?;
     }
     if let Some(transport) = args.transport {
-        builder = builder.transport(transport.into());
+        builder = builder.transport(transport);
     }
     if let Some(seed) = args.seed {
         builder = builder.seed(seed);
@@ -157,12 +130,12 @@ fn builder(args: &MockArgs) -> Result<MockAgentBuilder, Usage> {
     Ok(builder)
 }
 
-async fn serve(args: MockArgs) -> Result<(), Usage> {
+async fn serve(args: MockArgs, shutdown: Shutdown) -> Result<(), Usage> {
     let mut builder = builder(&args)?.fresh_parser_per_connection(args.fresh_parser_per_connection);
     if let Some(path) = &args.profile {
         builder = builder
             .profile_file(path)
-            .map_err(|e| Usage(describe(&e)))?;
+            .map_err(|e| Usage(error_chain(&e)))?;
     }
     if let Some(block) = args.block_rpcs {
         builder = builder.block_rpcs(block);
@@ -176,26 +149,16 @@ async fn serve(args: MockArgs) -> Result<(), Usage> {
     if let Some(path) = &args.transcript {
         builder = builder.transcript(path);
     }
-    let mut terminate =
-        signal(SignalKind::terminate()).map_err(|e| Usage(format!("cannot watch SIGTERM: {e}")))?;
-    let mut interrupt =
-        signal(SignalKind::interrupt()).map_err(|e| Usage(format!("cannot watch SIGINT: {e}")))?;
     let Some(socket) = &args.socket else {
         return Err(Usage("--socket is needed".into()));
     };
-    let listener = bind_socket(socket).map_err(|e| Usage(describe(&e)))?;
+    let listener = bind_socket(socket).map_err(|e| Usage(error_chain(&e)))?;
     let listener = tokio::net::UnixListener::from_std(listener)
         .map_err(|e| Usage(format!("cannot use socket {}: {e}", socket.display())))?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-    };
     builder
-        .serve(listener, shutdown)
+        .serve(listener, shutdown.into_wait())
         .await
-        .map_err(|e| Usage(describe(&e)))?;
+        .map_err(|e| Usage(error_chain(&e)))?;
     Ok(())
 }
 
@@ -205,20 +168,21 @@ pub fn run(args: MockArgs) -> i32 {
     }
     // One thread: the agent is single-threaded, and a current-thread runtime has the
     // shortest path from a socket event to the reply.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("qga-harness mock: cannot start the runtime: {e}");
+    let started = runtime(Threads::One).and_then(|runtime| {
+        let shutdown = Shutdown::catch(&runtime)?;
+        Ok((runtime, shutdown))
+    });
+    let (runtime, shutdown) = match started {
+        Ok(started) => started,
+        Err(message) => {
+            eprintln!("qga-harness mock: {message}");
             return 2;
         }
     };
     // Served from a spawned task rather than as the block_on future: a spawned task that
     // wakes itself (the chardev and the agent take turns) is simply queued again, while a
     // block_on future that wakes itself costs a round through the I/O driver each time.
-    match runtime.block_on(async { tokio::spawn(serve(args)).await }) {
+    match runtime.block_on(async { tokio::spawn(serve(args, shutdown)).await }) {
         Ok(Ok(())) => 0,
         Ok(Err(Usage(message))) => {
             eprintln!("qga-harness mock: {message}");

@@ -12,6 +12,7 @@ mod fleet;
 mod fuzz;
 mod guest_agent;
 mod mock;
+mod process;
 mod proxy;
 mod replay;
 mod report;

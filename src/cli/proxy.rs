@@ -3,10 +3,9 @@
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
-use tokio::signal::unix::{signal, SignalKind};
-
-use super::mock::{describe, TransportArg, Usage};
-use crate::channel::bind_socket;
+use super::mock::Usage;
+use super::process::{error_chain, runtime, Shutdown, Threads};
+use crate::channel::{bind_socket, Transport};
 use crate::fault;
 use crate::scenario::Scenario;
 
@@ -27,7 +26,7 @@ pub struct ProxyArgs {
     /// The proxy's own socket semantics: virtio-serial (default: one client at a time, the
     /// socket outlives the agent) or unix-listen.
     #[arg(long, value_enum)]
-    transport: Option<TransportArg>,
+    transport: Option<Transport>,
 
     /// Take the fault rules, seed and transport of a scenario file's agent side.
     #[arg(long, value_name = "FILE")]
@@ -70,18 +69,18 @@ fn check_upstream(path: &std::path::Path) -> Result<(), Usage> {
     Ok(())
 }
 
-async fn serve(args: ProxyArgs) -> Result<(), Usage> {
+async fn serve(args: ProxyArgs, shutdown: Shutdown) -> Result<(), Usage> {
     check_upstream(&args.upstream)?;
     let mut builder = crate::proxy::builder(&args.upstream);
     if let Some(path) = &args.scenario {
-        let scenario = Scenario::load(path).map_err(|e| Usage(describe(&e)))?;
+        let scenario = Scenario::load(path).map_err(|e| Usage(error_chain(&e)))?;
         let base = path.parent().unwrap_or(std::path::Path::new("."));
         builder = builder
             .scenario_agent(&scenario.agent, base)
-            .map_err(|e| Usage(format!("{}: {}", path.display(), describe(&e))))?;
+            .map_err(|e| Usage(format!("{}: {}", path.display(), error_chain(&e))))?;
     }
     if let Some(transport) = args.transport {
-        builder = builder.transport(transport.into());
+        builder = builder.transport(transport);
     }
     if let Some(seed) = args.seed {
         builder = builder.seed(seed);
@@ -96,38 +95,29 @@ async fn serve(args: ProxyArgs) -> Result<(), Usage> {
     if let Some(path) = &args.transcript {
         builder = builder.transcript(path);
     }
-    let mut terminate =
-        signal(SignalKind::terminate()).map_err(|e| Usage(format!("cannot watch SIGTERM: {e}")))?;
-    let mut interrupt =
-        signal(SignalKind::interrupt()).map_err(|e| Usage(format!("cannot watch SIGINT: {e}")))?;
-    let listener = bind_socket(&args.listen).map_err(|e| Usage(describe(&e)))?;
+    let listener = bind_socket(&args.listen).map_err(|e| Usage(error_chain(&e)))?;
     let listener = tokio::net::UnixListener::from_std(listener)
         .map_err(|e| Usage(format!("cannot use socket {}: {e}", args.listen.display())))?;
-    let shutdown = async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-    };
     builder
-        .serve(listener, shutdown)
+        .serve(listener, shutdown.into_wait())
         .await
-        .map_err(|e| Usage(describe(&e)))?;
+        .map_err(|e| Usage(error_chain(&e)))?;
     Ok(())
 }
 
 pub fn run(args: ProxyArgs) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("qga-harness proxy: cannot start the runtime: {e}");
+    let started = runtime(Threads::One).and_then(|runtime| {
+        let shutdown = Shutdown::catch(&runtime)?;
+        Ok((runtime, shutdown))
+    });
+    let (runtime, shutdown) = match started {
+        Ok(started) => started,
+        Err(message) => {
+            eprintln!("qga-harness proxy: {message}");
             return 2;
         }
     };
-    match runtime.block_on(async { tokio::spawn(serve(args)).await }) {
+    match runtime.block_on(async { tokio::spawn(serve(args, shutdown)).await }) {
         Ok(Ok(())) => 0,
         Ok(Err(Usage(message))) => {
             eprintln!("qga-harness proxy: {message}");

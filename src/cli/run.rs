@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::process::{error_chain, runtime, Shutdown, Threads};
 use crate::qemu::{BootOptions, GuestAgentKind, ImageOptions};
 use crate::report::{self, Baseline, HumanReport, LiveProgress, Partition, Report, RunInfo};
 use crate::runner::{
@@ -218,12 +219,8 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(2, usize::from),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(jobs.clamp(2, 16))
-        .enable_all()
-        .build()
-        .map_err(|e| Usage(format!("cannot start the runtime: {e}")))?;
-    let mut interrupts = Interrupts::catch(&runtime);
+    let runtime = runtime(Threads::Workers(jobs.clamp(2, 16))).map_err(Usage)?;
+    let mut interrupts = Shutdown::catch(&runtime).map_err(Usage)?;
     let qemu = match args.target {
         Target::Mock => None,
         Target::Qemu => {
@@ -538,38 +535,6 @@ fn program_name() -> String {
         .unwrap_or_else(|| "qga-harness".to_owned())
 }
 
-/// SIGINT and SIGTERM, caught from the moment this is made (a signal that arrives before
-/// anyone waits is kept, not lost).
-pub(super) struct Interrupts {
-    int: Option<tokio::signal::unix::Signal>,
-    term: Option<tokio::signal::unix::Signal>,
-}
-
-impl Interrupts {
-    /// Installs the handlers; needs the runtime's context.
-    pub(super) fn catch(runtime: &tokio::runtime::Runtime) -> Self {
-        use tokio::signal::unix::{signal, SignalKind};
-        let _context = runtime.enter();
-        Self {
-            int: signal(SignalKind::interrupt()).ok(),
-            term: signal(SignalKind::terminate()).ok(),
-        }
-    }
-
-    /// Completes on SIGINT or SIGTERM (never, when the handlers could not be installed).
-    pub(super) async fn wait(&mut self) {
-        match (&mut self.int, &mut self.term) {
-            (Some(int), Some(term)) => {
-                tokio::select! {
-                    _ = int.recv() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            _ => std::future::pending().await,
-        }
-    }
-}
-
 /// The agent every case runs against.
 pub(super) fn launcher_mock() -> Arc<dyn AgentLauncher> {
     Arc::new(runner::MockLauncher::default())
@@ -602,7 +567,7 @@ fn default_image_dir() -> PathBuf {
 fn qemu_launcher(
     args: &RunArgs,
     runtime: &tokio::runtime::Runtime,
-    interrupts: &mut Interrupts,
+    interrupts: &mut Shutdown,
 ) -> Result<Arc<QemuLauncher>, Usage> {
     let mock_binary = match args.guest_agent {
         GuestAgentKind::Mock => Some(
@@ -650,15 +615,4 @@ fn qemu_launcher(
     };
     eprintln!("the guest is ready after {:.1} s", boot_time.as_secs_f64());
     Ok(launcher)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
+use super::process::{runtime, Threads};
 use crate::client::Client;
 
 /// The longest step line read; a longer one is answered with a Protocol error.
@@ -39,14 +40,10 @@ pub struct SessionArgs {
 }
 
 pub fn run(args: SessionArgs) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .enable_time()
-        .build()
-    {
+    let runtime = match runtime(Threads::One) {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("qga-harness session: cannot start the async runtime: {e}");
+        Err(message) => {
+            eprintln!("qga-harness session: {message}");
             return 2;
         }
     };

@@ -8,7 +8,7 @@ mod html;
 mod human;
 mod json;
 mod junit;
-pub mod matrix;
+pub(crate) mod matrix;
 mod merge;
 mod model;
 mod partition;
@@ -18,9 +18,10 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 pub use baseline::{Baseline, BaselineError, Comparison, DutyTally, TimingSensitive};
-pub use catalogue::{list_markdown, list_text};
+pub(crate) use catalogue::{list_markdown, list_text};
 pub use html::html_page;
-pub use human::{case_line, closing, failure_details, summary_table, verdict_counts, HumanReport};
+pub(crate) use human::closing;
+pub use human::HumanReport;
 pub use json::json_report;
 pub use junit::{junit_of, junit_xml};
 pub use matrix::{ClientColumn, CompatibilityMatrix};
@@ -79,7 +80,7 @@ pub fn count<'a>(results: impl IntoIterator<Item = &'a CaseResult>) -> [usize; 5
 
 /// The client's side of a case, for `--artifacts`: what it was asked, what it answered,
 /// and how its processes ended.
-pub fn client_log(result: &CaseResult) -> String {
+pub(crate) fn client_log(result: &CaseResult) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "case {}: {}", result.id, result.title);
     let _ = writeln!(

@@ -33,7 +33,8 @@ pub use adapter::{
 };
 pub use agent::{AgentLauncher, LaunchError, LaunchRequest, RunningAgent};
 pub use answer::{Answer, BrokenKind, FailureClass};
-pub use case::{case_seed, run_case, CaseResult, RunOptions, DEFAULT_MAX_RSS_KIB};
+pub(crate) use case::case_seed;
+pub use case::{run_case, CaseResult, RunOptions, DEFAULT_MAX_RSS_KIB};
 pub use discover::{filter_cases, load_cases, scenario_files, DiscoverError, LoadedCase};
 pub use judge::{
     judge, DutyReport, DutyStatus, Evidence, Finding, Judgement, Severity, StepResult, Verdict,
@@ -42,7 +43,7 @@ pub use judge::{
 pub use mock::MockLauncher;
 pub use options::{ReferenceClient, RunOptionsBuilder};
 pub use process::ExitRecord;
-pub use qemu::{real_agent_cannot_run, QemuLauncher};
+pub use qemu::QemuLauncher;
 pub use template::{Placeholder, Template, TemplateError};
 
 // Not the stable API: reachable from outside only through `crate::internals`.

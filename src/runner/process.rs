@@ -7,6 +7,10 @@
 //! (`waitid(WNOWAIT)`), which keeps its pid (the group id) reserved while the rest of the
 //! group is killed; only then is the leader reaped. Members of the group that outlive the
 //! leader are re-parented to the runner (a child subreaper) and reaped by group.
+//!
+//! Signals, group waits and the subreaper go through `nix`; the leader's final reap stays
+//! a raw `wait4`, the one call that returns the child's own resource usage (its peak
+//! RSS): `nix` has no `wait4`, and `getrusage(RUSAGE_CHILDREN)` sums every child.
 
 use std::io;
 use std::os::fd::OwnedFd;
@@ -15,6 +19,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
@@ -61,18 +69,16 @@ impl ExitRecord {
 pub fn become_subreaper() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument and only
-        // changes an attribute of this process.
-        unsafe {
-            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
-        }
+        // Without it (an old kernel) grandchildren go to init: they are still killed
+        // with the group, only not reaped here.
+        let _ = nix::sys::prctl::set_child_subreaper(true);
     });
 }
 
 /// A running client process, leader of its own process group.
 #[derive(Debug)]
 pub struct ClientProcess {
-    pid: libc::pid_t,
+    pid: Pid,
     /// Fires when the leader has exited (it stays a zombie until reaped), with its status.
     exited: Option<oneshot::Receiver<Status>>,
     has_exited: bool,
@@ -102,6 +108,7 @@ impl ClientProcess {
             .stderr(Stdio::piped());
         let mut child = command.spawn()?;
         let pid = libc::pid_t::try_from(child.id())
+            .map(Pid::from_raw)
             .map_err(|_| io::Error::other("process id out of range"))?;
         let stdin = child
             .stdin
@@ -139,7 +146,7 @@ impl ClientProcess {
         };
         if let Err(e) = watcher {
             // Without a watcher the process cannot be waited for: stop it now.
-            process.kill_group(libc::SIGKILL);
+            process.kill_group(Signal::SIGKILL);
             process.reap_now();
             return Err(e);
         }
@@ -156,7 +163,7 @@ impl ClientProcess {
 
     /// The process id (also its process-group id).
     pub fn pid(&self) -> u32 {
-        self.pid.unsigned_abs()
+        self.pid.as_raw().unsigned_abs()
     }
 
     /// Waits until the process exits or `deadline` passes; true when it exited.
@@ -189,13 +196,13 @@ impl ClientProcess {
     pub async fn finish(mut self, term_grace: Duration) -> ExitRecord {
         let mut killed = false;
         if !self.has_exited {
-            self.kill_group(libc::SIGTERM);
+            self.kill_group(Signal::SIGTERM);
             killed = true;
             let deadline = Instant::now() + term_grace;
             self.wait_until(deadline).await;
         }
         // The leader is alive or a zombie: its pid, our group id, cannot have been reused.
-        self.kill_group(libc::SIGKILL);
+        self.kill_group(Signal::SIGKILL);
         if !self.has_exited {
             // SIGKILL cannot be ignored; a process stuck in the kernel may take a moment.
             self.wait_until(Instant::now() + STRAGGLER_LIMIT).await;
@@ -204,7 +211,7 @@ impl ClientProcess {
             // Still there: leave it to the background reaper of `drop`.
             return ExitRecord {
                 killed_by_runner: true,
-                left_behind: count_group_members(self.pid).max(1),
+                left_behind: count_group_members(self.pid.as_raw()).max(1),
                 ..ExitRecord::default()
             };
         }
@@ -214,12 +221,10 @@ impl ClientProcess {
         record
     }
 
-    fn kill_group(&self, signal: libc::c_int) {
-        // SAFETY: killpg only sends a signal; the group id is our child's pid, which stays
-        // reserved until we reap it.
-        unsafe {
-            libc::killpg(self.pid, signal);
-        }
+    /// Signals the whole group; its id is our child's pid, which stays reserved until we
+    /// reap it. A group already gone is no error.
+    fn kill_group(&self, signal: Signal) {
+        let _ = killpg(self.pid, signal);
     }
 
     /// Reaps the leader; called only once it has exited (or to clean up a failed start
@@ -233,12 +238,12 @@ impl ClientProcess {
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
         loop {
             // SAFETY: wait4 writes to the two out-pointers, both valid for the call.
-            let r = unsafe { libc::wait4(self.pid, &mut status, 0, &mut usage) };
+            let r = unsafe { libc::wait4(self.pid.as_raw(), &mut status, 0, &mut usage) };
             if r == -1 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
             }
             self.reaped = true;
-            if r != self.pid {
+            if r != self.pid.as_raw() {
                 return ExitRecord::default();
             }
             break;
@@ -264,21 +269,12 @@ impl ClientProcess {
     async fn reap_group(&self) -> usize {
         let deadline = Instant::now() + STRAGGLER_LIMIT;
         loop {
-            loop {
-                let mut status = 0;
-                // SAFETY: waitpid on our own process group with WNOHANG never blocks.
-                let r = unsafe { libc::waitpid(-self.pid, &mut status, libc::WNOHANG) };
-                if r <= 0 {
-                    break;
-                }
-            }
-            // SAFETY: signal 0 only checks whether the group still has members.
-            let alive = unsafe { libc::killpg(self.pid, 0) } == 0;
-            if !alive {
+            reap_exited_members(self.pid);
+            if !group_exists(self.pid) {
                 return 0;
             }
             if Instant::now() >= deadline {
-                return count_group_members(self.pid);
+                return count_group_members(self.pid.as_raw());
             }
             // The kill is asynchronous in the kernel; poll until it is done.
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -293,21 +289,14 @@ impl Drop for ClientProcess {
         if self.reaped {
             return;
         }
-        self.kill_group(libc::SIGKILL);
+        self.kill_group(Signal::SIGKILL);
         let pid = self.pid;
         let reaper = move || {
-            let mut status = 0;
-            // SAFETY: blocking waits on our own child and its group, after SIGKILL.
-            unsafe {
-                while libc::waitpid(pid, &mut status, 0) == -1
-                    && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-                {
-                }
-                let limit = std::time::Instant::now() + STRAGGLER_LIMIT;
-                while libc::killpg(pid, 0) == 0 && std::time::Instant::now() < limit {
-                    while libc::waitpid(-pid, &mut status, libc::WNOHANG) > 0 {}
-                    std::thread::sleep(Duration::from_millis(2));
-                }
+            reap_leader(pid);
+            let limit = std::time::Instant::now() + STRAGGLER_LIMIT;
+            while group_exists(pid) && std::time::Instant::now() < limit {
+                reap_exited_members(pid);
+                std::thread::sleep(Duration::from_millis(2));
             }
         };
         let spawned = std::thread::Builder::new()
@@ -320,11 +309,7 @@ impl Drop for ClientProcess {
             }
         } else {
             // No thread to spare: reap the leader here (it was sent SIGKILL).
-            let mut status = 0;
-            // SAFETY: as above.
-            unsafe {
-                libc::waitpid(pid, &mut status, 0);
-            }
+            reap_leader(pid);
         }
         self.reaped = true;
     }
@@ -360,38 +345,46 @@ pub fn finish_reaping(limit: Duration) {
 }
 
 /// Blocks until `pid` (our child) has exited, leaving it a zombie; returns its status.
-fn wait_for_exit_without_reaping(pid: libc::pid_t) -> Status {
+fn wait_for_exit_without_reaping(pid: Pid) -> Status {
     loop {
-        // SAFETY: an all-zero siginfo_t is valid for waitid to fill.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waitid writes only to `info`.
-        let r = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid.unsigned_abs(),
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if r == 0 {
-            // SAFETY: waitid filled a SIGCHLD siginfo, whose status field is valid.
-            let value = unsafe { info.si_status() };
-            return match info.si_code {
-                libc::CLD_EXITED => Status {
-                    code: Some(value),
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Err(Errno::EINTR) => {}
+            Ok(WaitStatus::Exited(_, code)) => {
+                return Status {
+                    code: Some(code),
                     signal: None,
-                },
-                libc::CLD_KILLED | libc::CLD_DUMPED => Status {
+                }
+            }
+            Ok(WaitStatus::Signaled(_, signal, _)) => {
+                return Status {
                     code: None,
-                    signal: Some(value),
-                },
-                _ => Status::default(),
-            };
-        }
-        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return Status::default();
+                    signal: Some(signal as i32),
+                }
+            }
+            _ => return Status::default(),
         }
     }
+}
+
+/// Blocks until the leader `pid` (our child, sent SIGKILL) is reaped.
+fn reap_leader(pid: Pid) {
+    while waitpid(pid, None) == Err(Errno::EINTR) {}
+}
+
+/// Reaps, without blocking, every member of group `pgid` that has exited and was
+/// re-parented to us.
+fn reap_exited_members(pgid: Pid) {
+    let group = Pid::from_raw(-pgid.as_raw());
+    while let Ok(status) = waitpid(group, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+/// Whether any process of group `pgid` still exists (signal 0 only checks).
+fn group_exists(pgid: Pid) -> bool {
+    killpg(pgid, None).is_ok()
 }
 
 /// Counts the processes whose process group is `pgid`, from `/proc`.

@@ -243,17 +243,11 @@ impl fmt::Display for Template {
     }
 }
 
-/// Quotes a value for `sh`: plain words stay as they are, anything else goes in single
-/// quotes (a single quote inside becomes `'\''`).
+/// Quotes a value for `sh` (plain words stay as they are), with `shlex`. A NUL byte
+/// cannot be quoted, nor reach a command line at all: such a value is left as it is, and
+/// starting the command fails with an error that names the NUL.
 pub fn shell_quote(value: &str) -> String {
-    let plain = !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@%=".contains(&b));
-    if plain {
-        return value.to_owned();
-    }
-    format!("'{}'", value.replace('\'', r"'\''"))
+    shlex::try_quote(value).map_or_else(|_| value.to_owned(), std::borrow::Cow::into_owned)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::channel::Transport;
 use crate::fault::Rule;
 
 /// One conformance case.
@@ -50,17 +51,6 @@ pub struct Scenario {
     /// with little margin), and what a loaded machine may change in its verdicts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing_sensitive: Option<String>,
-}
-
-/// The transport the mock emulates.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Transport {
-    /// QEMU's chardev socket in front of a virtio-serial port (what libvirt and Proxmox use).
-    #[default]
-    VirtioSerial,
-    /// qemu-ga's own listening socket (`qemu-ga -m unix-listen`).
-    UnixListen,
 }
 
 /// Bytes in a scenario: UTF-8 text, or base64 for anything else.

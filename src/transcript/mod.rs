@@ -90,11 +90,11 @@ pub(crate) mod writer;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use reader::{excerpt, read_line_bounded, visible_bytes, LineRead};
 pub use reader::{
-    excerpt, show_bytes, visible_bytes, Direction, Event, Item, ItemKind, RecordSummary, Reply,
-    Unrecorded, Wire, WriteRecord, PREVIEW_BYTES,
+    Direction, Event, Item, ItemKind, RecordSummary, Reply, Unrecorded, Wire, WriteRecord,
+    PREVIEW_BYTES,
 };
-pub(crate) use reader::{read_line_bounded, LineRead};
 pub use writer::TranscriptError;
 
 /// Bytes of one connection: `from..to` in what the client sent, counted from 0. Conn 0 is

@@ -6,8 +6,6 @@
 //! by brace balance, not lines, so requests are parsed as a JSON stream) and writes any
 //! bytes back. Every request received is logged, so tests can check what the client sent.
 
-#![allow(dead_code)]
-
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
