@@ -92,7 +92,7 @@ use serde::{Deserialize, Serialize};
 
 pub use reader::{
     excerpt, show_bytes, visible_bytes, Direction, Event, Item, ItemKind, RecordSummary, Reply,
-    Unrecorded, Wire, WriteRecord, PREVIEW_BYTES,
+    Unrecorded, Wire, WriteRecord, BYTES_ONLY_EVENT, PREVIEW_BYTES,
 };
 pub(crate) use reader::{read_line_bounded, LineRead};
 pub use writer::TranscriptError;
