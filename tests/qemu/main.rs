@@ -4,4 +4,5 @@
 mod cli;
 mod mock_inside;
 mod real_agent;
+mod real_judge;
 mod support;
