@@ -744,6 +744,11 @@ impl<'e> Analysis<'e> {
     fn no_stale_attribution(&self) -> Check {
         let mut misses = Vec::new();
         let mut exercised = false;
+        // Read from the bytes alone, a reply is known only by the id it carries: a step
+        // whose own reply is not known is judged only when it took a reply known to
+        // answer another request.
+        let by_ids = self.e.wire.framed_from_bytes;
+        let mut unjudged = 0usize;
         for (index, record) in self.e.run.steps.iter().enumerate() {
             let execute = record.execute.as_str();
             let answered = matches!(
@@ -758,10 +763,17 @@ impl<'e> Analysis<'e> {
             let Some(Request { item: request, .. }) = self.request_of[index] else {
                 if !no_reply_success {
                     exercised = true;
+                    let never = if by_ids {
+                        "was never sent on the agent's socket"
+                    } else {
+                        "never reached the agent"
+                    };
                     misses.push(Miss {
-                        expected: format!("{execute} sent to the agent before an answer is reported"),
+                        expected: format!(
+                            "{execute} sent to the agent before an answer is reported"
+                        ),
                         actual: format!(
-                            "step {} reported {} but {execute} never reached the agent during the step",
+                            "step {} reported {} but {execute} {never} during the step",
                             index + 1,
                             record.answer
                         ),
@@ -773,11 +785,20 @@ impl<'e> Analysis<'e> {
             if no_reply_success {
                 continue;
             }
-            exercised = true;
             let answered_us = record.ended_us();
             // The agent's own answer to this request, delivered on the client's connection
             // before the client answered: whatever else arrived, the client may have used it.
             let own = self.reply_of[request];
+            if by_ids && own.is_none() {
+                let took_known_other = (0..self.e.wire.replies.len()).any(|r| {
+                    self.delivered_before(r, answered_us) && self.reply_matches(r, &record.answer)
+                });
+                if !took_known_other {
+                    unjudged += 1;
+                    continue;
+                }
+            }
+            exercised = true;
             let own_usable = own.filter(|&r| {
                 !self.e.wire.replies[r].stale && self.delivered_before(r, answered_us)
             });
@@ -854,6 +875,11 @@ impl<'e> Analysis<'e> {
                 ),
                 lines,
             });
+        }
+        if by_ids && !exercised && unjudged > 0 {
+            return Check::not_measured(format!(
+                "the agent keeps no records and no reply carried the id of the request it answers, for {unjudged} step(s): which reply answered which request is not known"
+            ));
         }
         Check::from_misses(misses, exercised, "")
     }

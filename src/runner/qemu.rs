@@ -261,6 +261,14 @@ impl AgentLauncher for QemuLauncher {
             let record = FrontRecord::create(&host_path).map_err(|e| {
                 LaunchError::with_source(format!("cannot create {}", host_path.display()), e)
             })?;
+            if load.is_none() {
+                // The real agent tells nothing of what it read or wrote: the judge reads
+                // the requests from the bytes and pairs replies only by the ids they carry.
+                record.event(
+                    crate::transcript::BYTES_ONLY_EVENT,
+                    Some("the real qemu-ga keeps no records; requests are framed from the client's bytes, replies known only by the id they carry"),
+                );
+            }
             let boot = self.boot.clone();
             let slot = self.guest.clone();
             let clock = record.clone();

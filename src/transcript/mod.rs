@@ -93,7 +93,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use reader::{excerpt, read_line_bounded, visible_bytes, LineRead};
 pub use reader::{
     Direction, Event, Item, ItemKind, RecordSummary, Reply, Unrecorded, Wire, WriteRecord,
-    PREVIEW_BYTES,
+    BYTES_ONLY_EVENT, PREVIEW_BYTES,
 };
 pub use writer::TranscriptError;
 

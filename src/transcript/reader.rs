@@ -18,6 +18,13 @@ use serde_json::Value;
 
 use super::{ConnSpan, Origin, OutputRecord, RequestRecord};
 
+mod host_framing;
+
+/// The event a recording of bytes alone writes first (the front of a real agent, which
+/// keeps no records of its own): its requests and replies are then read from the bytes
+/// (see `host_framing`).
+pub const BYTES_ONLY_EVENT: &str = "bytes-only-record";
+
 /// The largest output kept whole for judging; longer ones keep their length and an
 /// excerpt, so a hostile agent's endless reply cannot blow up the runner's memory.
 const MAX_KEPT_BYTES: usize = 4 << 20;
@@ -227,6 +234,10 @@ pub struct Wire {
     /// The transcript holds the agent's request or output records (a mock's does; a
     /// recording of bytes only, such as the front of a real agent, does not).
     pub has_agent_records: bool,
+    /// The items and replies were read from the bytes of a recording that has no agent
+    /// records: the items are the client's requests framed by qemu-ga's parser, and the
+    /// replies only the lines known by the id they carry to answer one of them.
+    pub framed_from_bytes: bool,
     /// Every write each way (the first 50,000).
     pub writes: Vec<WriteRecord>,
     /// Writes beyond the first 50,000, counted only.
@@ -733,6 +744,10 @@ impl Builder {
                 reply.text = format!("{} ({} bytes in all)", reply.text, reply.len);
             }
             self.wire.replies.push(reply);
+        }
+        let bytes_only = self.wire.events.iter().any(|e| e.name == BYTES_ONLY_EVENT);
+        if bytes_only && !self.wire.has_agent_records {
+            host_framing::frame(&mut self.wire, &self.kept);
         }
         self.wire.items.sort_by_key(|i| i.request);
         for item in &mut self.wire.items {

@@ -2,6 +2,8 @@
 //! chardev and virtio-serial and the control port.
 
 mod cli;
+mod libvirt;
 mod mock_inside;
 mod real_agent;
+mod real_judge;
 mod support;

@@ -897,3 +897,121 @@ fn a_no_reply_success_counts_only_when_the_command_reached_the_agent(
         );
     }
 }
+
+/// A recording of bytes alone, as the front of a real agent writes it: no agent records.
+fn bytes_only() -> Script {
+    let mut script = Script::default();
+    script
+        .lines
+        .push(json!({"t_us": 0, "event": crate::transcript::BYTES_ONLY_EVENT}).to_string());
+    script
+}
+
+const PING_A: &[u8] = b"{\"execute\": \"guest-ping\", \"id\": 7340712}";
+const PING_B: &[u8] = b"{\"execute\": \"guest-ping\", \"id\": 9913344}";
+const REPLY_A: &[u8] = b"{\"return\": {}, \"id\": 7340712}\n";
+const REPLY_B: &[u8] = b"{\"return\": {}, \"id\": 9913344}\n";
+
+#[test]
+fn bytes_only_a_reply_carrying_the_requests_id_is_its_answer() {
+    let s = scenario(
+        ping_steps(1),
+        json!([
+            "sync-first",
+            "flush-before-sync",
+            "unpredictable-sync-ids",
+            "no-stale-attribution"
+        ]),
+    );
+    let wire = bytes_only()
+        .bytes(10, 1, "in", SYNC)
+        .bytes(20, 1, "out", STRAY)
+        .bytes(21, 1, "out", SYNC_REPLY)
+        .bytes(30, 1, "in", PING_A)
+        .bytes(40, 1, "out", REPLY_A)
+        .wire();
+    assert!(wire.framed_from_bytes && !wire.has_agent_records);
+    let run = run_of(vec![step(0, "guest-ping", 5, 50, ret(json!({})))]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(j.verdict, Verdict::Pass, "{:#?}", j.findings);
+    for d in &j.duties {
+        assert_eq!(d.status, DutyStatus::Met, "{d:?}");
+    }
+}
+
+#[test]
+fn bytes_only_a_reply_without_an_id_is_not_measured_not_failed() {
+    let s = scenario(ping_steps(1), json!(["no-stale-attribution"]));
+    let wire = bytes_only()
+        .bytes(10, 1, "in", PING)
+        .bytes(20, 1, "out", EMPTY)
+        .wire();
+    let run = run_of(vec![step(0, "guest-ping", 5, 50, ret(json!({})))]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(j.verdict, Verdict::Pass, "{:#?}", j.findings);
+    let d = duty(&j, "no-stale-attribution");
+    assert_eq!(d.status, DutyStatus::NotMeasured);
+    assert!(d.detail.contains("no reply carried the id"), "{}", d.detail);
+}
+
+/// Step 1 times out; its late reply (carrying step 1's id) arrives during step 2, whose
+/// own reply comes only after the client answered, or never.
+#[rstest]
+#[case::own_reply_late(true)]
+#[case::own_reply_never(false)]
+fn bytes_only_a_late_reply_known_by_its_id_is_stale(#[case] own_comes: bool) {
+    let s = scenario(ping_steps(2), json!(["no-stale-attribution"]));
+    let mut script = bytes_only()
+        .bytes(10, 1, "in", PING_A)
+        .bytes(200, 1, "in", PING_B)
+        .bytes(250, 1, "out", REPLY_A);
+    if own_comes {
+        script = script.bytes(400, 1, "out", REPLY_B);
+    }
+    let run = run_of(vec![
+        step(0, "guest-ping", 5, 110_000, timeout()),
+        step(1, "guest-ping", 150, 150, ret(json!({}))),
+    ]);
+    let j = judged(&s, &run, &script.wire());
+    assert_eq!(j.verdict, Verdict::Fail, "{:#?}", j.findings);
+    assert_eq!(duty(&j, "no-stale-attribution").status, DutyStatus::Missed);
+    let stale = j
+        .findings
+        .iter()
+        .find(|f| f.subject == "duty no-stale-attribution")
+        .expect("a stale-attribution finding");
+    assert!(stale.actual.contains("7340712"), "{}", stale.actual);
+}
+
+#[test]
+fn bytes_only_the_clients_own_bytes_are_judged() {
+    let s = scenario(ping_steps(1), json!(["sync-first"]));
+    let wire = bytes_only()
+        .bytes(10, 1, "in", PING_A)
+        .bytes(20, 1, "out", REPLY_A)
+        .wire();
+    let run = run_of(vec![step(0, "guest-ping", 5, 50, ret(json!({})))]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(j.verdict, Verdict::Fail, "{:#?}", j.findings);
+    assert_eq!(duty(&j, "sync-first").status, DutyStatus::Missed);
+}
+
+#[rstest]
+#[case::sent(true, Verdict::Pass)]
+#[case::never_sent(false, Verdict::Fail)]
+fn bytes_only_a_no_reply_success_counts_when_the_command_was_sent(
+    #[case] sent: bool,
+    #[case] verdict: Verdict,
+) {
+    let s = scenario(
+        json!([{"execute": "guest-shutdown", "timeout_ms": 100, "expect": [{"return": {}}]}]),
+        json!(["no-stale-attribution"]),
+    );
+    let mut script = bytes_only();
+    if sent {
+        script = script.bytes(10, 1, "in", b"{\"execute\": \"guest-shutdown\"}");
+    }
+    let run = run_of(vec![step(0, "guest-shutdown", 5, 50, ret(json!({})))]);
+    let j = judged(&s, &run, &script.wire());
+    assert_eq!(j.verdict, verdict, "{:#?}", j.findings);
+}
