@@ -264,6 +264,11 @@ pub fn draw(seed: u64, index: u64) -> Draft {
                 .execute
                 .clone()
         };
+        if target == "guest-shutdown" {
+            // An agent that dies or a connection that closes on a shutdown looks to every
+            // client like the shutdown itself; only the dropped shutdown below is fair.
+            continue;
+        }
         match rng.random_range(0..10) {
             // Bytes of its own before or after the reply.
             0 | 1 => {
@@ -335,7 +340,9 @@ pub fn draw(seed: u64, index: u64) -> Draft {
         draft.version = Some("3.1.0".into());
         draft.faults.retain(|fault| !adds_lines(fault));
     }
-    if rng.random_bool(0.15) {
+    if rng.random_bool(0.3) {
+        // Where a closed connection is seen as such (on virtio-serial the host's end stays
+        // open whatever the guest does).
         draft.transport = Some("unix-listen".into());
     }
     draft
@@ -404,6 +411,52 @@ fn adds_lines(fault: &Json) -> bool {
     }
 }
 
+/// Whether a fault leaves the agent dead, stopped, busy or gone for a while, so that the
+/// calls after the one it hits may fail too.
+fn spoils_later_calls(fault: &Json, timeout_ms: u64) -> bool {
+    let Some(spec) = fault.as_str() else {
+        // Raw lines and scripted values leave the agent well; but a 0xFF inside a line
+        // starts a new frame for a client, and the rest of that line may cost it the next
+        // call too (as the catalogue's sync.17 allows).
+        return raw_has_ff(fault);
+    };
+    let Some((_, action)) = spec.split_once(':') else {
+        return true;
+    };
+    if action.starts_with("delay=") {
+        return !harmless(fault, timeout_ms);
+    }
+    action == "hang"
+        || [
+            "die-",
+            "restart",
+            "stop-reading",
+            "drip",
+            "vm-exit",
+            "oversize",
+            "nesting-bomb",
+            // Output that runs into the next line, or a 0xFF in the middle of one.
+            "garbage=half-object",
+            "garbage=ff",
+        ]
+        .iter()
+        .any(|a| action.starts_with(a))
+}
+
+/// Whether a rule object writes raw bytes with a 0xFF among them.
+fn raw_has_ff(fault: &Json) -> bool {
+    use base64::Engine;
+    fault["do"].as_array().is_some_and(|actions| {
+        actions.iter().any(|action| {
+            action["base64"].as_str().is_some_and(|b64| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .is_ok_and(|bytes| bytes.contains(&0xFF))
+            })
+        })
+    })
+}
+
 /// The command a fault rule fires on (`None`: any, or an event).
 fn fault_command(fault: &Json) -> Option<String> {
     match fault {
@@ -454,18 +507,18 @@ impl Draft {
     fn may_fail(&self, index: usize) -> bool {
         let step = &self.steps[index];
         let fault_hits = self.faults.iter().any(|fault| {
-            if harmless(fault, step.timeout_ms)
-                && fault_command(fault).as_deref() == Some(&step.execute)
-            {
-                return false;
+            let Some(command) = fault_command(fault) else {
+                return true;
+            };
+            if command == step.execute || SYNC_COMMANDS.contains(&command.as_str()) {
+                return !harmless(fault, step.timeout_ms);
             }
-            match fault_command(fault) {
-                None => true,
-                Some(command) => {
-                    SYNC_COMMANDS.contains(&command.as_str())
-                        || self.steps[..=index].iter().any(|s| s.execute == command)
-                }
-            }
+            // A fault on an earlier step's command spoils this one only when it leaves the
+            // agent dead, stopped or busy; after stale, garbled or missing output on another
+            // call (or a closed connection, which a client reopens), this call must work.
+            self.steps[..index]
+                .iter()
+                .any(|s| s.execute == command && spoils_later_calls(fault, s.timeout_ms))
         });
         // Until the agent starts, a virtio-serial channel takes the bytes and leaves them
         // unanswered (a step ends at its timeout); a listening socket does not exist yet
