@@ -180,7 +180,13 @@ async fn an_agent_that_refuses_the_sync_fails_the_call_with_its_error() {
     let mut c = client(&h);
     let start = Instant::now();
     let e = c.ping().await.unwrap_err();
-    assert!(matches!(e, Error::CommandDisabled(_)), "{e:?}");
+    // The command was never sent: the sync's error is not the command's answer.
+    assert!(
+        matches!(&e, Error::Protocol(ProtocolError::SyncRefused { class, desc })
+            if class == "CommandNotFound" && desc.contains("guest-sync-delimited has been disabled")),
+        "{e:?}"
+    );
+    assert_eq!(e.class(), "Protocol");
     elapsed_within(start, Duration::ZERO);
 }
 

@@ -871,8 +871,19 @@ async fn sync(conn: &mut Connection, state: &mut State) -> Result<()> {
                 return Ok(());
             }
             Ok(Ok(reply)) if reply.error.is_some() && reply.has_id(&id_value) => {
-                // The agent refused the handshake itself (disabled, unknown, ...).
-                return reply.into_result(line).map(drop);
+                // The agent refused the handshake itself (disabled, unknown, ...): the
+                // call fails, but not with an agent error, which would read as the
+                // answer to a command the agent never received.
+                let refused = reply.into_result(line).err();
+                let (class, desc) = match refused.as_ref().and_then(Error::agent_error) {
+                    Some(e) => (e.class.clone(), e.desc.clone()),
+                    None => {
+                        return Err(
+                            refused.unwrap_or_else(|| Error::disconnected(Stage::Sync, None))
+                        )
+                    }
+                };
+                return Err(ProtocolError::SyncRefused { class, desc }.into());
             }
             Ok(_) => state.stats.discarded_replies += 1,
             Err(_) => state.stats.discarded_garbage += 1,

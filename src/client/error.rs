@@ -117,6 +117,11 @@ pub enum ProtocolError {
     /// infinite, not the one sent.
     #[error("reply has a number no agent writes ({number}): {preview}")]
     ImpossibleNumber { number: String, preview: String },
+    /// The agent answered the sync handshake itself with an error (the sync command is
+    /// disabled, unknown, or a hostile agent refused it): the command was never sent, so
+    /// the agent's error is not the command's answer.
+    #[error("the agent refused the sync handshake ({class}: {desc}); the command was not sent")]
+    SyncRefused { class: String, desc: String },
     /// A `return` value that does not have the shape the command's schema gives.
     #[error("unexpected return value of {command}: {what}")]
     UnexpectedReturn { command: String, what: String },

@@ -32,26 +32,31 @@ use crate::runner::{
 use crate::scenario::Scenario;
 use crate::wire::{Parsed, Value};
 
-/// Commands a case draws from, with their arguments; `true` marks a side-effecting one.
-const COMMANDS: &[(&str, Option<&str>, bool)] = &[
-    ("guest-ping", None, false),
-    ("guest-get-host-name", None, false),
-    ("guest-get-osinfo", None, false),
-    ("guest-get-timezone", None, false),
-    ("guest-get-users", None, false),
-    ("guest-get-vcpus", None, false),
-    ("guest-fsfreeze-status", None, false),
+/// Commands a case draws alone, with their arguments.
+const COMMANDS: &[(&str, Option<&str>)] = &[
+    ("guest-ping", None),
+    ("guest-get-host-name", None),
+    ("guest-get-osinfo", None),
+    ("guest-get-timezone", None),
+    ("guest-get-users", None),
+    ("guest-get-vcpus", None),
+    ("guest-fsfreeze-status", None),
     (
         "guest-file-open",
         Some(r#"{"path": "/etc/hostname", "mode": "r"}"#),
-        true,
     ),
+    // An unknown command: the agent's error has its own class (CommandNotFound), which a
+    // client must report as it is.
+    ("guest-invalid-cmd", None),
 ];
 
-/// The fault actions a case draws from, as `--fault` text with `{}` for a drawn number.
+/// The fault actions a case draws from, as `--fault` text with `{}` for a drawn number:
+/// every action of the `--fault` syntax that leaves the VM running (`vm-exit` ends the
+/// case's guest; a no-reply command is drawn on its own below).
 const ACTIONS: &[&str] = &[
     "delay={}ms",
     "hang",
+    "hang=nonblocking",
     "drip=1/{}ms",
     "slice={}",
     "coalesce",
@@ -60,19 +65,68 @@ const ACTIONS: &[&str] = &[
     "die-mid-reply={},restart={}ms",
     "close-client",
     "stop-reading={}ms",
-    "spurious",
-    "wrong-sync-id",
+    "spurious=stale-sync",
+    "spurious=duplicate/after",
+    "spurious=other-command",
+    "spurious=unknown-id",
+    "spurious=event",
+    "wrong-sync-id=other",
+    "wrong-sync-id=string",
+    "wrong-sync-id=float",
+    "wrong-sync-id=off-by-one",
+    "wrong-sync-id=truncate32",
     "duplicate",
     "swap",
     "garbage=text",
     "garbage=invalid-utf8",
     "garbage=nul",
+    "garbage=ff",
     "garbage=half-object",
+    "garbage=crlf",
+    "garbage=ff-prefix",
     "oversize=1",
+    "oversize=1/no-newline",
     "nesting-bomb=100000",
-    "error-not-object",
+    "error=GenericError/'drawn'",
+    "error-not-object='\"drawn\"'",
     "return-and-error",
     "neither",
+];
+
+/// Lines a hostile guest writes besides its replies (the catalogue's hostile cases): an
+/// error without an id, lines that are not objects, an event whose string holds a 0xFF,
+/// a reply with a duplicate member, raw UTF-8, and replies that look like sync replies to
+/// small, guessable ids.
+const RAW_LINES: &[&[u8]] = &[
+    b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"JSON parse error, stray 'x'\"}}\n",
+    b"42\n",
+    b"[]\n",
+    b"\"text\"\n",
+    b"{\"event\": \"GUEST_NOTE\", \"data\": {\"text\": \"\xff\"}}\n",
+    b"{\"return\": {\"host-name\": \"vm\"}, \"return\": {\"host-name\": \"forged\"}}\n",
+    "{\"return\": {\"host-name\": \"h\u{f4}te-\u{20ac}\"}}\n".as_bytes(),
+    b"\xff{\"return\": 0}\n",
+    b"\xff{\"return\": 1}\n",
+    b"{\"return\": 2}\n",
+    b"{\"return\": 4294967295}\n",
+    b"{\"return\": {}, \"id\": \"old\"}\n",
+    b"{\"return\": {\"host-name\": \"stale\"}}\n",
+];
+
+/// Hostile values of exec-status and file-read replies: not exited yet, a signal, the
+/// truncation flags, members of the wrong type, invalid base64, a count that does not
+/// match, an empty read that is not the end.
+const EXEC_STATUS_RETURNS: &[&str] = &[
+    r#"{"exited": false}"#,
+    r#"{"exited": true, "signal": 9}"#,
+    r#"{"exited": true, "exitcode": 0, "out-data": "aGkK", "out-truncated": true}"#,
+    r#"{"exited": "yes", "exitcode": "0"}"#,
+    r#"{"exited": true, "exitcode": 0, "out-data": "aG!kK"}"#,
+];
+const FILE_READ_RETURNS: &[&str] = &[
+    r#"{"count": 3, "buf-b64": "!!!!", "eof": false}"#,
+    r#"{"count": 10, "buf-b64": "aGkK", "eof": true}"#,
+    r#"{"count": 0, "buf-b64": "", "eof": false}"#,
 ];
 
 /// Where faults fire besides the steps' own commands.
@@ -86,10 +140,17 @@ const DUTIES: &[&str] = &[
 ];
 
 /// A drawn case, in the pieces minimisation removes or simplifies.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Draft {
     pub steps: Vec<DraftStep>,
-    pub faults: Vec<String>,
+    /// Fault rules: `--fault` specs (strings) or rule objects of the scenario format.
+    pub faults: Vec<Json>,
+    /// The agent's state at the start (`pending_output`, `parser_input`, `start_delay_ms`).
+    pub state: Option<Json>,
+    /// An older agent (one that echoes no id).
+    pub version: Option<String>,
+    /// Another transport than virtio-serial.
+    pub transport: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -103,6 +164,7 @@ pub struct DraftStep {
 fn requirement(kind: &str) -> String {
     match kind {
         "wrong-result" => "Each call returns exactly the value the guest agent answered to that request, or fails; never another request's reply or a made-up one.".into(),
+        "needless-failure" => "A call the guest answers in time returns that answer: stale output at connect, half a request left in the agent's parser, an older agent or a reply slower than a twentieth of the timeout are no reason to fail it.".into(),
         "crash" => "The client survives any guest output: it never dies from a signal.".into(),
         "hang" => "The client answers every call within its timeout, whatever the guest does.".into(),
         "exited" => "The client answers every call (a value or an error) instead of exiting before it answers.".into(),
@@ -115,72 +177,395 @@ fn requirement(kind: &str) -> String {
     }
 }
 
+fn pick<T: Copy>(rng: &mut StdRng, items: &[T]) -> T {
+    items[rng.random_range(0..items.len())]
+}
+
+fn parse_json(text: &str) -> Json {
+    serde_json::from_str(text).expect("a valid built-in value")
+}
+
+/// A rule object of the scenario format: `actions` on the first `command`.
+fn rule(command: &str, actions: Json) -> Json {
+    json!({ "when": { "command": command, "times": 1 }, "do": actions })
+}
+
+/// Raw bytes as the scenario format carries them: text when it is UTF-8, else base64.
+fn raw_bytes(bytes: &[u8]) -> Json {
+    use base64::Engine;
+    match std::str::from_utf8(bytes) {
+        Ok(text) => json!({ "text": text }),
+        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
+    }
+}
+
 /// Draws case `index` of the campaign `seed`.
 pub fn draw(seed: u64, index: u64) -> Draft {
     let mut rng = StdRng::seed_from_u64(seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let mut steps = Vec::new();
+    let mut steps: Vec<DraftStep> = Vec::new();
+    let timeout = |rng: &mut StdRng| rng.random_range(3..=15) * 100;
     for _ in 0..rng.random_range(1..=3) {
-        let (execute, arguments, _) = COMMANDS[rng.random_range(0..COMMANDS.len())];
+        match rng.random_range(0..10) {
+            // A command and the status or read that follows it.
+            0 => {
+                steps.push(DraftStep {
+                    execute: "guest-exec".into(),
+                    arguments: Some(
+                        json!({"path": "/bin/echo", "arg": ["hi"], "capture-output": true}),
+                    ),
+                    timeout_ms: timeout(&mut rng),
+                });
+                steps.push(DraftStep {
+                    execute: "guest-exec-status".into(),
+                    arguments: Some(json!({"pid": 0})),
+                    timeout_ms: timeout(&mut rng),
+                });
+            }
+            1 => {
+                steps.push(DraftStep {
+                    execute: "guest-file-open".into(),
+                    arguments: Some(json!({"path": "/etc/hostname", "mode": "r"})),
+                    timeout_ms: timeout(&mut rng),
+                });
+                steps.push(DraftStep {
+                    execute: "guest-file-read".into(),
+                    arguments: Some(json!({"handle": 0, "count": 64})),
+                    timeout_ms: timeout(&mut rng),
+                });
+            }
+            _ => {
+                let (execute, arguments) = pick(&mut rng, COMMANDS);
+                steps.push(DraftStep {
+                    execute: execute.to_owned(),
+                    arguments: arguments.map(parse_json),
+                    timeout_ms: timeout(&mut rng),
+                });
+            }
+        }
+    }
+    // A no-reply command ends some cases (the guest powers off after it).
+    if rng.random_bool(0.1) {
         steps.push(DraftStep {
-            execute: execute.to_owned(),
-            arguments: arguments.map(|a| serde_json::from_str(a).expect("valid arguments")),
-            timeout_ms: rng.random_range(3..=15) * 100,
+            execute: "guest-shutdown".into(),
+            arguments: None,
+            timeout_ms: rng.random_range(15..=30) * 100,
         });
     }
-    let mut faults = Vec::new();
-    for _ in 0..rng.random_range(1..=3) {
+    let mut draft = Draft {
+        steps,
+        ..Draft::default()
+    };
+    draft.resolve_handles();
+    for _ in 0..rng.random_range(0..=3) {
         let target = if rng.random_bool(0.3) {
-            SYNC_COMMANDS[rng.random_range(0..SYNC_COMMANDS.len())].to_owned()
+            pick(&mut rng, SYNC_COMMANDS).to_owned()
         } else {
-            steps[rng.random_range(0..steps.len())].execute.clone()
+            draft.steps[rng.random_range(0..draft.steps.len())]
+                .execute
+                .clone()
         };
-        let nth = rng.random_range(1..=2);
-        let mut action = ACTIONS[rng.random_range(0..ACTIONS.len())].to_owned();
-        while let Some(at) = action.find("{}") {
-            let n: u64 = rng.random_range(1..=20) * 50;
-            action.replace_range(at..at + 2, &n.to_string());
+        if target == "guest-shutdown" {
+            // An agent that dies or a connection that closes on a shutdown looks to every
+            // client like the shutdown itself; only the dropped shutdown below is fair.
+            continue;
         }
-        let spec = format!("{target}#{nth}:{action}");
-        if crate::fault::parse_spec(&spec).is_ok() {
-            faults.push(spec);
+        match rng.random_range(0..10) {
+            // Bytes of its own before or after the reply.
+            0 | 1 => {
+                let mut raw = raw_bytes(pick(&mut rng, RAW_LINES));
+                raw["action"] = json!("raw");
+                raw["position"] = json!(if rng.random_bool(0.5) {
+                    "before"
+                } else {
+                    "after"
+                });
+                draft.faults.push(rule(&target, json!([raw])));
+            }
+            // A hostile value in place of the reply.
+            2 if target == "guest-exec-status" || target == "guest-file-read" => {
+                let values = if target == "guest-exec-status" {
+                    EXEC_STATUS_RETURNS
+                } else {
+                    FILE_READ_RETURNS
+                };
+                let value = parse_json(pick(&mut rng, values));
+                draft.faults.push(rule(
+                    &target,
+                    json!([{ "action": "return", "value": value }]),
+                ));
+            }
+            // A reply slow enough to matter, well within the timeout.
+            3 => {
+                if let Some(step) = draft.steps.iter().find(|s| s.execute == target) {
+                    let ms = step.timeout_ms * rng.random_range(8..=25) / 100;
+                    draft.faults.push(json!(format!("{target}#1:delay={ms}ms")));
+                }
+            }
+            _ => {
+                let nth = rng.random_range(1..=2);
+                let mut action = pick(&mut rng, ACTIONS).to_owned();
+                while let Some(at) = action.find("{}") {
+                    let n: u64 = rng.random_range(1..=20) * 50;
+                    action.replace_range(at..at + 2, &n.to_string());
+                }
+                let spec = format!("{target}#{nth}:{action}");
+                if crate::fault::parse_spec(&spec).is_ok() {
+                    draft.faults.push(json!(spec));
+                }
+            }
         }
     }
-    Draft { steps, faults }
+    if rng.random_bool(0.1) {
+        // A no-reply command dropped by the agent while the VM stays up.
+        if draft.steps.iter().any(|s| s.execute == "guest-shutdown") {
+            draft.faults.push(json!("guest-shutdown:hang"));
+        }
+    }
+    draft.state = match rng.random_range(0..10) {
+        0 | 1 => {
+            let mut output = Vec::new();
+            for _ in 0..rng.random_range(1..=3) {
+                output.extend_from_slice(pick(&mut rng, RAW_LINES));
+            }
+            Some(json!({ "pending_output": raw_bytes(&output) }))
+        }
+        2 => Some(json!({ "parser_input": "{\"execute\":\"guest-ping\",\"arguments\":{" })),
+        3 => Some(json!({ "start_delay_ms": rng.random_range(1..=16) * 50 })),
+        _ => None,
+    };
+    if rng.random_bool(0.15) {
+        // An agent before 4.0 echoes no id: a line it writes besides its replies after the
+        // sync reply cannot be told from the reply by any client, so such faults are not
+        // drawn with it (stale output before the sync still is).
+        draft.version = Some("3.1.0".into());
+        draft.faults.retain(|fault| !adds_lines(fault));
+    }
+    if rng.random_bool(0.3) {
+        // Where a closed connection is seen as such (on virtio-serial the host's end stays
+        // open whatever the guest does).
+        draft.transport = Some("unix-listen".into());
+    }
+    draft
 }
 
-/// What the simulated guest answers to each step, run in order on a fresh default guest.
-fn true_returns(steps: &[DraftStep]) -> Vec<Option<Json>> {
-    let mut dispatcher = Dispatcher::new(AgentConfig::default());
+/// The guest agent of a draft, as the case's mock is configured (its version).
+fn dispatcher(version: Option<&str>) -> Dispatcher {
+    let mut config = AgentConfig::default();
+    if let Some(version) = version.and_then(|v| v.parse().ok()) {
+        config.version = version;
+    }
+    Dispatcher::new(config)
+}
+
+/// One request through the agent: its reply, parsed.
+fn dispatch(dispatcher: &mut Dispatcher, guest: &mut Guest, step: &DraftStep) -> Option<Json> {
+    let mut request = json!({ "execute": step.execute });
+    if let Some(arguments) = &step.arguments {
+        request["arguments"] = arguments.clone();
+    }
+    let item = Parsed::Value(Value::from_serde(&request));
+    let reply = dispatcher.dispatch(item, guest).reply?;
+    serde_json::from_slice(&reply).ok()
+}
+
+/// What the simulated guest answers to each step (its reply), run in order on a fresh
+/// default guest.
+fn true_replies(draft: &Draft) -> Vec<Option<Json>> {
+    let mut dispatcher = dispatcher(draft.version.as_deref());
     let mut guest = Guest::new(Profile::default_linux());
-    steps
+    draft
+        .steps
         .iter()
-        .map(|step| {
-            let mut request = json!({ "execute": step.execute });
-            if let Some(arguments) = &step.arguments {
-                request["arguments"] = arguments.clone();
-            }
-            let item = Parsed::Value(Value::from_serde(&request));
-            let reply = dispatcher.dispatch(item, &mut guest).reply?;
-            let reply: Json = serde_json::from_slice(&reply).ok()?;
-            reply.get("return").cloned()
-        })
+        .map(|step| dispatch(&mut dispatcher, &mut guest, step))
         .collect()
 }
 
+/// What a fault action does to the timing or the framing of a reply only: a correct client
+/// still gets its answer in time.
+fn harmless(fault: &Json, timeout_ms: u64) -> bool {
+    let Some(spec) = fault.as_str() else {
+        return false;
+    };
+    let Some((_, action)) = spec.split_once(':') else {
+        return false;
+    };
+    if let Some(ms) = action
+        .strip_prefix("delay=")
+        .and_then(|v| v.strip_suffix("ms"))
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return ms * 4 <= timeout_ms;
+    }
+    action.starts_with("slice=") || action == "coalesce"
+}
+
+/// Whether a fault writes lines besides the agent's replies, or another request's reply.
+fn adds_lines(fault: &Json) -> bool {
+    match fault.as_str() {
+        Some(spec) => spec.split_once(':').is_some_and(|(_, action)| {
+            ["spurious", "duplicate", "return-and-error", "swap"]
+                .iter()
+                .any(|a| action.starts_with(a))
+        }),
+        None => fault.to_string().contains("\"raw\""),
+    }
+}
+
+/// Whether a fault leaves the agent dead, stopped, busy or gone for a while, so that the
+/// calls after the one it hits may fail too.
+fn spoils_later_calls(fault: &Json, timeout_ms: u64) -> bool {
+    let Some(spec) = fault.as_str() else {
+        // Raw lines and scripted values leave the agent well; but a 0xFF inside a line
+        // starts a new frame for a client, and the rest of that line may cost it the next
+        // call too (as the catalogue's sync.17 allows).
+        return raw_has_ff(fault);
+    };
+    let Some((_, action)) = spec.split_once(':') else {
+        return true;
+    };
+    if action.starts_with("delay=") {
+        return !harmless(fault, timeout_ms);
+    }
+    action == "hang"
+        || [
+            "die-",
+            "restart",
+            "stop-reading",
+            "drip",
+            "vm-exit",
+            "oversize",
+            "nesting-bomb",
+            // Output that runs into the next line, or a 0xFF in the middle of one.
+            "garbage=half-object",
+            "garbage=ff",
+        ]
+        .iter()
+        .any(|a| action.starts_with(a))
+}
+
+/// Whether a rule object writes raw bytes with a 0xFF among them.
+fn raw_has_ff(fault: &Json) -> bool {
+    use base64::Engine;
+    fault["do"].as_array().is_some_and(|actions| {
+        actions.iter().any(|action| {
+            action["base64"].as_str().is_some_and(|b64| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .is_ok_and(|bytes| bytes.contains(&0xFF))
+            })
+        })
+    })
+}
+
+/// The command a fault rule fires on (`None`: any, or an event).
+fn fault_command(fault: &Json) -> Option<String> {
+    match fault {
+        Json::String(spec) => {
+            let trigger = spec.split_once(':')?.0;
+            Some(trigger.split(['#', '@', '*']).next()?.to_owned())
+        }
+        other => other["when"]["command"].as_str().map(str::to_owned),
+    }
+}
+
 impl Draft {
+    /// Points each exec-status at the pid of the guest-exec before it, and each file-read
+    /// at the handle of the file-open before it, as the simulated guest numbers them.
+    fn resolve_handles(&mut self) {
+        let mut dispatcher = dispatcher(self.version.as_deref());
+        let mut guest = Guest::new(Profile::default_linux());
+        let (mut pid, mut handle) = (None, None);
+        for step in &mut self.steps {
+            match (step.execute.as_str(), &mut step.arguments) {
+                ("guest-exec-status", Some(arguments)) => {
+                    if let Some(pid) = pid {
+                        arguments["pid"] = json!(pid);
+                    }
+                }
+                ("guest-file-read", Some(arguments)) => {
+                    if let Some(handle) = handle {
+                        arguments["handle"] = json!(handle);
+                    }
+                }
+                _ => {}
+            }
+            let reply = dispatch(&mut dispatcher, &mut guest, step);
+            let returned = reply.as_ref().and_then(|r| r.get("return"));
+            match step.execute.as_str() {
+                "guest-exec" => pid = returned.and_then(|r| r["pid"].as_u64()),
+                "guest-file-open" => handle = returned.and_then(Json::as_u64),
+                _ => {}
+            }
+        }
+    }
+
+    /// Whether a correct client may fail step `index` (a client error): a fault that is
+    /// not harmless fires on its command, on a sync, or on an earlier step's command (which
+    /// may leave the agent dead, restarting or behind), or the agent starts late. Stale
+    /// output, half a request in the parser, an older agent and another transport are no
+    /// excuse: a correct client gets its answer through them.
+    fn may_fail(&self, index: usize) -> bool {
+        let step = &self.steps[index];
+        let fault_hits = self.faults.iter().any(|fault| {
+            let Some(command) = fault_command(fault) else {
+                return true;
+            };
+            if command == step.execute || SYNC_COMMANDS.contains(&command.as_str()) {
+                return !harmless(fault, step.timeout_ms);
+            }
+            // A fault on an earlier step's command spoils this one only when it leaves the
+            // agent dead, stopped or busy; after stale, garbled or missing output on another
+            // call (or a closed connection, which a client reopens), this call must work.
+            self.steps[..index]
+                .iter()
+                .any(|s| s.execute == command && spoils_later_calls(fault, s.timeout_ms))
+        });
+        // Until the agent starts, a virtio-serial channel takes the bytes and leaves them
+        // unanswered (a step ends at its timeout); a listening socket does not exist yet
+        // (a step may end at once), so every step may come before the start.
+        let started_late = self
+            .state
+            .as_ref()
+            .and_then(|s| s["start_delay_ms"].as_u64())
+            .is_some_and(|delay| {
+                let before: u64 = self.steps[..index].iter().map(|s| s.timeout_ms).sum();
+                self.transport.is_some() || before <= delay + 500
+            });
+        // A no-reply command is done when the guest goes away; a short timeout may end
+        // before the agent's shutdown is seen.
+        fault_hits || started_late || step.execute == "guest-shutdown"
+    }
+
     /// The scenario file of this case.
     pub fn scenario(&self, id: &str, kind: Option<&str>) -> Json {
-        let returns = true_returns(&self.steps);
+        let replies = true_replies(self);
         let steps: Vec<Json> = self
             .steps
             .iter()
-            .zip(returns)
-            .map(|(step, value)| {
+            .zip(replies)
+            .enumerate()
+            .map(|(index, (step, reply))| {
                 let mut expect = Vec::new();
-                if let Some(value) = value {
-                    expect.push(json!({ "return": value }));
+                let dropped = step.execute == "guest-shutdown"
+                    && self
+                        .faults
+                        .iter()
+                        .any(|f| f.as_str() == Some("guest-shutdown:hang"));
+                match reply {
+                    Some(reply) => {
+                        if let Some(value) = reply.get("return") {
+                            expect.push(json!({ "return": value }));
+                        } else if let Some(class) = reply["error"]["class"].as_str() {
+                            expect.push(json!({ "error": { "class": class } }));
+                        }
+                    }
+                    // No reply: done when the guest shuts down, unless the agent dropped it.
+                    None if !dropped => expect.push(json!({ "return": {} })),
+                    None => {}
                 }
-                expect.push(json!({"client-error": {"class": "Any"}}));
+                if dropped || self.may_fail(index) {
+                    expect.push(json!({"client-error": {"class": "Any"}}));
+                }
                 let mut out = json!({
                     "execute": step.execute,
                     "timeout_ms": step.timeout_ms,
@@ -196,13 +581,23 @@ impl Draft {
             || "The client survives a drawn hostile guest.".to_owned(),
             requirement,
         );
+        let mut agent = json!({ "faults": self.faults });
+        if let Some(state) = &self.state {
+            agent["state"] = state.clone();
+        }
+        if let Some(version) = &self.version {
+            agent["version"] = json!(version);
+        }
+        if let Some(transport) = &self.transport {
+            agent["transport"] = json!(transport);
+        }
         json!({
             "id": id,
             "title": format!("Found by a fuzzing campaign: {}", kind.unwrap_or("drawn case")),
             "requirement": requirement,
             "grounding": ["a hostile guest drawn by `qga-harness fuzz` from the fault model"],
             "tags": ["fuzz"],
-            "agent": { "faults": self.faults },
+            "agent": agent,
             "steps": steps,
             "duties": DUTIES,
         })
@@ -260,12 +655,16 @@ pub fn kinds(result: &CaseResult, wire: &Wire) -> Vec<String> {
                 let Some(step) = result.run.steps.iter().find(|s| s.index + 1 == index) else {
                     continue;
                 };
-                if matches!(
-                    step.answer,
+                match step.answer {
                     Answer::Return { .. } | Answer::AgentError { .. }
-                ) && !agent_wrote(wire, &step.execute, &step.answer)
-                {
-                    kinds.push("wrong-result".to_owned());
+                        if !agent_wrote(wire, &step.execute, &step.answer) =>
+                    {
+                        kinds.push("wrong-result".to_owned());
+                    }
+                    // The case allows a client error only where the drawn guest gives a
+                    // correct client a reason to fail.
+                    Answer::ClientError { .. } => kinds.push("needless-failure".to_owned()),
+                    _ => {}
                 }
             }
         }
@@ -391,8 +790,9 @@ async fn shows(campaign: &Campaign, draft: &Draft, kind: &str, id: &str, work: &
     kinds.iter().any(|k| k == kind)
 }
 
-/// Greedy delta debugging: drops fault rules, then steps, then shortens numbers in the
-/// rules, keeping each change that still shows `kind`.
+/// Greedy delta debugging: drops fault rules, then the agent's state, version and
+/// transport, then steps, then shortens numbers in the rules, keeping each change that
+/// still shows `kind`.
 async fn minimise(
     campaign: &Campaign,
     mut draft: Draft,
@@ -410,6 +810,16 @@ async fn minimise(
             i += 1;
         }
     }
+    for drop in [
+        (|d: &mut Draft| d.state.take().is_some()) as fn(&mut Draft) -> bool,
+        |d| d.version.take().is_some(),
+        |d| d.transport.take().is_some(),
+    ] {
+        let mut candidate = draft.clone();
+        if drop(&mut candidate) && shows(campaign, &candidate, kind, id, work).await {
+            draft = candidate;
+        }
+    }
     let mut i = 0;
     while draft.steps.len() > 1 && i < draft.steps.len() {
         let mut candidate = draft.clone();
@@ -423,14 +833,14 @@ async fn minimise(
     // Bytes: each number of each rule halved while the kind still shows.
     for f in 0..draft.faults.len() {
         for _ in 0..4 {
-            let Some(smaller) = halve_numbers(&draft.faults[f]) else {
+            let Some(smaller) = draft.faults[f].as_str().and_then(halve_numbers) else {
                 break;
             };
             if crate::fault::parse_spec(&smaller).is_err() {
                 break;
             }
             let mut candidate = draft.clone();
-            candidate.faults[f] = smaller;
+            candidate.faults[f] = Json::String(smaller);
             if !shows(campaign, &candidate, kind, id, work).await {
                 break;
             }
