@@ -211,9 +211,11 @@ impl LibvirtClient {
         };
         live.relay.set_target(socket);
         let before = live.relay.relayed();
-        if !(first && before == 0) {
+        {
             // The guest's agent closes and reopens its port: libvirt drops its connection
             // (with any error state) and opens a new one, which reaches this case's mock.
+            // The first case too: libvirt may have opened the channel while the domain
+            // started, before the relay had a target, and would not open it again.
             let control = live.control.clone();
             tokio::task::spawn_blocking(move || {
                 control
