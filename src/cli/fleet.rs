@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use super::process::{runtime, Shutdown, Threads};
+use super::process::{runtime_with_shutdown, Shutdown, Threads};
 
 use super::mock::MockArgs;
 use crate::channel::bind_socket;
@@ -53,8 +53,7 @@ fn execute(args: MockArgs) -> Result<(), String> {
         seed: args.seed.unwrap_or(0),
         profile,
     };
-    let runtime = runtime(Threads::per_core())?;
-    let shutdown = Shutdown::catch(&runtime)?;
+    let (runtime, shutdown) = runtime_with_shutdown(Threads::per_core())?;
     runtime.block_on(serve(config, args.control, limit, shutdown))
 }
 

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::process::{runtime, Shutdown, Threads};
+use super::process::{runtime_with_shutdown, Threads};
 use super::run::{client_from, launcher_mock};
 use crate::fuzz::campaign::{self, Campaign};
 use crate::runner::{self, RunOptions, DEFAULT_MAX_RSS_KIB};
@@ -75,10 +75,7 @@ pub fn run(args: FuzzArgs) -> i32 {
         out: args.out.clone(),
         stop_at_first: args.stop_at_first,
     };
-    let started = runtime(Threads::Workers(2)).and_then(|runtime| {
-        let shutdown = Shutdown::catch(&runtime)?;
-        Ok((runtime, shutdown))
-    });
+    let started = runtime_with_shutdown(Threads::Workers(2));
     let (runtime, mut interrupts) = match started {
         Ok(started) => started,
         Err(message) => {

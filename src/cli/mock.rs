@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::process::{error_chain, runtime, Shutdown, Threads};
+use super::process::{error_chain, runtime_with_shutdown, Shutdown, Threads};
 use crate::channel::bind_socket;
 use crate::fault;
 use crate::scenario::Scenario;
@@ -168,10 +168,7 @@ pub fn run(args: MockArgs) -> i32 {
     }
     // One thread: the agent is single-threaded, and a current-thread runtime has the
     // shortest path from a socket event to the reply.
-    let started = runtime(Threads::One).and_then(|runtime| {
-        let shutdown = Shutdown::catch(&runtime)?;
-        Ok((runtime, shutdown))
-    });
+    let started = runtime_with_shutdown(Threads::One);
     let (runtime, shutdown) = match started {
         Ok(started) => started,
         Err(message) => {

@@ -39,6 +39,14 @@ pub(super) fn runtime(threads: Threads) -> Result<Runtime, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
+/// A runtime with SIGINT and SIGTERM caught on it: what every long-running command
+/// starts with, before anything binds.
+pub(super) fn runtime_with_shutdown(threads: Threads) -> Result<(Runtime, Shutdown), String> {
+    let runtime = runtime(threads)?;
+    let shutdown = Shutdown::catch(&runtime)?;
+    Ok((runtime, shutdown))
+}
+
 /// SIGINT (Ctrl-C) and SIGTERM, caught from the moment this is made: a signal that
 /// arrives before anyone waits is kept, not lost, and neither kills the process before
 /// it could clean up (sockets removed, guests stopped, reports written).

@@ -4,7 +4,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
 use super::mock::Usage;
-use super::process::{error_chain, runtime, Shutdown, Threads};
+use super::process::{error_chain, runtime_with_shutdown, Shutdown, Threads};
 use crate::channel::{bind_socket, Transport};
 use crate::fault;
 use crate::scenario::Scenario;
@@ -106,10 +106,7 @@ async fn serve(args: ProxyArgs, shutdown: Shutdown) -> Result<(), Usage> {
 }
 
 pub fn run(args: ProxyArgs) -> i32 {
-    let started = runtime(Threads::One).and_then(|runtime| {
-        let shutdown = Shutdown::catch(&runtime)?;
-        Ok((runtime, shutdown))
-    });
+    let started = runtime_with_shutdown(Threads::One);
     let (runtime, shutdown) = match started {
         Ok(started) => started,
         Err(message) => {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::process::{error_chain, runtime, Shutdown, Threads};
+use super::process::{error_chain, runtime_with_shutdown, Shutdown, Threads};
 use crate::qemu::{BootOptions, GuestAgentKind, ImageOptions};
 use crate::report::{self, Baseline, HumanReport, LiveProgress, Partition, Report, RunInfo};
 use crate::runner::{
@@ -219,8 +219,8 @@ fn execute(args: RunArgs) -> Result<i32, Usage> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(2, usize::from),
     };
-    let runtime = runtime(Threads::Workers(jobs.clamp(2, 16))).map_err(Usage)?;
-    let mut interrupts = Shutdown::catch(&runtime).map_err(Usage)?;
+    let (runtime, mut interrupts) =
+        runtime_with_shutdown(Threads::Workers(jobs.clamp(2, 16))).map_err(Usage)?;
     let qemu = match args.target {
         Target::Mock => None,
         Target::Qemu => {
