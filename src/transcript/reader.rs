@@ -725,14 +725,7 @@ impl Builder {
             let kept_all = reply.len == bytes.len();
             reply.ff_prefix = bytes.first() == Some(&0xFF);
             reply.complete = bytes.last() == Some(&b'\n') && kept_all;
-            let body = {
-                let start = bytes.iter().position(|&b| b != 0xFF).unwrap_or(bytes.len());
-                let mut end = bytes.len();
-                while end > start && matches!(bytes[end - 1], b'\n' | b'\r') {
-                    end -= 1;
-                }
-                &bytes[start..end]
-            };
+            let body = reply_body(&bytes);
             reply.value = if kept_all {
                 serde_json::from_slice::<Value>(body).ok()
             } else {
@@ -891,4 +884,15 @@ pub fn excerpt(text: &str) -> String {
     }
     let cut: String = text.chars().take(EXCERPT_CHARS).collect();
     format!("{cut}... ({} bytes)", text.len())
+}
+
+/// A reply line's JSON text: without the 0xFF that prefixes a delimited sync reply and
+/// without its line end.
+fn reply_body(line: &[u8]) -> &[u8] {
+    let start = line.iter().position(|&b| b != 0xFF).unwrap_or(line.len());
+    let mut end = line.len();
+    while end > start && matches!(line[end - 1], b'\n' | b'\r') {
+        end -= 1;
+    }
+    &line[start..end]
 }

@@ -115,14 +115,7 @@ pub(super) fn frame(wire: &mut Wire, kept: &HashMap<(u64, Direction), Vec<u8>>) 
             let line = &bytes[start..end];
             let from = start as u64;
             start = end;
-            let body = {
-                let first = line.iter().position(|&b| b != 0xFF).unwrap_or(line.len());
-                let mut last = line.len();
-                while last > first && matches!(line[last - 1], b'\n' | b'\r') {
-                    last -= 1;
-                }
-                &line[first..last]
-            };
+            let body = super::reply_body(line);
             let Ok(value) = serde_json::from_slice::<Value>(body) else {
                 continue;
             };
