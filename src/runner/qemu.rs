@@ -34,7 +34,9 @@ use super::adapter::BoxFuture;
 use super::agent::{AgentLauncher, LaunchError, LaunchRequest, RunningAgent};
 use crate::fault::EventKind;
 use crate::qemu::{self, BootOptions, FrontRecord, Guest, GuestAgentKind, LoadCase, QemuError};
-use crate::scenario::{AgentSetup, AgentState, FaultEntry, ProfileSource, Transport};
+use crate::scenario::{
+    AgentSetup, AgentState, FaultEntry, Outcome, ProfileSource, Step, Transport,
+};
 
 /// How long a reset (agent restart, drain, thaw) may take before the guest is replaced.
 const RESET_TIMEOUT: Duration = Duration::from_secs(20);
@@ -108,6 +110,47 @@ pub fn real_agent_cannot_run(agent: &AgentSetup) -> Option<String> {
             needs.join(", ")
         )
     })
+}
+
+/// Commands whose return is the agent's own, not the guest's data: the real qemu-ga in the
+/// guest (Debian's 7.2) answers them as the mock's default profile does.
+const AGENT_OWN_ANSWERS: &[&str] = &[
+    "guest-ping",
+    "guest-sync",
+    "guest-sync-delimited",
+    "guest-info",
+];
+
+/// Why a real guest cannot meet this case's expectations, if it cannot: a step expects a
+/// value of the mock's default profile (a pid of 1200, file handle 1000, host name `vm`,
+/// its file systems, vCPUs, users...), which a real guest's data do not hold. Such a case
+/// would FAIL a correct client; the real agent's own answers are compared with the mock's
+/// byte for byte by the fidelity tests instead. A step that also accepts any value of a
+/// type, or only `{}`, is not bound to the profile.
+pub fn real_guest_lacks_expected_values(steps: &[Step]) -> Option<String> {
+    steps.iter().enumerate().find_map(|(index, step)| {
+        if AGENT_OWN_ANSWERS.contains(&step.execute.as_str()) {
+            return None;
+        }
+        let outcomes = || step.expect.iter().chain(&step.non_strict);
+        if outcomes().any(|o| matches!(o, Outcome::ReturnType(_))) {
+            return None;
+        }
+        let value = outcomes().find_map(|o| match o {
+            Outcome::Return(v) | Outcome::ReturnContains(v) if !is_empty_object(v) => Some(v),
+            _ => None,
+        })?;
+        Some(format!(
+            "step {} expects {} to return {} from the mock's default profile, which a real guest's data do not hold; run it with --guest-agent mock",
+            index + 1,
+            step.execute,
+            crate::transcript::excerpt(&value.to_string())
+        ))
+    })
+}
+
+fn is_empty_object(value: &serde_json::Value) -> bool {
+    value.as_object().is_some_and(serde_json::Map::is_empty)
 }
 
 /// Why the mock inside the guest cannot reproduce this case, if it cannot.
@@ -240,7 +283,9 @@ impl AgentLauncher for QemuLauncher {
             let agent = &request.case.scenario.agent;
             let load = match self.boot.agent {
                 GuestAgentKind::Real => {
-                    if let Some(reason) = real_agent_cannot_run(agent) {
+                    if let Some(reason) = real_agent_cannot_run(agent)
+                        .or_else(|| real_guest_lacks_expected_values(&request.case.scenario.steps))
+                    {
                         return Err(LaunchError::unsupported(reason));
                     }
                     None
@@ -417,5 +462,64 @@ impl RunningAgent for RunningFront {
             })
             .await;
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    fn steps(value: serde_json::Value) -> Vec<Step> {
+        serde_json::from_value(value).expect("steps")
+    }
+
+    /// A value of the mock's default profile cannot be met by a real guest (UNSUPPORTED);
+    /// the agent's own answers, `{}`, a type and errors can.
+    #[rstest]
+    #[case::exec_pid(
+        serde_json::json!([{"execute": "guest-exec", "arguments": {"path": "/bin/true"}, "timeout_ms": 400, "expect": [{"return": {"pid": 1200}}]}]),
+        Some("step 1 expects guest-exec to return {\"pid\":1200}")
+    )]
+    #[case::host_name_contains(
+        serde_json::json!([
+            {"execute": "guest-ping", "timeout_ms": 400, "expect": [{"return": {}}]},
+            {"execute": "guest-get-host-name", "timeout_ms": 400, "expect": [{"return-contains": {"host-name": "vm"}}]}
+        ]),
+        Some("step 2 expects guest-get-host-name")
+    )]
+    #[case::file_handle_non_strict(
+        serde_json::json!([{"execute": "guest-file-open", "arguments": {"path": "/tmp/x"}, "timeout_ms": 400,
+            "expect": [{"client-error": {"class": "Timeout"}}], "non_strict": [{"return": 1000}]}]),
+        Some("guest-file-open to return 1000")
+    )]
+    #[case::agent_own(
+        serde_json::json!([{"execute": "guest-info", "timeout_ms": 400, "expect": [{"return-contains": {"version": "7.2.22"}}]}]),
+        None
+    )]
+    #[case::empty(
+        serde_json::json!([{"execute": "guest-set-time", "timeout_ms": 400, "expect": [{"return": {}}]}]),
+        None
+    )]
+    #[case::typed(
+        serde_json::json!([{"execute": "guest-get-host-name", "timeout_ms": 400,
+            "expect": [{"return-contains": {"host-name": "vm"}}, {"return-type": "object"}]}]),
+        None
+    )]
+    #[case::error(
+        serde_json::json!([{"execute": "guest-file-open", "arguments": {"path": "/nonexistent"}, "timeout_ms": 400,
+            "expect": [{"error": {"class": "GenericError"}}]}]),
+        None
+    )]
+    fn expectations_a_real_guest_cannot_meet(
+        #[case] value: serde_json::Value,
+        #[case] reason: Option<&str>,
+    ) {
+        let got = real_guest_lacks_expected_values(&steps(value));
+        match (reason, &got) {
+            (None, None) => {}
+            (Some(want), Some(got)) => assert!(got.contains(want), "{got}"),
+            _ => panic!("expected {reason:?}, got {got:?}"),
+        }
     }
 }

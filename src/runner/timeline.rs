@@ -65,8 +65,12 @@ pub enum BlockKind {
 pub enum PairingSource {
     /// Recorded by the agent as it answered.
     GroundTruth,
-    /// The transcript has no agent records (a real agent: only the bytes were seen), so no
-    /// reply is paired: pairing is never guessed from order or ids.
+    /// The transcript has no agent records (a real agent: only the bytes were seen); a
+    /// reply is paired only where it carries the id of exactly one request (qemu-ga's id
+    /// echo, a sync's returned id), never from order or timing.
+    ById,
+    /// The transcript has no agent records and no reply carried a request's id: nothing
+    /// is paired (never guessed).
     NotMeasured,
 }
 
@@ -232,6 +236,12 @@ pub fn build(
         block.answers = reply
             .answers()
             .and_then(|request| block_of_request.get(&request).copied());
+        if !wire.has_agent_records {
+            // Read from the bytes: the pairing is proven by the id the reply carries.
+            block.origin = block
+                .origin
+                .map(|origin| format!("{origin}, known by the id it carries"));
+        }
         timeline.blocks.push(block);
     }
     for bytes in &wire.unrecorded {
@@ -248,6 +258,8 @@ pub fn build(
     if !wire.replies.is_empty() || !wire.unrecorded.is_empty() {
         timeline.pairing = Some(if wire.has_agent_records {
             PairingSource::GroundTruth
+        } else if timeline.blocks.iter().any(|b| b.answers.is_some()) {
+            PairingSource::ById
         } else {
             PairingSource::NotMeasured
         });
@@ -622,6 +634,62 @@ mod tests {
             .blocks
             .iter()
             .all(|b| b.kind == BlockKind::Bytes && b.answers.is_none()));
+    }
+
+    /// A transcript of bytes alone (the front of a real agent): a reply carrying its
+    /// request's id (an echoed `id`, a sync's returned id, also as a float) is drawn paired
+    /// with that request; a reply without one is not.
+    #[test]
+    fn bytes_only_replies_known_by_their_id_are_paired() {
+        let lines = vec![
+            format!(
+                r#"{{"t_us":0,"event":"{}"}}"#,
+                crate::transcript::BYTES_ONLY_EVENT
+            ),
+            r#"{"t_us":5,"conn":1,"dir":"in","at":0,"text":"{\"execute\":\"guest-sync\",\"arguments\":{\"id\":850201}}"}"#
+                .to_owned(),
+            r#"{"t_us":9,"conn":1,"dir":"out","at":0,"text":"{\"return\": 850201.0}\n"}"#.to_owned(),
+            r#"{"t_us":10,"conn":1,"dir":"in","at":50,"text":"{\"execute\":\"guest-ping\",\"id\":\"p1\"}"}"#
+                .to_owned(),
+            r#"{"t_us":12,"conn":1,"dir":"out","at":21,"text":"{\"return\": {}, \"id\": \"p1\"}\n"}"#
+                .to_owned(),
+            r#"{"t_us":14,"conn":1,"dir":"in","at":84,"text":"{\"execute\":\"guest-ping\"}"}"#
+                .to_owned(),
+            r#"{"t_us":16,"conn":1,"dir":"out","at":48,"text":"{\"return\": {}}\n"}"#.to_owned(),
+        ];
+        let timeline = build(&wire(&lines), &[], &[], 0);
+        assert_eq!(timeline.pairing, Some(PairingSource::ById));
+        let label = |i: Option<usize>| i.map(|i| timeline.blocks[i].label.clone());
+        let answered: Vec<(String, Option<String>)> = timeline
+            .blocks
+            .iter()
+            .filter(|b| b.lane == Lane::Agent)
+            .map(|b| (b.label.clone(), label(b.answers)))
+            .collect();
+        assert_eq!(
+            answered,
+            [
+                ("return".to_owned(), Some("guest-sync".to_owned())),
+                ("return".to_owned(), Some("guest-ping".to_owned())),
+                ("bytes".to_owned(), None),
+            ],
+            "{:#?}",
+            timeline.blocks
+        );
+        let sync_reply = timeline
+            .blocks
+            .iter()
+            .find(|b| b.answers.is_some())
+            .unwrap();
+        assert!(
+            sync_reply
+                .origin
+                .as_deref()
+                .unwrap()
+                .contains("known by the id"),
+            "{:?}",
+            sync_reply.origin
+        );
     }
 
     #[test]

@@ -866,6 +866,69 @@ fn a_sync_reply_with_another_id_taken_as_the_sync(#[case] reply: &[u8], #[case] 
     }
 }
 
+/// The same table read from the bytes alone (a real agent behind the front or a proxy): a
+/// sync reply is known by the number it returns, so the float form of the id sent pairs
+/// with that sync too, and the verdict is the one the agent's records give.
+#[rstest]
+#[case::float(&b"{\"return\": 8234567890123456789.0}\n"[..], Verdict::NonStrict)]
+#[case::small_float(&b"{\"return\": 850201.0}\n"[..], Verdict::NonStrict)]
+#[case::exact(&b"{\"return\": 8234567890123456789}\n"[..], Verdict::Pass)]
+fn bytes_only_a_float_sync_reply_is_paired_with_its_sync(
+    #[case] reply: &[u8],
+    #[case] verdict: Verdict,
+) {
+    let s = scenario(ping_steps(1), json!(["no-stale-attribution", "sync-first"]));
+    let id = if reply.starts_with(b"{\"return\": 850201") {
+        "850201"
+    } else {
+        "8234567890123456789"
+    };
+    let sync = format!("{{\"execute\": \"guest-sync\", \"arguments\": {{\"id\": {id}}}}}");
+    let wire = bytes_only()
+        .bytes(10, 1, "in", sync.as_bytes())
+        .bytes(20, 1, "out", reply)
+        .bytes(30, 1, "in", PING_A)
+        .bytes(40, 1, "out", REPLY_A)
+        .wire();
+    assert_eq!(
+        wire.replies.len(),
+        2,
+        "both replies paired: {:#?}",
+        wire.replies
+    );
+    assert_eq!(wire.replies[0].answers(), Some(1));
+    let run = run_of(vec![step(0, "guest-ping", 5, 50, ret(json!({})))]);
+    let j = judged(&s, &run, &wire);
+    assert_eq!(j.verdict, verdict, "{:#?}", j.findings);
+    if verdict != Verdict::Pass {
+        assert_eq!(
+            j.findings[0].subject,
+            "sync reply with another id taken as the sync"
+        );
+    }
+}
+
+/// A float that two ids sent round to is not known to answer either: left unpaired.
+#[test]
+fn bytes_only_a_float_two_sync_ids_round_to_pairs_with_neither() {
+    let wire = bytes_only()
+        .bytes(
+            10,
+            1,
+            "in",
+            b"{\"execute\": \"guest-sync\", \"arguments\": {\"id\": 8234567890123456789}}",
+        )
+        .bytes(
+            11,
+            1,
+            "in",
+            b"{\"execute\": \"guest-sync\", \"arguments\": {\"id\": 8234567890123456788}}",
+        )
+        .bytes(20, 1, "out", b"{\"return\": 8234567890123456789.0}\n")
+        .wire();
+    assert!(wire.replies.is_empty(), "{:#?}", wire.replies);
+}
+
 /// A no-reply command's success is judged on the agent's records: sent and silent is a
 /// success (the guest went down); reported without the command reaching the agent is a
 /// FAIL, whatever the client printed.

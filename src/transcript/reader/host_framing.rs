@@ -9,7 +9,10 @@
 //!   reply with a newline);
 //! - which request a reply answers, only where the reply carries that request's id: a
 //!   top-level `id` that exactly one request carried (qemu-ga echoes it), or the return of
-//!   a sync equal to the `arguments.id` that exactly one sync sent. Every other line
+//!   a sync equal to the `arguments.id` that exactly one sync sent. A sync return written
+//!   as a float (`850201.0`) is the same number as an integer id, and pairs with the one
+//!   sync whose id it equals (the judge then decides what taking it means); a float that
+//!   several sent ids round to pairs with none. Every other line
 //!   answers no known request and is left out of the replies (it stays among the
 //!   unrecorded bytes), so no judgement can take it for an answer it is not known to be.
 
@@ -121,14 +124,17 @@ pub(super) fn frame(wire: &mut Wire, kept: &HashMap<(u64, Direction), Vec<u8>>) 
             };
             let request = value
                 .get("id")
-                .and_then(|id| by_id.get(&id.to_string()))
+                .and_then(|id| by_id.get(&id.to_string()).copied())
                 .or_else(|| {
                     let returned = value.get("return")?;
-                    (value.get("id").is_none())
-                        .then(|| by_sync_id.get(&returned.to_string()))
-                        .flatten()
-                })
-                .copied();
+                    if value.get("id").is_some() {
+                        return None;
+                    }
+                    by_sync_id
+                        .get(&returned.to_string())
+                        .copied()
+                        .or_else(|| sync_of_float(&items, returned))
+                });
             let Some(request) = request else {
                 continue;
             };
@@ -167,4 +173,24 @@ pub(super) fn frame(wire: &mut Wire, kept: &HashMap<(u64, Direction), Vec<u8>>) 
     wire.items = items;
     wire.replies = replies;
     wire.framed_from_bytes = true;
+}
+
+/// The one sync whose integer id equals `returned`, a float with no fraction (`850201.0`):
+/// qemu-ga's own writer never turns an integer id into a float, but a deformed reply can.
+/// `None` when `returned` is not such a float, or when more than one id sent rounds to it.
+fn sync_of_float(items: &[Item], returned: &Value) -> Option<u64> {
+    let float = returned
+        .as_f64()
+        .filter(|f| returned.is_f64() && f.fract() == 0.0)?;
+    let mut found = items.iter().filter(|item| {
+        item.sync_id().is_some_and(|sent| {
+            let as_float = sent
+                .as_i64()
+                .map(|n| n as f64)
+                .or_else(|| sent.as_u64().map(|n| n as f64));
+            as_float == Some(float)
+        })
+    });
+    let first = found.next()?;
+    found.next().is_none().then_some(first.request)
 }
