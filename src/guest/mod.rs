@@ -305,7 +305,10 @@ impl Guest {
             if !(1970..2070).contains(&year) {
                 return Err(GuestError("Invalid time: Success".into()));
             }
-            if usec < 0 {
+            // settimeofday(2) refuses a negative tv_usec, and (Linux's do_settimeofday64)
+            // a wall time earlier than the monotonic clock, i.e. before the guest booted:
+            // the simulated guest booted when the host did.
+            if usec < 0 || sec.saturating_mul(1_000_000).saturating_add(usec) < monotonic_us() {
                 return Err(GuestError(
                     "Failed to set time to guest: Invalid argument".into(),
                 ));
@@ -845,6 +848,22 @@ fn host_now_us() -> i64 {
         Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX),
     }
+}
+
+/// The host's CLOCK_MONOTONIC in microseconds (about its uptime), which the simulated
+/// guest takes for its own.
+fn monotonic_us() -> i64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec through a pointer that outlives the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
+        return 0;
+    }
+    i64::from(now.tv_sec)
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(now.tv_nsec) / 1000)
 }
 
 /// The proleptic Gregorian year of a time in seconds since the epoch.

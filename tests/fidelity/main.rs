@@ -6,40 +6,14 @@
 //! and on the same transport (qemu-ga's own unix-listen socket).
 
 mod cases;
+mod mask;
 mod session;
 
 use std::path::Path;
 
 use cases::{Case, Compare};
+use mask::{mask_digits, show};
 use session::Session;
-
-/// Masks every run of ASCII digits, for values that move between two asks.
-fn mask_digits(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len());
-    for &b in bytes {
-        if b.is_ascii_digit() {
-            if out.last() != Some(&b'0') || !out.ends_with(b"0") {
-                out.push(b'0');
-            }
-        } else {
-            out.push(b);
-        }
-    }
-    out
-}
-
-fn show(bytes: &[u8]) -> String {
-    let text: String = bytes
-        .iter()
-        .flat_map(|&b| std::ascii::escape_default(b))
-        .map(char::from)
-        .collect();
-    if text.len() > 600 {
-        format!("{}… ({} bytes)", &text[..600], bytes.len())
-    } else {
-        text
-    }
-}
 
 /// Runs every case against both sockets and returns one line per mismatch.
 fn compare_agents(expected: &Path, actual: &Path, cases: &[Case]) -> Vec<String> {

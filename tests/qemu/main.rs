@@ -2,8 +2,13 @@
 //! chardev and virtio-serial and the control port.
 
 mod cli;
+mod fidelity;
 mod libvirt;
+#[path = "../fidelity/mask.rs"]
+mod mask;
 mod mock_inside;
 mod real_agent;
 mod real_judge;
+#[path = "../fidelity/session.rs"]
+mod session;
 mod support;
