@@ -452,10 +452,26 @@ fn machine_changing_commands_answer_like_the_real_agent_in_a_guest() {
     // busybox has no chpasswd.
     captured.profile.chpasswd = false;
     let steps = all_steps();
+    // The comparison must see a difference where there is one: a mock that believes the
+    // guest has chpasswd answers set-user-password otherwise.
+    let mut unlike = captured.profile.clone();
+    unlike.chpasswd = true;
     let mock = HostMock::start(captured.profile);
     let from_mock = run_steps(mock.socket(), &steps);
     let from_real = run_steps(&socket, &steps);
     let mut failures = differences(&steps, &from_real, &from_mock);
+    let unlike = HostMock::start(unlike);
+    let machine = machine_steps();
+    let at = file_steps().len() + exec_steps().len() + freeze_steps().len();
+    let caught = differences(
+        &machine,
+        &from_real[at..at + machine.len()],
+        &run_steps(unlike.socket(), &machine),
+    );
+    assert!(
+        caught.iter().any(|f| f.contains("guest-set-user-password")),
+        "a mock with chpasswd was not told apart: {caught:?}"
+    );
 
     let mock_end = shut_down(mock.socket());
     let real_end = shut_down(&socket);
