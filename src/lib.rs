@@ -47,7 +47,7 @@ pub mod wire;
 pub use blocking::BlockingMockAgent;
 pub use channel::{
     AgentLife, AgentState, ChannelStatus, FaultControl, LifeError, ListedRule, PowerPolicy,
-    RuleError, Transport, VmEnd,
+    RuleError, StartState, Transport, VmEnd,
 };
 pub use expect::{Expectation, Verification};
 pub use fault::{Rule, RuleBuilder};
