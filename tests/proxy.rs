@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use qga_harness::client::Client;
 use qga_harness::fault::parse_spec;
-use qga_harness::real_agent::RealAgent;
+use qga_harness::internals::real_agent::RealAgent;
 use qga_harness::MockAgent;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
