@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 pub const BINARY: &str = env!("CARGO_BIN_EXE_qga-harness");
 
 /// How long a process may take to start, answer or exit before the test fails.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+pub use super::PATIENCE;
 
 /// `qga-harness` with stdin closed and stdout and stderr captured.
 pub fn qga_harness() -> Command {
