@@ -22,7 +22,7 @@ use std::path::Path;
 mod common;
 use common::{env_usize, percentile, pipelined, sequential, verdict, MockProcess};
 
-use qga_harness::real_agent::RealAgent;
+use qga_harness::internals::real_agent::RealAgent;
 
 /// A /proc/PID/status field in KiB.
 fn status_kib(pid: u32, field: &str) -> Option<u64> {

@@ -23,7 +23,7 @@ use std::path::Path;
 mod common;
 use common::{env_usize, sequential, verdict, MockProcess};
 
-use qga_harness::real_agent::RealAgent;
+use qga_harness::internals::real_agent::RealAgent;
 
 const WARM_UP: usize = 200;
 

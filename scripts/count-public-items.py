@@ -59,7 +59,9 @@ def walk(doc: dict) -> dict:
                     for child in module["inner"]["module"]["items"]:
                         child_item = index.get(str(child))
                         if child_item and child_item.get("visibility") == "public":
-                            stack.append((str(child), path + [child_item.get("name") or "?"]))
+                            # The glob's own entry ends the path (it has no name): its
+                            # items sit beside it.
+                            stack.append((str(child), path[:-1] + [child_item.get("name") or "?"]))
             else:
                 stack.append((str(target), path[:-1] + [use["name"]]))
             continue

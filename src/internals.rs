@@ -13,8 +13,36 @@
 //!   [`compare_ids`]), the fault engine the channel drives ([`FaultEngine`]) and the timeline the HTML report draws ([`Timeline`] and its parts).
 //! - The README's compatibility matrix: the clients it shows ([`readme_clients`]) and
 //!   the splice of a fresh table between its markers ([`splice_readme`]).
+//! - The judge itself ([`judge`], [`UNKNOWN_CLASS`]): a user reads its [`Judgement`]s in
+//!   the case results.
+//! - Whole modules the binary, the tests and the benches drive: [`cli`] (the command
+//!   line), [`qemu`] (real QEMU guests from `qemu-images/`), [`libvirt`] (real libvirt as a
+//!   client under test), [`real_agent`] (the real qemu-ga, read-only, for side-by-side
+//!   checks).
+//!
+//! [`Judgement`]: crate::runner::Judgement
 
 pub mod kill_matrix;
+
+/// The `qga-harness` command line: [`cli::main`] is the binary.
+pub mod cli {
+    pub use crate::cli::*;
+}
+
+/// A real QEMU guest from `qemu-images/`, its ports and its control port.
+pub mod qemu {
+    pub use crate::qemu::*;
+}
+
+/// Real libvirt driven as a client under test.
+pub mod libvirt {
+    pub use crate::libvirt::*;
+}
+
+/// Starting the real qemu-ga, read-only, for side-by-side checks.
+pub mod real_agent {
+    pub use crate::real_agent::*;
+}
 
 pub use crate::fault::engine::{Context, FaultEngine, Fired};
 pub use crate::report::matrix::{readme_clients, splice_readme};
@@ -22,7 +50,7 @@ pub use crate::runner::adapter::kill_after;
 pub use crate::runner::case::case_deadline;
 pub use crate::runner::discover::compare_ids;
 pub use crate::runner::judge::{
-    deadline_grace_ms, describe_outcomes, duty_requirement, is_side_effecting,
+    deadline_grace_ms, describe_outcomes, duty_requirement, is_side_effecting, judge, UNKNOWN_CLASS,
 };
 pub use crate::runner::process::{count_group_members, finish_reaping};
 pub use crate::runner::template::shell_quote;

@@ -11,20 +11,18 @@
 //! - [`scenario`]: scenario files, their strict loader and JSON Schema.
 //! - [`runner`]: running cases against a host client, judging them.
 //! - [`report`]: human, JUnit, JSON reports, artifacts and baselines.
-//! - [`cli`]: the `qga-harness` command line.
-//! - [`libvirt`]: real libvirt driven as a client under test.
 //! - [`proxy`]: the fault proxy in front of a real agent's socket.
-//! - [`qemu`]: a real QEMU guest from `qemu-images/`, its ports and its control port.
 //! - [`fuzz`]: fuzzing campaigns against clients (`qga-harness fuzz`), and with the
 //!   feature `fuzzing` the generators and oracles of the fuzz targets; not a stable API.
-//! - [`real_agent`]: starting the real qemu-ga, read-only, for side-by-side checks.
-//! - [`internals`]: items for tests, benches and measurement tools; not the stable API.
+//! - [`internals`]: what the binary, the tests, the benches and measurement tools need
+//!   beyond that (the command line, real QEMU guests, real libvirt, the real qemu-ga, the
+//!   judge itself); not the stable API.
 //! - [`MockAgent`]: the mock qemu-ga as a library (`mock.rs`).
 
 pub mod agent;
 mod blocking;
 pub mod channel;
-pub mod cli;
+mod cli;
 pub mod client;
 mod expect;
 pub mod fault;
@@ -32,11 +30,11 @@ pub mod fleet;
 pub mod fuzz;
 pub mod guest;
 pub mod internals;
-pub mod libvirt;
+mod libvirt;
 mod mock;
 pub mod proxy;
-pub mod qemu;
-pub mod real_agent;
+mod qemu;
+mod real_agent;
 mod received;
 pub mod report;
 pub mod runner;
@@ -47,7 +45,7 @@ pub mod wire;
 pub use blocking::BlockingMockAgent;
 pub use channel::{
     AgentLife, AgentState, ChannelStatus, FaultControl, LifeError, ListedRule, PowerPolicy,
-    RuleError, Transport, VmEnd,
+    RuleError, StartState, Transport, VmEnd,
 };
 pub use expect::{Expectation, Verification};
 pub use fault::{Rule, RuleBuilder};

@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(qga_harness::cli::main());
+    std::process::exit(qga_harness::internals::cli::main());
 }

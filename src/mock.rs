@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use tokio::net::UnixListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -33,14 +32,14 @@ use crate::agent::{AgentConfig, AgentVersion, ConfigError, VersionError};
 use crate::blocking::BlockingMockAgent;
 use crate::channel::control::ControlServer;
 use crate::channel::{
-    self, AgentLife, AgentStart, BindError, ChannelConfig, FaultControl, FaultHub, LifeInbox,
-    PowerPolicy, Replay, ReplayError, RuleError, TranscriptError, Transport, VmEnd,
+    self, AgentLife, BindError, ChannelConfig, FaultControl, FaultHub, LifeInbox, PowerPolicy,
+    Replay, ReplayError, RuleError, StartState, TranscriptError, Transport, VmEnd,
 };
 use crate::expect::{Expectation, Spy, Verification};
 use crate::fault::{Rule, RuleId};
 use crate::guest::{Guest, Identity, Profile, ProfileError};
 use crate::received::{Received, Records};
-use crate::scenario::{self, AgentSetup, Bytes, FaultEntry, ProfileSource};
+use crate::scenario::{AgentSetup, FaultEntry, ProfileSource};
 
 /// The file name [`MockAgentBuilder::start_in`] gives the socket.
 pub(crate) const SOCKET_FILE_NAME: &str = "qga.sock";
@@ -83,12 +82,9 @@ pub enum MockError {
     /// A fault rule cannot be carried out.
     #[error("fault rule {index} (counting from 0): {reason}")]
     Fault { index: usize, reason: RuleError },
-    /// A value of the agent's state is invalid.
-    #[error("agent.state.{field}: {message}")]
-    State {
-        field: &'static str,
-        message: String,
-    },
+    /// A fleet's shares of dead, slow and hostile agents do not add up.
+    #[error("fleet shares: {0}")]
+    FleetShares(String),
     /// The temp dir for the socket or the records could not be created.
     #[error("cannot create a temp dir for the mock's socket or records")]
     TempDir {
@@ -150,7 +146,6 @@ pub struct MockAgentBuilder {
     version: Option<AgentVersion>,
     block_rpcs: Option<Vec<String>>,
     allow_rpcs: Option<Vec<String>>,
-    frozen: bool,
     seed: u64,
     rules: Vec<Rule>,
     control: Option<PathBuf>,
@@ -220,7 +215,6 @@ impl MockAgent {
             version: None,
             block_rpcs: None,
             allow_rpcs: None,
-            frozen: false,
             seed: 0,
             rules: Vec::new(),
             control: None,
@@ -393,14 +387,14 @@ impl MockAgentBuilder {
     /// The guest's filesystems are frozen when the agent starts: a previous agent left
     /// the frozen marker behind, so the agent starts in the frozen state.
     pub fn frozen(mut self, frozen: bool) -> Self {
-        self.frozen = frozen;
+        self.config.state.frozen = frozen;
         self
     }
 
     /// Bytes the first agent process finds in its parser before any client writes, as a
     /// previous client's half request leaves them.
     pub fn parser_input(mut self, bytes: impl Into<Vec<u8>>) -> Self {
-        self.config.parser_input = Some(bytes.into());
+        self.config.state.parser_input = Some(bytes.into());
         self
     }
 
@@ -408,7 +402,7 @@ impl MockAgentBuilder {
     /// never read do (virtio-serial; with unix-listen they are written to the first
     /// client as soon as it is accepted).
     pub fn pending_output(mut self, bytes: impl Into<Vec<u8>>) -> Self {
-        self.config.pending_output = Some(bytes.into());
+        self.config.state.pending_output = Some(bytes.into());
         self
     }
 
@@ -455,19 +449,7 @@ impl MockAgentBuilder {
         if let Some(seed) = agent.seed {
             self.seed = seed;
         }
-        let state = &agent.state;
-        self = if !state.started {
-            self.start_manually()
-        } else {
-            self.start_delay(Duration::from_millis(state.start_delay_ms.unwrap_or(0)))
-        };
-        self.frozen = state.frozen;
-        if let Some(bytes) = &state.parser_input {
-            self.config.parser_input = Some(decode(bytes, "parser_input")?);
-        }
-        if let Some(bytes) = &state.pending_output {
-            self.config.pending_output = Some(decode(bytes, "pending_output")?);
-        }
+        self = self.start_state(agent.state.clone());
         for entry in &agent.faults {
             let rule = match entry {
                 FaultEntry::Rule(rule) => rule.clone(),
@@ -541,18 +523,24 @@ impl MockAgentBuilder {
 
     /// The agent starts this long after the mock (the guest is booting); until then the
     /// virtio-serial socket accepts and buffers, and the unix-listen socket does not exist.
+    /// Whole milliseconds, as a scenario file gives it; a part of one counts as one.
     pub fn start_delay(mut self, delay: Duration) -> Self {
-        self.config.start = if delay.is_zero() {
-            AgentStart::Now
-        } else {
-            AgentStart::After(delay)
-        };
+        self.config.state.set_start_delay(delay);
         self
     }
 
     /// The agent starts only when [`AgentLife::start`] is called.
     pub fn start_manually(mut self) -> Self {
-        self.config.start = AgentStart::Manually;
+        self.config.state.started = false;
+        self
+    }
+
+    /// The whole state the agent and its channel start in, as a scenario's `agent.state`
+    /// gives it (replaces what [`MockAgentBuilder::start_delay`],
+    /// [`MockAgentBuilder::start_manually`], [`MockAgentBuilder::frozen`],
+    /// [`MockAgentBuilder::parser_input`] and [`MockAgentBuilder::pending_output`] set).
+    pub fn start_state(mut self, state: StartState) -> Self {
+        self.config.state = state;
         self
     }
 
@@ -632,14 +620,6 @@ impl MockAgentBuilder {
                 _ => None,
             },
         };
-        let (start_delay_ms, started) = match self.config.start {
-            AgentStart::Now => (None, true),
-            AgentStart::After(delay) => (
-                Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
-                true,
-            ),
-            AgentStart::Manually => (None, false),
-        };
         AgentSetup {
             profile: profile_source,
             transport: self.config.transport,
@@ -647,13 +627,7 @@ impl MockAgentBuilder {
             block_rpcs: agent.block_rpcs.clone(),
             allow_rpcs: agent.allow_rpcs.clone(),
             seed: Some(self.seed),
-            state: scenario::AgentState {
-                start_delay_ms,
-                started,
-                frozen: self.frozen,
-                parser_input: self.config.parser_input.as_deref().map(encode),
-                pending_output: self.config.pending_output.as_deref().map(encode),
-            },
+            state: self.config.state.clone(),
             faults: self.rules.iter().cloned().map(FaultEntry::Rule).collect(),
         }
     }
@@ -689,7 +663,7 @@ impl MockAgentBuilder {
         if let Some(version) = self.version {
             Arc::make_mut(&mut profile).agent.version = version;
         }
-        if self.frozen {
+        if self.config.state.frozen {
             Arc::make_mut(&mut profile).fsfreeze.frozen = true;
         }
         let agent = AgentConfig {
@@ -969,34 +943,5 @@ async fn serve_with_control(
             end
         }
         None => serving.await,
-    }
-}
-
-/// A scenario's bytes (text or base64).
-fn decode(bytes: &Bytes, field: &'static str) -> Result<Vec<u8>, MockError> {
-    match bytes {
-        Bytes::Text(text) => Ok(text.as_bytes().to_vec()),
-        Bytes::Base64 { base64 } => base64::engine::general_purpose::STANDARD
-            .decode(base64)
-            .map_err(|e| MockError::State {
-                field,
-                message: format!("base64 does not decode: {e}"),
-            }),
-    }
-}
-
-/// Bytes for a scenario: text when they are printable UTF-8, else base64.
-fn encode(bytes: &[u8]) -> Bytes {
-    match std::str::from_utf8(bytes) {
-        Ok(text)
-            if !text
-                .chars()
-                .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) =>
-        {
-            Bytes::Text(text.to_owned())
-        }
-        _ => Bytes::Base64 {
-            base64: base64::engine::general_purpose::STANDARD.encode(bytes),
-        },
     }
 }

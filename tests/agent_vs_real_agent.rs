@@ -13,7 +13,7 @@ mod session;
 use qga_harness::agent::{AgentConfig, AgentVersion, Dispatcher};
 use qga_harness::guest::capture::{capture, CaptureOptions};
 use qga_harness::guest::{Guest, Profile};
-use qga_harness::real_agent::{safe_block_list, RealAgent};
+use qga_harness::internals::real_agent::{safe_block_list, RealAgent};
 use qga_harness::wire::Streamer;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use qga_harness::guest::capture::{capture, CaptureOptions};
 use qga_harness::guest::{Guest, Profile};
-use qga_harness::real_agent::RealAgent;
+use qga_harness::internals::real_agent::RealAgent;
 use qga_harness::wire::{Object, Value};
 
 /// One request on a fresh connection to the real agent; returns the reply line.
@@ -156,7 +156,7 @@ fn a_captured_profile_reproduces_the_real_agents_read_only_answers() {
     let profile = captured.profile;
     assert_eq!(profile.agent.version.to_string(), "7.2.22");
     let blocked = profile.agent.block_rpcs.clone().unwrap_or_default();
-    for command in qga_harness::real_agent::safe_block_list() {
+    for command in qga_harness::internals::real_agent::safe_block_list() {
         assert!(
             blocked.iter().any(|b| b == command),
             "{command} not recorded as blocked"

@@ -1,16 +1,14 @@
 //! Ctrl-C (SIGINT) and SIGTERM end every serving subcommand the same way: it stops
 //! serving, cleans up (its socket removed, its summary written) and exits 0.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use common::process::{qga_harness, Running};
 use rstest::rstest;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_qga-harness");
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A serving subcommand.
 #[derive(Clone, Copy, Debug)]
@@ -20,36 +18,16 @@ enum Server {
     Fleet,
 }
 
-/// A started server: the child, the socket it must remove, and its stdout.
+/// A started server: the process, the socket it must remove, and its stdout.
 struct Started {
-    child: Child,
+    server: Running,
     socket: PathBuf,
     stdout: BufReader<std::process::ChildStdout>,
 }
 
-impl Drop for Started {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls (with a deadline) until `path` exists; the server binds its socket only after
-/// its signal handlers are in place, so from then on a signal is handled.
-fn wait_for(path: &Path, child: &mut Child) {
-    let deadline = Instant::now() + PATIENCE;
-    while !path.exists() {
-        if let Some(status) = child.try_wait().expect("wait") {
-            panic!("exited at start: {status}");
-        }
-        assert!(Instant::now() < deadline, "no {} in time", path.display());
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn start(server: Server, dir: &Path) -> Started {
-    let mut command = Command::new(BINARY);
-    let socket = match server {
+fn start(kind: Server, dir: &Path) -> Started {
+    let mut command = qga_harness();
+    let socket = match kind {
         Server::Mock => {
             let socket = dir.join("qga.sock");
             command.args(["mock", "--socket"]).arg(&socket);
@@ -77,24 +55,21 @@ fn start(server: Server, dir: &Path) -> Started {
             control
         }
     };
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn qga-harness");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    match server {
-        // The fleet says when every socket exists.
-        Server::Fleet => {
-            let mut line = String::new();
-            stdout.read_line(&mut line).expect("read");
-            assert_eq!(line, "ready\n");
-        }
-        Server::Mock | Server::Proxy => wait_for(&socket, &mut child),
+    // The fleet says when every socket exists; the others are ready when theirs does.
+    let mut server = match kind {
+        Server::Fleet => Running {
+            child: command.spawn().expect("spawn qga-harness"),
+        },
+        Server::Mock | Server::Proxy => Running::start(&mut command, &socket),
+    };
+    let mut stdout = BufReader::new(server.child.stdout.take().expect("stdout"));
+    if let Server::Fleet = kind {
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read");
+        assert_eq!(line, "ready\n");
     }
     Started {
-        child,
+        server,
         socket,
         stdout,
     }
@@ -107,22 +82,10 @@ fn a_signal_ends_a_server_cleanly(
 ) {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut started = start(server, dir.path());
-    let pid = libc::pid_t::try_from(started.child.id()).expect("pid");
-    // SAFETY: kill(2) of our own child.
-    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
 
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = started.child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "{server:?} did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stderr = String::new();
-    if let Some(mut pipe) = started.child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
-    }
+    started.server.signal(signal);
+    let (status, stderr) = started.server.wait();
+
     assert_eq!(status.code(), Some(0), "{server:?}: {stderr}");
     assert!(
         !started.socket.exists(),

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use qga_harness::client::{Client, Error, Exec, FsfreezeStatus, Stage};
-use qga_harness::real_agent::RealAgent;
+use qga_harness::internals::real_agent::RealAgent;
 use rstest::rstest;
 use serde_json::{json, Value};
 

@@ -1,48 +1,23 @@
 //! The fault options of `qga-harness mock`, `qga-harness ctl` and `qga-harness replay`
 //! as processes: scripted faults on the wire, bad input with its place, exit codes.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_qga-harness");
-const PATIENCE: Duration = Duration::from_secs(20);
-
-/// Runs a command that must exit by itself, within the patience.
-fn run_to_exit(command: &mut Command) -> Output {
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn qga-harness");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("qga-harness did not exit within {PATIENCE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use common::process::{mock_command, qga_harness, run_to_exit, Running, PATIENCE};
 
 fn mock(socket: &Path, extra: &[&str]) -> Output {
-    run_to_exit(
-        Command::new(BINARY)
-            .args(["mock", "--socket"])
-            .arg(socket)
-            .args(extra),
-    )
+    run_to_exit(mock_command(socket).args(extra))
 }
 
 fn ctl(control: &Path, extra: &[&str]) -> Output {
     run_to_exit(
-        Command::new(BINARY)
+        qga_harness()
             .args(["ctl", "--control"])
             .arg(control)
             .args(extra),
@@ -51,62 +26,6 @@ fn ctl(control: &Path, extra: &[&str]) -> Output {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// A running `qga-harness mock`, stopped with SIGTERM when dropped.
-struct Running {
-    child: Child,
-}
-
-impl Running {
-    /// Starts the mock and waits (polling, with a deadline) until `ready` exists.
-    fn start(socket: &Path, ready: &Path, extra: &[&str]) -> Running {
-        let child = Command::new(BINARY)
-            .args(["mock", "--socket"])
-            .arg(socket)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn qga-harness");
-        let mut running = Running { child };
-        let deadline = Instant::now() + PATIENCE;
-        while !ready.exists() {
-            if let Some(status) = running.child.try_wait().expect("wait") {
-                let mut err = String::new();
-                if let Some(mut pipe) = running.child.stderr.take() {
-                    let _ = pipe.read_to_string(&mut err);
-                }
-                panic!("the mock exited at start: {status}: {err}");
-            }
-            assert!(Instant::now() < deadline, "no socket within {PATIENCE:?}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        running
-    }
-
-    /// SIGTERM, then the exit code.
-    fn stop(mut self) -> i32 {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
-        // SAFETY: sending a signal to our own child process.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "no exit within {PATIENCE:?}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Connects, retrying while the socket file exists but does not listen yet (bind comes
@@ -195,6 +114,11 @@ fn a_bad_scenario_exits_2_with_file_line_column_and_field() {
             "base64 does not decode",
         ),
         (
+            "{\"id\": \"x.1\", \"title\": \"t\", \"requirement\": \"r\",\n \"agent\": {\"state\": {\"pending_output\": {\"base64\": \"!!\"}}}}\n",
+            ":2:56: at `agent.state.pending_output`",
+            "base64 does not decode",
+        ),
+        (
             "{\"id\": \"x.1\", \"title\": \"t\", \"requirement\": \"r\",\n \"agent\": {\"transport\": \"vsock\"}}\n",
             ":2:",
             "unknown variant",
@@ -228,8 +152,7 @@ fn a_scenario_and_extra_faults_shape_the_replies() {
     );
     let socket = dir.path().join("qga.sock");
     let transcript = dir.path().join("t.jsonl");
-    let running = Running::start(
-        &socket,
+    let running = Running::mock(
         &socket,
         &[
             "--scenario",
@@ -277,7 +200,7 @@ fn replay_serves_the_recorded_agent_and_writes_it_as_a_scenario() {
     // Each request is followed by a sync whose reply marks the end of what it caused, so
     // the client reads every spurious line, however the bytes were chunked.
     let play = |extra: &[&str]| -> Vec<u8> {
-        let running = Running::start(&socket, &socket, extra);
+        let running = Running::mock(&socket, extra);
         let stream = connect(&socket);
         stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
         let mut writer = stream.try_clone().expect("clone");
@@ -324,7 +247,7 @@ fn replay_serves_the_recorded_agent_and_writes_it_as_a_scenario() {
 
     let scenario = dir.path().join("replay.json");
     let out = run_to_exit(
-        Command::new(BINARY)
+        qga_harness()
             .arg("replay")
             .arg(&transcript)
             .arg("--out")
@@ -338,7 +261,7 @@ fn replay_serves_the_recorded_agent_and_writes_it_as_a_scenario() {
     assert_eq!(recorded, from_scenario);
 
     let out = run_to_exit(
-        Command::new(BINARY)
+        qga_harness()
             .arg("replay")
             .arg(dir.path().join("missing.jsonl"))
             .arg("--out")
@@ -353,9 +276,8 @@ fn ctl_changes_faults_and_life_while_the_client_stays_connected() {
     let socket = dir.path().join("qga.sock");
     let control = dir.path().join("control.sock");
     let running = Running::start(
-        &socket,
+        mock_command(&socket).args(["--control", control.to_str().expect("utf-8")]),
         &control,
-        &["--control", control.to_str().expect("utf-8")],
     );
     let mut stream = connect(&socket);
     assert_eq!(
@@ -427,20 +349,6 @@ fn ctl_changes_faults_and_life_while_the_client_stays_connected() {
     stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
     stream.read_to_end(&mut rest).expect("EOF");
     assert!(rest.is_empty());
-    assert_eq!(running.stop_or_exit(), 0);
+    assert_eq!(running.exit_code(), 0);
     assert!(!control.exists(), "the control socket is removed");
-}
-
-impl Running {
-    /// The exit code of a mock that exits by itself (or is stopped if it has not).
-    fn stop_or_exit(mut self) -> i32 {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "no exit within {PATIENCE:?}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
 }

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use qga_harness::channel::Replay;
 use qga_harness::scenario::Scenario;
-use qga_harness::{AgentState, MockAgent};
+use qga_harness::{AgentState, MockAgent, StartState};
 use tokio::time::Instant;
 
 async fn mock_from(dir: &tempfile::TempDir, agent: &str) -> MockAgent {
@@ -119,14 +120,65 @@ async fn version_lists_and_seed_come_from_the_scenario() {
 }
 
 #[test]
-fn bad_state_bytes_are_refused_with_the_field() {
+fn bad_state_bytes_are_refused_where_the_file_gives_them() {
     let text = r#"{"id": "state.1", "title": "t", "requirement": "r",
                    "agent": {"state": {"parser_input": {"base64": "!!"}}}}"#;
-    let scenario = Scenario::parse(text, Path::new("s.json")).expect("scenario");
-    let e = MockAgent::builder()
-        .scenario_agent(&scenario.agent, Path::new("."))
-        .expect_err("bad base64");
-    assert!(e.to_string().contains("agent.state.parser_input"), "{e}");
+    let e = Scenario::parse(text, Path::new("s.json")).expect_err("bad base64");
+    let message = e.to_string();
+    assert!(
+        message.contains("s.json:2:")
+            && message.contains("agent.state.parser_input")
+            && message.contains("base64 does not decode"),
+        "{message}"
+    );
+}
+
+/// The state a scenario sets is the state the mock's builder holds and the channel
+/// starts in: the transcript records that one value, and reading it back gives it again.
+#[tokio::test]
+async fn a_scenario_state_reaches_the_channel_and_its_record_unchanged() {
+    let text = r#"{"id": "state.1", "title": "t", "requirement": "r",
+                   "agent": {"state": {"start_delay_ms": 60000, "frozen": true,
+                             "parser_input": "{\"execute\":",
+                             "pending_output": {"base64": "/3sicmV0dXJuIjogMX0K"}}}}"#;
+    let scenario = Scenario::parse(text, Path::new("state.json")).expect("scenario");
+    let by_hand = StartState {
+        start_delay_ms: Some(60_000),
+        started: true,
+        frozen: true,
+        parser_input: Some(b"{\"execute\":".to_vec()),
+        pending_output: Some(b"\xff{\"return\": 1}\n".to_vec()),
+    };
+    assert_eq!(scenario.agent.state, by_hand);
+
+    // The builder's setters and the scenario give the mock the same state.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let from_scenario = dir.path().join("scenario.jsonl");
+    let from_setters = dir.path().join("setters.jsonl");
+    let mock = MockAgent::builder()
+        .scenario_agent(&scenario.agent, dir.path())
+        .expect("agent side")
+        .transcript(&from_scenario)
+        .start_in(dir.path())
+        .await
+        .expect("start");
+    assert_eq!(mock.life().state(), AgentState::NotStarted);
+    mock.shutdown().await.expect("shutdown");
+    let mock = MockAgent::builder()
+        .start_delay(Duration::from_secs(60))
+        .frozen(true)
+        .parser_input(b"{\"execute\":".to_vec())
+        .pending_output(b"\xff{\"return\": 1}\n".to_vec())
+        .transcript(&from_setters)
+        .start_in(dir.path())
+        .await
+        .expect("start");
+    mock.shutdown().await.expect("shutdown");
+
+    for transcript in [&from_scenario, &from_setters] {
+        let replay = Replay::from_transcript(transcript).expect("replay");
+        assert_eq!(replay.agent.state, by_hand, "{}", transcript.display());
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -11,15 +11,15 @@ mod common;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
+use common::process::{mock_command, Running};
 use common::*;
 use qga_harness::{MockAgent, Transport};
 use rand::{RngCore, SeedableRng};
 use rstest::rstest;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_qga-harness");
 const MEMORY_BOUND_KIB: u64 = 96 * 1024;
 
 /// Reads until `marker` went by (bounded), so stale replies left by an earlier client
@@ -69,34 +69,21 @@ async fn random_bytes_leave_the_mock_answering_the_next_client(
 
 /// `qga-harness mock` as a process, so its memory can be read from /proc.
 struct MockProcess {
-    child: Child,
+    server: Running,
 }
 
 impl MockProcess {
     fn start(socket: &Path) -> MockProcess {
-        let child = Command::new(BINARY)
-            .args(["mock", "--socket"])
-            .arg(socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the mock");
-        let mut mock = MockProcess { child };
-        let deadline = Instant::now() + PATIENCE;
-        while !socket.exists() {
-            if let Some(status) = mock.child.try_wait().expect("wait") {
-                panic!("the mock exited at start: {status}");
-            }
-            assert!(Instant::now() < deadline, "no socket in time");
-            std::thread::sleep(Duration::from_millis(5));
+        let mut command = mock_command(socket);
+        command.stdout(Stdio::null()).stderr(Stdio::inherit());
+        MockProcess {
+            server: Running::start(&mut command, socket),
         }
-        mock
     }
 
     fn status_kib(&self, field: &str) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.server.child.id()))
+            .expect("status");
         status
             .lines()
             .find(|l| l.starts_with(field))
@@ -107,16 +94,9 @@ impl MockProcess {
 
     fn assert_alive(&mut self) {
         assert!(
-            self.child.try_wait().expect("wait").is_none(),
+            self.server.child.try_wait().expect("wait").is_none(),
             "the mock died"
         );
-    }
-}
-
-impl Drop for MockProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,96 +1,15 @@
 //! `qga-harness mock` as a process: socket path problems, signals, the transcript file.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{mock_command, run_to_exit, Running, PATIENCE};
 use rstest::rstest;
-
-const BINARY: &str = env!("CARGO_BIN_EXE_qga-harness");
-const PATIENCE: Duration = Duration::from_secs(20);
-
-fn mock_command(socket: &Path) -> Command {
-    let mut command = Command::new(BINARY);
-    command
-        .args(["mock", "--socket"])
-        .arg(socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
-/// Runs a command that is expected to exit by itself, within the patience.
-fn run_to_exit(command: &mut Command) -> Output {
-    let mut child = command.spawn().expect("spawn qga-harness");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("qga-harness did not exit within {PATIENCE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A running `qga-harness mock`, killed when dropped.
-struct Running {
-    child: Child,
-}
-
-impl Running {
-    /// Starts the mock and waits (polling, with a deadline) until its socket file exists.
-    fn start(socket: &Path, extra: &[&str]) -> Running {
-        let child = mock_command(socket)
-            .args(extra)
-            .spawn()
-            .expect("spawn qga-harness");
-        let mut running = Running { child };
-        let deadline = Instant::now() + PATIENCE;
-        while !socket.exists() {
-            if let Some(status) = running.child.try_wait().expect("wait") {
-                panic!("the mock exited at start: {status}");
-            }
-            assert!(Instant::now() < deadline, "no socket within {PATIENCE:?}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        running
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
-        // SAFETY: sending a signal to our own child process.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-    }
-
-    fn wait(mut self) -> (ExitStatus, String) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                let mut stderr = String::new();
-                if let Some(mut pipe) = self.child.stderr.take() {
-                    let _ = pipe.read_to_string(&mut stderr);
-                }
-                return (status, stderr);
-            }
-            assert!(Instant::now() < deadline, "no exit within {PATIENCE:?}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn round_trip(socket: &Path, request: &[u8]) -> Vec<u8> {
     let mut stream = UnixStream::connect(socket).expect("connect");
@@ -192,7 +111,7 @@ fn a_bad_socket_path_exits_2_naming_the_path_and_what_to_do(
 fn a_signal_shuts_the_mock_down_and_removes_its_socket(#[case] signal: libc::c_int) {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("qga.sock");
-    let mock = Running::start(&socket, &[]);
+    let mock = Running::mock(&socket, &[]);
     assert_eq!(round_trip(&socket, SYNC_7), b"{\"return\": 7}\n");
 
     mock.signal(signal);
@@ -209,7 +128,7 @@ fn a_stale_socket_file_is_replaced() {
     drop(UnixListener::bind(&socket).expect("bind"));
     assert!(socket.exists());
 
-    let mock = Running::start(&socket, &[]);
+    let mock = Running::mock(&socket, &[]);
     // The old file exists from the start: wait until the new socket answers connects.
     let deadline = Instant::now() + PATIENCE;
     while let Err(e) = UnixStream::connect(&socket) {
@@ -228,7 +147,7 @@ fn the_transcript_records_every_byte_and_event_as_json_lines() {
     let socket = dir.path().join("qga.sock");
     let transcript = dir.path().join("transcript.jsonl");
     let transcript_arg = transcript.to_string_lossy().into_owned();
-    let mock = Running::start(&socket, &["--transcript", &transcript_arg]);
+    let mock = Running::mock(&socket, &["--transcript", &transcript_arg]);
 
     let mut request = vec![0xff];
     request.extend_from_slice(br#"{"execute":"guest-sync-delimited","arguments":{"id":3}}"#);
@@ -298,7 +217,7 @@ fn the_transcript_records_every_byte_and_event_as_json_lines() {
 fn a_start_delay_leaves_the_socket_accepting_and_answers_late() {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("qga.sock");
-    let mock = Running::start(&socket, &["--start-delay", "300"]);
+    let mock = Running::mock(&socket, &["--start-delay", "300"]);
     let asked = Instant::now();
     assert_eq!(round_trip(&socket, SYNC_7), b"{\"return\": 7}\n");
     assert!(asked.elapsed() >= Duration::from_millis(250));
@@ -310,7 +229,7 @@ fn a_start_delay_leaves_the_socket_accepting_and_answers_late() {
 fn blocked_commands_answer_disabled_and_unix_listen_is_selectable() {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("qga.sock");
-    let mock = Running::start(
+    let mock = Running::mock(
         &socket,
         &[
             "--transport",

@@ -3,18 +3,18 @@
 //! own replies pass through untouched, rules change at run time through the control socket,
 //! and a missing upstream is a clear error.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{qga_harness, run_to_exit, wait_for_file, Running};
 use qga_harness::client::Client;
 use qga_harness::fault::parse_spec;
-use qga_harness::real_agent::RealAgent;
+use qga_harness::internals::real_agent::RealAgent;
 use qga_harness::MockAgent;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_qga-harness");
 
 fn real_agent() -> RealAgent {
     RealAgent::start(&[]).expect("start qemu-ga")
@@ -173,30 +173,8 @@ async fn a_blocked_command_of_the_real_agent_answers_through_the_proxy_with_its_
     }
 }
 
-/// A `qga-harness proxy` process, killed when dropped.
-struct ProxyProcess(Child);
-
-impl Drop for ProxyProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn qga(args: &[&str]) -> std::process::Output {
-    Command::new(BINARY).args(args).output().expect("run")
+    run_to_exit(qga_harness().args(args))
 }
 
 fn s(p: &Path) -> &str {
@@ -209,17 +187,14 @@ fn the_command_line_proxy_takes_rules_at_run_time_through_ctl() {
     let dir = tempfile::tempdir().expect("tempdir");
     let listen: PathBuf = dir.path().join("p.sock");
     let control = dir.path().join("c.sock");
-    let _proxy = ProxyProcess(
-        Command::new(BINARY)
+    let mut proxy = Running::start(
+        qga_harness()
             .args(["proxy", "--listen", s(&listen), "--upstream"])
             .arg(agent.socket())
-            .args(["--control", s(&control), "--seed", "3"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn proxy"),
+            .args(["--control", s(&control), "--seed", "3"]),
+        &listen,
     );
-    wait_for(&listen);
-    wait_for(&control);
+    wait_for_file(&control, &mut proxy.child);
     let ok = qga(&["call", "--socket", s(&listen), "guest-get-osinfo"]);
     assert_eq!(ok.status.code(), Some(0), "{ok:?}");
     let added = qga(&[

@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use qga_harness::guest::Profile;
-use qga_harness::real_agent::RealAgent;
+use qga_harness::internals::real_agent::RealAgent;
 use qga_harness::{AgentLife, MockAgent, MockAgentBuilder};
 use rstest::rstest;
 use serde_json::{json, Value};

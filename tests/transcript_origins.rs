@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{builder_with, Client};
-use qga_harness::runner::{judge, Answer, ClientRun, Evidence, StepRecord, Verdict};
+use qga_harness::internals::judge;
+use qga_harness::runner::{Answer, ClientRun, Evidence, StepRecord, Verdict};
 use qga_harness::scenario::Scenario;
 use qga_harness::transcript::{ConnSpan, FaultOutput, ItemKind, Origin, Wire};
 use serde_json::json;

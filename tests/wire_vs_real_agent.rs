@@ -13,7 +13,7 @@ use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
-use qga_harness::real_agent::RealAgent;
+use qga_harness::internals::real_agent::RealAgent;
 use qga_harness::wire::{write_json, Object, Parsed, Streamer, Value};
 use rand::{Rng, SeedableRng};
 

@@ -61,6 +61,7 @@ mod port_device;
 mod process;
 mod replay;
 mod reply_writer;
+mod start;
 mod status;
 mod supervisor;
 
@@ -79,6 +80,7 @@ pub use bind::{check_socket_path, BindError, MAX_SOCKET_PATH};
 pub use faults::{FaultControl, ListedRule, RuleError};
 pub use life::{AgentLife, AgentState, LifeError};
 pub use replay::{Replay, ReplayError};
+pub use start::StartState;
 pub use status::ChannelStatus;
 pub use supervisor::VmEnd;
 
@@ -88,6 +90,7 @@ pub(crate) use bind::bind_socket;
 pub(crate) use faults::{check_rule, FaultHub};
 pub(crate) use life::{life_channel, LifeInbox};
 pub(crate) use port_device::open_port_device;
+pub(crate) use start::AgentStart;
 
 use crate::agent::AgentConfig;
 use crate::guest::Guest;
@@ -181,31 +184,18 @@ impl Default for PowerPolicy {
     }
 }
 
-/// When the first agent process starts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum AgentStart {
-    #[default]
-    Now,
-    /// After the guest's boot time.
-    After(Duration),
-    /// Only when [`AgentLife::start`] is called.
-    Manually,
-}
-
 /// Everything the channel needs to serve.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ChannelConfig {
     pub(crate) transport: Transport,
-    pub(crate) start: AgentStart,
+    /// How the agent starts and what the previous one left behind; the guest's part of it
+    /// (`frozen`) is in the guest already.
+    pub(crate) state: StartState,
     pub(crate) fresh_parser_per_connection: bool,
     pub(crate) power: PowerPolicy,
     pub(crate) agent: AgentConfig,
     /// The mock's fault rules; none: the real agent's behaviour.
     pub(crate) faults: Option<Arc<FaultHub>>,
-    /// Bytes the first agent process finds in its parser.
-    pub(crate) parser_input: Option<Vec<u8>>,
-    /// Bytes waiting in the channel for the first client.
-    pub(crate) pending_output: Option<Vec<u8>>,
     /// The agent's setup, recorded at the top of the transcript (the fields of the
     /// `agent-setup` record).
     pub(crate) setup_record: Option<serde_json::Map<String, serde_json::Value>>,
@@ -302,7 +292,9 @@ pub(crate) async fn serve_host(
     let guest = Arc::new(Mutex::new(guest));
     let status = life.status.clone();
     // Output that waited in the channel before the mock started: the first output.
-    let mut pending_output = config.pending_output.map(|bytes| {
+    let start = config.state.first_start();
+    let parser_input = config.state.parser_input;
+    let mut pending_output = config.state.pending_output.map(|bytes| {
         let tag = Arc::new(origin::Tag {
             output: status.next_output(),
             origin: crate::transcript::Origin::Preloaded,
@@ -319,14 +311,14 @@ pub(crate) async fn serve_host(
         side,
         guest: guest.clone(),
         config: config.agent.clone(),
-        start: config.start,
+        start,
         power: config.power,
         fresh_parser_per_connection: config.fresh_parser_per_connection,
         life,
         transcript: transcript.clone(),
         status: status.clone(),
         faults: faults.clone(),
-        parser_input: config.parser_input,
+        parser_input,
         first_output,
         upstream: config.upstream.clone(),
     };

@@ -227,10 +227,7 @@ pub struct Fleet {
 impl Fleet {
     /// Starts `config.count` agents on the current tokio runtime.
     pub async fn start(config: FleetConfig) -> Result<Fleet, MockError> {
-        config.shares.check().map_err(|message| MockError::State {
-            field: "fleet shares",
-            message,
-        })?;
+        config.shares.check().map_err(MockError::FleetShares)?;
         let base = Arc::new(config.profile.unwrap_or_else(Profile::default_linux));
         let conditions = config.shares.assign(config.count, config.seed);
         let mut members = Vec::with_capacity(config.count);

@@ -70,7 +70,7 @@ impl AgentLauncher for MockLauncher {
                 )
             })?;
             let state = &request.case.scenario.agent.state;
-            let delayed_start = state.started && state.start_delay_ms.is_some_and(|ms| ms > 0);
+            let delayed_start = state.starts_late();
             Ok(Box::new(RunningMock {
                 mock,
                 delayed_start,

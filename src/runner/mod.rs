@@ -37,8 +37,7 @@ pub(crate) use case::case_seed;
 pub use case::{run_case, CaseResult, RunOptions, DEFAULT_MAX_RSS_KIB};
 pub use discover::{filter_cases, load_cases, scenario_files, DiscoverError, LoadedCase};
 pub use judge::{
-    judge, DutyReport, DutyStatus, Evidence, Finding, Judgement, Severity, StepResult, Verdict,
-    UNKNOWN_CLASS,
+    DutyReport, DutyStatus, Evidence, Finding, Judgement, Severity, StepResult, Verdict,
 };
 pub use mock::MockLauncher;
 pub use options::{ReferenceClient, RunOptionsBuilder};
@@ -48,6 +47,7 @@ pub use template::{Placeholder, Template, TemplateError};
 
 // Not the stable API: reachable from outside only through `crate::internals`.
 pub(crate) use discover::compare_ids;
+pub(crate) use judge::UNKNOWN_CLASS;
 pub(crate) use process::finish_reaping;
 pub(crate) use template::shell_quote;
 pub(crate) use timeline::Timeline;

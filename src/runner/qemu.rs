@@ -35,7 +35,7 @@ use super::agent::{AgentLauncher, LaunchError, LaunchRequest, RunningAgent};
 use crate::fault::EventKind;
 use crate::qemu::{self, BootOptions, FrontRecord, Guest, GuestAgentKind, LoadCase, QemuError};
 use crate::scenario::{
-    AgentSetup, AgentState, FaultEntry, Outcome, ProfileSource, Step, Transport,
+    AgentSetup, FaultEntry, Outcome, ProfileSource, StartState, Step, Transport,
 };
 
 /// How long a reset (agent restart, drain, thaw) may take before the guest is replaced.
@@ -89,7 +89,7 @@ pub fn real_agent_cannot_run(agent: &AgentSetup) -> Option<String> {
     if !agent.faults.is_empty() {
         needs.push("scripted faults");
     }
-    if agent.state != AgentState::default() {
+    if agent.state != StartState::default() {
         needs.push("a scripted agent state");
     }
     if agent.version.is_some() {
@@ -357,7 +357,7 @@ impl AgentLauncher for QemuLauncher {
                     offset_us,
                     host_path,
                     transcript: request.transcript.to_owned(),
-                    delayed_start: state.started && state.start_delay_ms.is_some_and(|ms| ms > 0),
+                    delayed_start: state.starts_late(),
                 }),
             }) as Box<dyn RunningAgent>)
         })

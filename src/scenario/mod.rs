@@ -6,8 +6,8 @@ mod scale;
 
 pub use load::{Located, ScenarioError};
 pub use model::{
-    AgentSetup, AgentState, Bytes, ClientErrorClass, ClientErrorOutcome, Duty, ErrorOutcome,
-    FaultEntry, JsonType, Outcome, ProfileSource, Scenario, Step, Transport,
+    AgentSetup, ClientErrorClass, ClientErrorOutcome, Duty, ErrorOutcome, FaultEntry, JsonType,
+    Outcome, ProfileSource, Scenario, StartState, Step, Transport,
 };
 pub use scale::scale_time;
 

@@ -5,7 +5,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use crate::channel::Transport;
+pub use crate::channel::{StartState, Transport};
 use crate::fault::Rule;
 
 /// One conformance case.
@@ -53,17 +53,6 @@ pub struct Scenario {
     pub timing_sensitive: Option<String>,
 }
 
-/// Bytes in a scenario: UTF-8 text, or base64 for anything else.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(untagged)]
-pub enum Bytes {
-    Text(String),
-    Base64 {
-        /// Standard base64 of the bytes.
-        base64: String,
-    },
-}
-
 /// Where the guest's data comes from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
@@ -97,7 +86,7 @@ pub struct AgentSetup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     #[serde(default)]
-    pub state: AgentState,
+    pub state: StartState,
     /// Fault rules: JSON rules or compact `--fault` specs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<FaultEntry>,
@@ -110,45 +99,6 @@ pub enum FaultEntry {
     /// A compact spec, e.g. `"guest-ping@2:hang"`.
     Spec(String),
     Rule(Rule),
-}
-
-/// The state the agent and the channel are in when the client connects.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AgentState {
-    /// The agent starts this long after the socket exists (the guest is still booting).
-    /// Under the scenario runner the delay counts from when the client begins its first
-    /// step, so a client's own start-up time does not shorten it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_delay_ms: Option<u64>,
-    /// False: the agent never starts by itself (installed but not running).
-    #[serde(default = "yes")]
-    pub started: bool,
-    /// The previous agent instance exited with the filesystems frozen.
-    #[serde(default)]
-    pub frozen: bool,
-    /// Bytes a previous client left in the agent's parser (e.g. half a request).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parser_input: Option<Bytes>,
-    /// Bytes waiting in the channel for the next client (stale replies of a previous one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending_output: Option<Bytes>,
-}
-
-impl Default for AgentState {
-    fn default() -> Self {
-        Self {
-            start_delay_ms: None,
-            started: true,
-            frozen: false,
-            parser_input: None,
-            pending_output: None,
-        }
-    }
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// One thing the client is asked to do.

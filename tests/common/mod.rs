@@ -1,5 +1,6 @@
 //! Shared by the integration tests: request bytes, a plain socket client, the mock with
-//! faults and its transcript, scripted hostile agents, and the runner's clients and cases.
+//! faults and its transcript, scripted hostile agents, the runner's clients and cases, and
+//! the `qga-harness` binary as a process.
 //!
 //! Every wait has a generous deadline that only turns a hang into a failure with a
 //! message; the tests synchronise on bytes, life states and channel status, never on time.
@@ -8,6 +9,7 @@
 
 pub mod hostile;
 mod mock;
+pub mod process;
 pub mod runner;
 mod socket;
 mod wire;

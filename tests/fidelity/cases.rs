@@ -1,7 +1,7 @@
 //! The byte sequences sent to both agents. Each case runs on a clean parser (after a resync)
 //! and ends with a resync marker, so its reply stream is exactly the bytes between the two.
 
-use qga_harness::real_agent::safe_block_list;
+use qga_harness::internals::real_agent::safe_block_list;
 
 /// How two reply streams are compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -61,8 +61,8 @@ fn the_case_list_is_large_enough() {
 
 #[test]
 fn two_real_agents_agree_so_the_cases_are_deterministic() {
-    let first = qga_harness::real_agent::RealAgent::start(&[]).expect("start qemu-ga");
-    let second = qga_harness::real_agent::RealAgent::start(&[]).expect("start qemu-ga");
+    let first = qga_harness::internals::real_agent::RealAgent::start(&[]).expect("start qemu-ga");
+    let second = qga_harness::internals::real_agent::RealAgent::start(&[]).expect("start qemu-ga");
     let failures = compare_agents(first.socket(), second.socket(), &cases::all());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -71,8 +71,9 @@ fn two_real_agents_agree_so_the_cases_are_deterministic() {
 fn a_different_agent_is_caught() {
     // The harness must see a difference when there is one: a second agent that also blocks
     // guest-ping answers the ping cases differently.
-    let first = qga_harness::real_agent::RealAgent::start(&[]).expect("start qemu-ga");
-    let second = qga_harness::real_agent::RealAgent::start(&["guest-ping"]).expect("start qemu-ga");
+    let first = qga_harness::internals::real_agent::RealAgent::start(&[]).expect("start qemu-ga");
+    let second = qga_harness::internals::real_agent::RealAgent::start(&["guest-ping"])
+        .expect("start qemu-ga");
     let cases: Vec<Case> = cases::all()
         .into_iter()
         .filter(|c| c.name.starts_with("id echo") || c.name == "read guest-ping")
@@ -89,7 +90,7 @@ struct EmulatingMock {
 }
 
 impl EmulatingMock {
-    fn start(real: &qga_harness::real_agent::RealAgent) -> EmulatingMock {
+    fn start(real: &qga_harness::internals::real_agent::RealAgent) -> EmulatingMock {
         let captured = qga_harness::guest::capture::capture(
             real.socket(),
             &qga_harness::guest::capture::CaptureOptions::default(),
@@ -134,7 +135,7 @@ impl Drop for EmulatingMock {
 
 #[test]
 fn the_mock_answers_every_case_byte_for_byte_like_the_real_agent() {
-    let real = qga_harness::real_agent::RealAgent::start(&[]).expect("start qemu-ga");
+    let real = qga_harness::internals::real_agent::RealAgent::start(&[]).expect("start qemu-ga");
     let mock = EmulatingMock::start(&real);
     let cases = cases::all();
     let failures = compare_agents(real.socket(), mock.socket(), &cases);

@@ -7,7 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use qga_harness::qemu::GuestAgentKind;
+use qga_harness::internals::qemu::GuestAgentKind;
 
 use crate::support;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use qga_harness::client::{BlockingClient, Client};
-use qga_harness::qemu::{GuestAgentKind, LoadCase};
+use qga_harness::internals::qemu::{GuestAgentKind, LoadCase};
 
 use crate::support;
 

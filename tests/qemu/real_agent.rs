@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use qga_harness::client::{BlockingClient, Client, Error, Stage};
-use qga_harness::qemu::GuestAgentKind;
+use qga_harness::internals::qemu::GuestAgentKind;
 
 use crate::support;
 

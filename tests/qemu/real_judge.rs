@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use qga_harness::qemu::GuestAgentKind;
+use qga_harness::internals::qemu::GuestAgentKind;
 use serde_json::Value;
 
 use crate::support;

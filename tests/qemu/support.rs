@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use qga_harness::qemu::{self, BootOptions, Guest, GuestAgentKind, Image, ImageOptions};
+use qga_harness::internals::qemu::{self, BootOptions, Guest, GuestAgentKind, Image, ImageOptions};
 
 /// The image cache every test shares.
 pub fn cache_dir() -> PathBuf {
