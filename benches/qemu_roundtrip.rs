@@ -23,7 +23,7 @@ use std::time::Duration;
 mod common;
 use common::{env_usize, percentile, sequential, MockProcess};
 
-use qga_harness::qemu::{self, BootOptions, Guest, GuestAgentKind, ImageOptions};
+use qga_harness::internals::qemu::{self, BootOptions, Guest, GuestAgentKind, ImageOptions};
 
 fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("qemu-images")

@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use qga_harness::qemu::GuestAgentKind;
+use qga_harness::internals::qemu::GuestAgentKind;
 use serde_json::Value;
 
 use crate::mask::{mask_digits, show};
