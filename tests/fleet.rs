@@ -258,8 +258,7 @@ async fn shares_beyond_the_whole_fleet_are_refused_before_any_agent_starts() {
 
     let e = qga_harness::fleet::Fleet::start(config)
         .await
-        .err()
-        .expect("shares over 100% are refused");
+        .expect_err("shares over 100% are refused");
 
     assert_eq!(
         e.to_string(),
