@@ -239,3 +239,30 @@ fn a_fleet_larger_than_the_hard_open_file_limit_says_what_to_do() {
         "no socket made"
     );
 }
+
+#[tokio::test]
+async fn shares_beyond_the_whole_fleet_are_refused_before_any_agent_starts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = qga_harness::fleet::FleetConfig {
+        count: 3,
+        dir: dir.path().join("vms"),
+        transport: qga_harness::Transport::default(),
+        shares: Shares {
+            dead: 0.6,
+            slow: 0.6,
+            hostile: 0.0,
+        },
+        seed: 1,
+        profile: None,
+    };
+
+    let e = qga_harness::fleet::Fleet::start(config)
+        .await
+        .expect_err("shares over 100% are refused");
+
+    assert_eq!(
+        e.to_string(),
+        "fleet shares: the dead, slow and hostile shares add up to more than 100%"
+    );
+    assert!(!dir.path().join("vms").exists(), "no agent started");
+}

@@ -10,7 +10,35 @@ use serde::{Deserialize, Serialize};
 /// The state the agent and the channel are in when the client connects.
 ///
 /// The scenario files spell it as the `agent.state` object; the builder's `start_delay`,
-/// `start_manually`, `frozen`, `parser_input` and `pending_output` set its fields.
+/// `start_manually`, `frozen`, `parser_input` and `pending_output` set its fields, and
+/// `start_state` sets it whole.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use qga_harness::{MockAgent, StartState};
+/// use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+///
+/// // Arrange: an agent not started yet, with a previous client's half request in its
+/// // parser, as a scenario file's `agent.state` gives it.
+/// let state: StartState = serde_json::from_str(
+///     r#"{"started": false, "parser_input": "{\"execute\":\"guest-sync\",\"arguments\":{\"id\":5}"}"#,
+/// )?;
+/// assert_eq!(state.parser_input.as_deref(), Some(&br#"{"execute":"guest-sync","arguments":{"id":5}"#[..]));
+/// let mock = MockAgent::builder().start_state(state).start().await?;
+///
+/// // Act: the agent starts, and the next client's first byte completes the request.
+/// mock.life().start().await?;
+/// let mut client = tokio::net::UnixStream::connect(mock.socket_path()).await?;
+/// client.write_all(b"}").await?;
+/// let mut reply = String::new();
+/// BufReader::new(client).read_line(&mut reply).await?;
+///
+/// // Assert
+/// assert_eq!(reply, "{\"return\": 5}\n");
+/// # Ok(())
+/// # }
+/// ```
 // The schema keeps the name and the description it had when the scenario model had a type
 // of its own: `qga-harness schema scenario` gives the same schema as before.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
