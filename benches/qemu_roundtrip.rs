@@ -23,7 +23,10 @@ use std::time::Duration;
 mod common;
 use common::{env_usize, percentile, sequential, MockProcess};
 
-use qga_harness::internals::qemu::{self, BootOptions, Guest, GuestAgentKind, ImageOptions};
+use base64::Engine as _;
+use qga_harness::internals::qemu::{
+    self, BootOptions, Guest, GuestAgentKind, ImageOptions, LoadCase,
+};
 
 fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("qemu-images")
@@ -115,7 +118,18 @@ fn main() {
     let rounds = env_usize("QGA_BENCH_ROUNDS", 10).max(1);
     let phases = std::env::var("QGA_BENCH_PHASES").unwrap_or_else(|_| "idle,loaded".into());
 
-    let mock_guest = boot(GuestAgentKind::Mock);
+    let mut mock_guest = boot(GuestAgentKind::Mock);
+    // The mock inside serves its port once a case's agent side is loaded: the default one.
+    let case = LoadCase {
+        seed: 1,
+        agent: serde_json::from_value(serde_json::json!({})).expect("the default agent side"),
+    };
+    let load = base64::engine::general_purpose::STANDARD
+        .encode(serde_json::to_vec(&case).expect("encodes"));
+    mock_guest
+        .control()
+        .command(&format!("load {load}"))
+        .expect("the mock inside takes the default case");
     let real_guest = boot(GuestAgentKind::Real);
     let host = MockProcess::start(|_| vec!["--transport".into(), "virtio-serial".into()]);
     let agents: [(&str, &Path); 3] = [

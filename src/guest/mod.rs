@@ -861,9 +861,9 @@ fn monotonic_us() -> i64 {
     if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) } != 0 {
         return 0;
     }
-    i64::from(now.tv_sec)
+    now.tv_sec
         .saturating_mul(1_000_000)
-        .saturating_add(i64::from(now.tv_nsec) / 1000)
+        .saturating_add(now.tv_nsec / 1000)
 }
 
 /// The proleptic Gregorian year of a time in seconds since the epoch.

@@ -48,6 +48,10 @@ const ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct QemuLauncher {
     boot: BootOptions,
     guest: Arc<Mutex<Option<Guest>>>,
+    /// The last case asked the real agent to power the guest off, reboot or suspend it:
+    /// the guest goes down a second later (the agent answers first), so it may still
+    /// pass a reset; the next case gets a fresh one.
+    power_asked: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl QemuLauncher {
@@ -55,6 +59,7 @@ impl QemuLauncher {
         Self {
             boot,
             guest: Arc::new(Mutex::new(None)),
+            power_asked: Arc::default(),
         }
     }
 
@@ -112,13 +117,16 @@ pub fn real_agent_cannot_run(agent: &AgentSetup) -> Option<String> {
     })
 }
 
-/// Commands whose return is the agent's own, not the guest's data: the real qemu-ga in the
-/// guest (Debian's 7.2) answers them as the mock's default profile does.
+/// Commands the real qemu-ga in the guest (Debian's 7.2) answers as the mock's default
+/// profile does: the agent's own answers, and the freeze state of a guest where nothing
+/// is frozen ("thawed", a thaw of 0), as the real-guest fidelity test compares them.
 const AGENT_OWN_ANSWERS: &[&str] = &[
     "guest-ping",
     "guest-sync",
     "guest-sync-delimited",
     "guest-info",
+    "guest-fsfreeze-status",
+    "guest-fsfreeze-thaw",
 ];
 
 /// Why a real guest cannot meet this case's expectations, if it cannot: a step expects a
@@ -145,6 +153,41 @@ pub fn real_guest_lacks_expected_values(steps: &[Step]) -> Option<String> {
             index + 1,
             step.execute,
             crate::transcript::excerpt(&value.to_string())
+        ))
+    })
+}
+
+/// The commands that take the guest down (or to sleep) a moment after they are answered.
+const POWER_COMMANDS: &[&str] = &[
+    "guest-shutdown",
+    "guest-suspend-disk",
+    "guest-suspend-ram",
+    "guest-suspend-hybrid",
+];
+
+/// Why the guest built by `qemu-images/` cannot do what a step expects of the mock's
+/// default profile, if it cannot: suspend (the image has no swap and no suspend support
+/// the agent accepts) or refuse commands in the frozen state (its root is an initramfs,
+/// which does not freeze: a freeze freezes nothing and leaves the agent unfrozen).
+pub fn real_guest_lacks_capability(steps: &[Step]) -> Option<String> {
+    steps.iter().enumerate().find_map(|(index, step)| {
+        let outcomes = || step.expect.iter().chain(&step.non_strict);
+        let suspend_succeeds = step.execute.starts_with("guest-suspend-")
+            && outcomes().any(|o| matches!(o, Outcome::Return(_)));
+        let frozen_refusal = outcomes().any(|o| {
+            matches!(o, Outcome::Error(e) if e.desc_contains.as_deref().is_some_and(|d| d.contains("frozen state")))
+        });
+        let lacks = if suspend_succeeds {
+            "a guest that can suspend"
+        } else if frozen_refusal {
+            "a file system that freezes (the agent refuses commands only while something is frozen)"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "step {} ({}) expects {lacks}, which the mock's default profile has and the guest image does not; run it with --guest-agent mock",
+            index + 1,
+            step.execute
         ))
     })
 }
@@ -283,8 +326,10 @@ impl AgentLauncher for QemuLauncher {
             let agent = &request.case.scenario.agent;
             let load = match self.boot.agent {
                 GuestAgentKind::Real => {
+                    let steps = &request.case.scenario.steps;
                     if let Some(reason) = real_agent_cannot_run(agent)
-                        .or_else(|| real_guest_lacks_expected_values(&request.case.scenario.steps))
+                        .or_else(|| real_guest_lacks_expected_values(steps))
+                        .or_else(|| real_guest_lacks_capability(steps))
                     {
                         return Err(LaunchError::unsupported(reason));
                     }
@@ -316,9 +361,19 @@ impl AgentLauncher for QemuLauncher {
             }
             let boot = self.boot.clone();
             let slot = self.guest.clone();
+            let power_asked = self.power_asked.clone();
+            let asks_power = request
+                .case
+                .scenario
+                .steps
+                .iter()
+                .any(|step| POWER_COMMANDS.contains(&step.execute.as_str()));
             let clock = record.clone();
             let (upstream, guest_offset_us) = tokio::task::spawn_blocking(move || {
                 let mut slot = lock(&slot);
+                if power_asked.swap(asks_power, std::sync::atomic::Ordering::SeqCst) {
+                    drop(slot.take());
+                }
                 let socket = ready_guest(&boot, &mut slot)?;
                 let Some(load) = load else {
                     return Ok((socket, None));
@@ -516,6 +571,38 @@ mod tests {
         #[case] reason: Option<&str>,
     ) {
         let got = real_guest_lacks_expected_values(&steps(value));
+        match (reason, &got) {
+            (None, None) => {}
+            (Some(want), Some(got)) => assert!(got.contains(want), "{got}"),
+            _ => panic!("expected {reason:?}, got {got:?}"),
+        }
+    }
+
+    #[rstest]
+    #[case::suspend_disk(
+        serde_json::json!([{"execute": "guest-suspend-disk", "timeout_ms": 3000, "expect": [{"return": {}}]}]),
+        Some("step 1 (guest-suspend-disk) expects a guest that can suspend")
+    )]
+    #[case::frozen(
+        serde_json::json!([
+            {"execute": "guest-fsfreeze-freeze", "timeout_ms": 400, "expect": [{"return-type": "integer"}]},
+            {"execute": "guest-fsfreeze-freeze", "timeout_ms": 400, "expect": [{"error": {"class": "CommandNotFound", "desc_contains": "frozen state"}}]}
+        ]),
+        Some("step 2 (guest-fsfreeze-freeze) expects a file system that freezes")
+    )]
+    #[case::suspend_refused(
+        serde_json::json!([{"execute": "guest-suspend-ram", "timeout_ms": 3000, "expect": [{"error": {"class": "GenericError"}}]}]),
+        None
+    )]
+    #[case::shutdown(
+        serde_json::json!([{"execute": "guest-shutdown", "timeout_ms": 3000, "expect": [{"return": {}}]}]),
+        None
+    )]
+    fn capabilities_the_guest_image_lacks(
+        #[case] value: serde_json::Value,
+        #[case] reason: Option<&str>,
+    ) {
+        let got = real_guest_lacks_capability(&steps(value));
         match (reason, &got) {
             (None, None) => {}
             (Some(want), Some(got)) => assert!(got.contains(want), "{got}"),
