@@ -105,9 +105,10 @@ const ACTION_FAMILIES: &[&[&str]] = &[
     ],
 ];
 
-/// Which occurrences of its command a rule fires on: the first, the first two, the second
-/// only, or every one (a fault that keeps coming back, as on every sync).
-const TRIGGER_MODIFIERS: &[&str] = &["#1", "#1", "#2", "@2", ""];
+/// Which occurrences of its command a rule fires on, each form as likely: the first, the
+/// first two, the second only, or every one (a fault that keeps coming back, as on every
+/// sync).
+const TRIGGER_MODIFIERS: &[&str] = &["#1", "#2", "@2", ""];
 
 /// Lines a hostile guest writes besides its replies (the catalogue's hostile cases): an
 /// error without an id, lines that are not objects, an event whose string holds a 0xFF,
