@@ -183,6 +183,28 @@ async fn drawn_guests_catch_their_mutant(
     );
 }
 
+/// Drawn guests that give a correct client a reason to fail: the reference client shows
+/// no kind (a line with a 0xFF inside it written after the sync reply comes ahead of the
+/// command's reply, and may cost the call).
+#[rstest]
+#[case::ff_in_a_string_after_the_sync(
+    vec![step("guest-ping", None)],
+    vec![on("guest-sync-delimited", json!([{"action": "raw", "position": "after",
+        "base64": "eyJldmVudCI6ICJHVUVTVF9OT1RFIiwgImRhdGEiOiB7InRleHQiOiAi/yJ9fQo="}]))])]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fair_draws_pass_the_reference(#[case] steps: Vec<DraftStep>, #[case] faults: Vec<Json>) {
+    let draft = Draft {
+        steps,
+        faults,
+        ..Draft::default()
+    };
+    let reference = Client::InProcess(Arc::new(ReferenceInProcess::default()));
+    let kinds = campaign::kinds_of(&draft, &options(reference, 1))
+        .await
+        .expect("the case runs");
+    assert!(kinds.is_empty(), "the reference client shows {kinds:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a minute of wall time with a real client process per step"]
 async fn socat_one_liner_shows_three_kinds_that_reproduce() {

@@ -460,11 +460,11 @@ fn true_replies(draft: &Draft) -> Vec<Option<Json>> {
 /// What a fault does to the timing or the framing of a reply only, or beside it: a
 /// correct client still gets its answer in time. Lines of the guest's own before or
 /// after the reply are harmless to an agent that echoes ids (they carry none of the
-/// client's), unless a 0xFF inside one, ahead of the reply, starts a frame that swallows
-/// what follows.
-fn harmless(fault: &Json, timeout_ms: u64, echoes_ids: bool) -> bool {
+/// client's), unless a 0xFF inside one, ahead of the step's reply, starts a frame that
+/// swallows what follows (lines after a sync reply come ahead of the command's).
+fn harmless(fault: &Json, timeout_ms: u64, echoes_ids: bool, on_sync: bool) -> bool {
     let Some(spec) = fault.as_str() else {
-        return echoes_ids && raw_beside_reply(fault);
+        return echoes_ids && raw_beside_reply(fault, on_sync);
     };
     let Some((_, action)) = spec.split_once(':') else {
         return false;
@@ -479,17 +479,18 @@ fn harmless(fault: &Json, timeout_ms: u64, echoes_ids: bool) -> bool {
     action.starts_with("slice=") || action == "coalesce"
 }
 
-/// Whether a rule object only writes raw lines after the reply, or before it without a
-/// 0xFF past their first byte (and coalesces).
-fn raw_beside_reply(fault: &Json) -> bool {
+/// Whether a rule object only writes raw lines after the step's reply, or ahead of it
+/// without a 0xFF past their first byte (and coalesces). On a sync, every line it writes
+/// comes ahead of the step's reply.
+fn raw_beside_reply(fault: &Json, on_sync: bool) -> bool {
     let Some(actions) = fault["do"].as_array() else {
         return false;
     };
     actions.iter().all(|action| match action["action"].as_str() {
         Some("coalesce") => true,
         Some("raw") => match action["position"].as_str() {
-            Some("after") => true,
-            Some("before") => raw_of(action).iter().skip(1).all(|&b| b != 0xFF),
+            Some("after") if !on_sync => true,
+            Some("before" | "after") => raw_of(action).iter().skip(1).all(|&b| b != 0xFF),
             _ => false,
         },
         _ => false,
@@ -537,7 +538,7 @@ fn spoils_later_calls(fault: &Json, timeout_ms: u64) -> bool {
         return true;
     };
     if action.starts_with("delay=") {
-        return !harmless(fault, timeout_ms, true);
+        return !harmless(fault, timeout_ms, true, false);
     }
     action == "hang"
         || [
@@ -616,8 +617,10 @@ impl Draft {
             let Some(command) = fault_command(fault) else {
                 return true;
             };
-            if command == step.execute || SYNC_COMMANDS.contains(&command.as_str()) {
-                return !harmless(fault, step.timeout_ms, self.version.is_none());
+            let on_sync = SYNC_COMMANDS.contains(&command.as_str());
+            if command == step.execute || on_sync {
+                let echoes_ids = self.version.is_none();
+                return !harmless(fault, step.timeout_ms, echoes_ids, on_sync);
             }
             // A fault on an earlier step's command spoils this one only when it leaves the
             // agent dead, stopped or busy; after stale, garbled or missing output on another
