@@ -486,15 +486,17 @@ fn raw_beside_reply(fault: &Json, on_sync: bool) -> bool {
     let Some(actions) = fault["do"].as_array() else {
         return false;
     };
-    actions.iter().all(|action| match action["action"].as_str() {
-        Some("coalesce") => true,
-        Some("raw") => match action["position"].as_str() {
-            Some("after") if !on_sync => true,
-            Some("before" | "after") => raw_of(action).iter().skip(1).all(|&b| b != 0xFF),
+    actions
+        .iter()
+        .all(|action| match action["action"].as_str() {
+            Some("coalesce") => true,
+            Some("raw") => match action["position"].as_str() {
+                Some("after") if !on_sync => true,
+                Some("before" | "after") => raw_of(action).iter().skip(1).all(|&b| b != 0xFF),
+                _ => false,
+            },
             _ => false,
-        },
-        _ => false,
-    })
+        })
 }
 
 /// The bytes of a raw action (its text or its base64).
@@ -519,7 +521,8 @@ fn adds_lines(fault: &Json) -> bool {
         }),
         None => fault["do"].as_array().is_some_and(|actions| {
             actions.iter().any(|action| {
-                action["action"] == "raw" && matches!(action["position"].as_str(), Some("before" | "after"))
+                action["action"] == "raw"
+                    && matches!(action["position"].as_str(), Some("before" | "after"))
             })
         }),
     }
