@@ -393,7 +393,9 @@ fn hostile_reply(rng: &mut StdRng, draft: &Draft) -> Option<Json> {
         .filter(|c| matches!(*c, "guest-exec-status" | "guest-file-read"))
         .collect();
     let old_agent = draft.version.is_some();
-    if !valued.is_empty() && !(old_agent && rng.random_bool(0.5)) {
+    // Without a status or read step, or half the time from an older agent: a whole line.
+    let whole_line = valued.is_empty() || (old_agent && rng.random_bool(0.5));
+    if !whole_line {
         let command = pick(rng, &valued);
         let values = if command == "guest-exec-status" {
             EXEC_STATUS_RETURNS

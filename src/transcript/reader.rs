@@ -896,7 +896,7 @@ pub fn excerpt(text: &str) -> String {
 /// in some object, or holds a number no QEMU agent writes.
 pub(crate) fn is_ambiguous(body: &[u8]) -> bool {
     crate::client::reply::impossible_number(body).is_some()
-        || serde_json::from_slice::<Repeats>(body).map_or(false, |r| r.0)
+        || serde_json::from_slice::<Repeats>(body).is_ok_and(|r| r.0)
 }
 
 /// Whether a JSON value names a member twice in any of its objects.
