@@ -878,7 +878,9 @@ pub struct Campaign {
     pub cases: Option<u64>,
     pub duration: Option<Duration>,
     pub out: PathBuf,
-    /// Stop once the first kind is found (and written): the time to the first finding.
+    /// Stop once a kind is found whose minimal scenario showed it again in at least one of
+    /// its three reruns: the time to the first finding that reproduces (a flag that does
+    /// not, such as a deadline missed under load, does not end the search).
     pub stop_at_first: bool,
 }
 
@@ -1085,7 +1087,7 @@ pub async fn run(
             summary.kinds.insert(kind, found);
         }
         index += 1;
-        if campaign.stop_at_first && !summary.kinds.is_empty() {
+        if campaign.stop_at_first && summary.kinds.values().any(|k| k.reproduced > 0) {
             break;
         }
         summary.elapsed = started.elapsed();
