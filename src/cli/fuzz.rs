@@ -41,7 +41,7 @@ pub struct FuzzArgs {
     /// The bounded-memory duty's limit on a client process's peak RSS.
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_RSS_KIB / 1024)]
     pub max_rss_mib: u64,
-    /// Stop at the first finding, once its minimal scenario is written (time to kill).
+    /// Stop at the first finding whose minimal scenario reproduces it (time to kill).
     #[arg(long)]
     pub stop_at_first: bool,
 }

@@ -52,46 +52,63 @@ const COMMANDS: &[(&str, Option<&str>)] = &[
 
 /// The fault actions a case draws from, as `--fault` text with `{}` for a drawn number:
 /// every action of the `--fault` syntax that leaves the VM running (`vm-exit` ends the
-/// case's guest; a no-reply command is drawn on its own below).
-const ACTIONS: &[&str] = &[
-    "delay={}ms",
-    "hang",
-    "hang=nonblocking",
-    "drip=1/{}ms",
-    "slice={}",
-    "coalesce",
-    "die-before-read,restart={}ms",
-    "die-after-read,restart={}ms",
-    "die-mid-reply={},restart={}ms",
-    "close-client",
-    "stop-reading={}ms",
-    "spurious=stale-sync",
-    "spurious=duplicate/after",
-    "spurious=other-command",
-    "spurious=unknown-id",
-    "spurious=event",
-    "wrong-sync-id=other",
-    "wrong-sync-id=string",
-    "wrong-sync-id=float",
-    "wrong-sync-id=off-by-one",
-    "wrong-sync-id=truncate32",
-    "duplicate",
-    "swap",
-    "garbage=text",
-    "garbage=invalid-utf8",
-    "garbage=nul",
-    "garbage=ff",
-    "garbage=half-object",
-    "garbage=crlf",
-    "garbage=ff-prefix",
-    "oversize=1",
-    "oversize=1/no-newline",
-    "nesting-bomb=100000",
-    "error=GenericError/'drawn'",
-    "error-not-object='\"drawn\"'",
-    "return-and-error",
-    "neither",
+/// case's guest; a no-reply command is drawn on its own below), in families drawn with
+/// equal weight (timing, framing, the agent's life, the connection, others' replies, sync
+/// ids, garbage, size, reply shapes), so a family of many variants does not crowd out one
+/// of few.
+const ACTION_FAMILIES: &[&[&str]] = &[
+    &[
+        "delay={}ms",
+        "hang",
+        "hang=nonblocking",
+        "drip=1/{}ms",
+        "stop-reading={}ms",
+    ],
+    &["slice={}", "coalesce"],
+    &[
+        "die-before-read,restart={}ms",
+        "die-after-read,restart={}ms",
+        "die-mid-reply={},restart={}ms",
+    ],
+    &["close-client"],
+    &[
+        "spurious=stale-sync",
+        "spurious=duplicate/after",
+        "spurious=other-command",
+        "spurious=unknown-id",
+        "spurious=event",
+        "duplicate",
+        "swap",
+    ],
+    &[
+        "wrong-sync-id=other",
+        "wrong-sync-id=string",
+        "wrong-sync-id=float",
+        "wrong-sync-id=off-by-one",
+        "wrong-sync-id=truncate32",
+    ],
+    &[
+        "garbage=text",
+        "garbage=invalid-utf8",
+        "garbage=nul",
+        "garbage=ff",
+        "garbage=half-object",
+        "garbage=crlf",
+        "garbage=ff-prefix",
+    ],
+    &["oversize=1", "oversize=1/no-newline", "nesting-bomb=100000"],
+    &[
+        "error=GenericError/'drawn'",
+        "error-not-object='\"drawn\"'",
+        "return-and-error",
+        "neither",
+    ],
 ];
+
+/// Which occurrences of its command a rule fires on, each form as likely: the first, the
+/// first two, the second only, or every one (a fault that keeps coming back, as on every
+/// sync).
+const TRIGGER_MODIFIERS: &[&str] = &["#1", "#2", "@2", ""];
 
 /// Lines a hostile guest writes besides its replies (the catalogue's hostile cases): an
 /// error without an id, lines that are not objects, an event whose string holds a 0xFF,
@@ -129,11 +146,24 @@ const FILE_READ_RETURNS: &[&str] = &[
     r#"{"count": 0, "buf-b64": "", "eof": false}"#,
 ];
 
+/// Whole replies a hostile guest writes in place of the agent's, to a request of an agent
+/// before 4.0 (its replies carry no id, so a client takes the line as the answer): a
+/// member named twice, raw UTF-8, numbers no agent writes (beyond the double range,
+/// beyond 64 bits). A correct client reports the value exactly as sent or fails.
+const REPLY_LINES: &[&[u8]] = &[
+    b"{\"return\": {\"host-name\": \"vm\"}, \"return\": {\"host-name\": \"forged\"}}\n",
+    "{\"return\": {\"host-name\": \"h\u{f4}te-\u{20ac}-\u{1f600}\"}}\n".as_bytes(),
+    b"{\"return\": 1e400}\n",
+    b"{\"return\": 18446744073709551616}\n",
+    b"{\"return\": [1, 2], \"return\": {}}\n",
+];
+
 /// Where faults fire besides the steps' own commands.
 const SYNC_COMMANDS: &[&str] = &["guest-sync-delimited", "guest-sync"];
 
 const DUTIES: &[&str] = &[
     "no-stale-attribution",
+    "unpredictable-sync-ids",
     "total-deadline",
     "no-repeated-side-effects",
     "bounded-memory",
@@ -172,6 +202,7 @@ fn requirement(kind: &str) -> String {
         "no-stale-attribution" => "A reply is taken only for the request it answers: stale, duplicate, spurious or foreign replies are discarded.".into(),
         "total-deadline" => "A call ends within its total deadline, however slowly or strangely the guest answers.".into(),
         "no-repeated-side-effects" => "A command that changes the guest is never sent twice for one call.".into(),
+        "unpredictable-sync-ids" => "Sync ids cannot be guessed by the guest (no small numbers, counters or clock readings): a reply forged in advance must not complete a handshake.".into(),
         "bounded-memory" => "The client's memory stays bounded whatever the guest sends.".into(),
         other => format!("The client meets the duty {other}."),
     }
@@ -207,7 +238,7 @@ pub fn draw(seed: u64, index: u64) -> Draft {
     for _ in 0..rng.random_range(1..=3) {
         match rng.random_range(0..10) {
             // A command and the status or read that follows it.
-            0 => {
+            0 | 1 => {
                 steps.push(DraftStep {
                     execute: "guest-exec".into(),
                     arguments: Some(
@@ -221,7 +252,7 @@ pub fn draw(seed: u64, index: u64) -> Draft {
                     timeout_ms: timeout(&mut rng),
                 });
             }
-            1 => {
+            2 | 3 => {
                 steps.push(DraftStep {
                     execute: "guest-file-open".into(),
                     arguments: Some(json!({"path": "/etc/hostname", "mode": "r"})),
@@ -255,6 +286,11 @@ pub fn draw(seed: u64, index: u64) -> Draft {
         steps,
         ..Draft::default()
     };
+    // An agent before 4.0 echoes no id: its replies can be replaced by lines of the
+    // guest's own, which a client takes as the answer.
+    if rng.random_bool(0.25) {
+        draft.version = Some("3.1.0".into());
+    }
     draft.resolve_handles();
     for _ in 0..rng.random_range(0..=3) {
         let target = if rng.random_bool(0.3) {
@@ -269,51 +305,34 @@ pub fn draw(seed: u64, index: u64) -> Draft {
             // client like the shutdown itself; only the dropped shutdown below is fair.
             continue;
         }
-        match rng.random_range(0..10) {
-            // Bytes of its own before or after the reply.
-            0 | 1 => {
-                let mut raw = raw_bytes(pick(&mut rng, RAW_LINES));
-                raw["action"] = json!("raw");
-                raw["position"] = json!(if rng.random_bool(0.5) {
-                    "before"
-                } else {
-                    "after"
-                });
-                draft.faults.push(rule(&target, json!([raw])));
-            }
-            // A hostile value in place of the reply.
-            2 if target == "guest-exec-status" || target == "guest-file-read" => {
-                let values = if target == "guest-exec-status" {
-                    EXEC_STATUS_RETURNS
-                } else {
-                    FILE_READ_RETURNS
-                };
-                let value = parse_json(pick(&mut rng, values));
-                draft.faults.push(rule(
-                    &target,
-                    json!([{ "action": "return", "value": value }]),
-                ));
-            }
+        let fault = match rng.random_range(0..10) {
+            // Bytes of its own before or after the reply, sometimes in the same write.
+            0..=2 => Some(raw_rule(&mut rng, &target)),
+            // A hostile reply in place of the agent's.
+            3 | 4 => hostile_reply(&mut rng, &draft),
             // A reply slow enough to matter, well within the timeout.
-            3 => {
-                if let Some(step) = draft.steps.iter().find(|s| s.execute == target) {
+            5 => draft
+                .steps
+                .iter()
+                .find(|s| s.execute == target)
+                .map(|step| {
                     let ms = step.timeout_ms * rng.random_range(8..=25) / 100;
-                    draft.faults.push(json!(format!("{target}#1:delay={ms}ms")));
-                }
+                    json!(format!("{target}#1:delay={ms}ms"))
+                }),
+            _ => None,
+        };
+        let fault = fault.or_else(|| {
+            let modifier = pick(&mut rng, TRIGGER_MODIFIERS);
+            let family = pick(&mut rng, ACTION_FAMILIES);
+            let mut action = pick(&mut rng, family).to_owned();
+            while let Some(at) = action.find("{}") {
+                let n: u64 = rng.random_range(1..=20) * 50;
+                action.replace_range(at..at + 2, &n.to_string());
             }
-            _ => {
-                let nth = rng.random_range(1..=2);
-                let mut action = pick(&mut rng, ACTIONS).to_owned();
-                while let Some(at) = action.find("{}") {
-                    let n: u64 = rng.random_range(1..=20) * 50;
-                    action.replace_range(at..at + 2, &n.to_string());
-                }
-                let spec = format!("{target}#{nth}:{action}");
-                if crate::fault::parse_spec(&spec).is_ok() {
-                    draft.faults.push(json!(spec));
-                }
-            }
-        }
+            let spec = format!("{target}{modifier}:{action}");
+            crate::fault::parse_spec(&spec).is_ok().then(|| json!(spec))
+        });
+        draft.faults.extend(fault);
     }
     if rng.random_bool(0.1) {
         // A no-reply command dropped by the agent while the VM stays up.
@@ -333,19 +352,79 @@ pub fn draw(seed: u64, index: u64) -> Draft {
         3 => Some(json!({ "start_delay_ms": rng.random_range(1..=16) * 50 })),
         _ => None,
     };
-    if rng.random_bool(0.15) {
-        // An agent before 4.0 echoes no id: a line it writes besides its replies after the
-        // sync reply cannot be told from the reply by any client, so such faults are not
-        // drawn with it (stale output before the sync still is).
-        draft.version = Some("3.1.0".into());
+    if draft.version.is_some() {
+        // Without ids, a line the agent writes besides its replies after the sync reply
+        // cannot be told from the reply by any client, so such faults are not drawn with
+        // an older agent (stale output before the sync still is).
         draft.faults.retain(|fault| !adds_lines(fault));
     }
-    if rng.random_bool(0.3) {
+    if rng.random_bool(0.4) {
         // Where a closed connection is seen as such (on virtio-serial the host's end stays
         // open whatever the guest does).
         draft.transport = Some("unix-listen".into());
     }
     draft
+}
+
+/// A rule that writes one of [`RAW_LINES`] before or after the reply to `target`; half
+/// the time in the same write as the reply (coalesced), where a parser that scans the
+/// bytes in hand sees both at once.
+fn raw_rule(rng: &mut StdRng, target: &str) -> Json {
+    let mut raw = raw_bytes(pick(rng, RAW_LINES));
+    raw["action"] = json!("raw");
+    let after = rng.random_bool(0.5);
+    raw["position"] = json!(if after { "after" } else { "before" });
+    let mut actions = Vec::new();
+    if after && rng.random_bool(0.5) {
+        actions.push(json!({ "action": "coalesce", "count": 2 }));
+    }
+    actions.push(raw);
+    rule(target, json!(actions))
+}
+
+/// A hostile reply in place of the agent's: one of the hostile values of a status or read
+/// step when the case has one, or, from an agent before 4.0, one of [`REPLY_LINES`] on a
+/// step's command. `None` when the case has neither.
+fn hostile_reply(rng: &mut StdRng, draft: &Draft) -> Option<Json> {
+    let valued: Vec<&str> = draft
+        .steps
+        .iter()
+        .map(|s| s.execute.as_str())
+        .filter(|c| matches!(*c, "guest-exec-status" | "guest-file-read"))
+        .collect();
+    let old_agent = draft.version.is_some();
+    // Without a status or read step, or half the time from an older agent: a whole line.
+    let whole_line = valued.is_empty() || (old_agent && rng.random_bool(0.5));
+    if !whole_line {
+        let command = pick(rng, &valued);
+        let values = if command == "guest-exec-status" {
+            EXEC_STATUS_RETURNS
+        } else {
+            FILE_READ_RETURNS
+        };
+        let value = parse_json(pick(rng, values));
+        return Some(rule(
+            command,
+            json!([{ "action": "return", "value": value }]),
+        ));
+    }
+    if !old_agent {
+        return None;
+    }
+    let answered: Vec<&str> = draft
+        .steps
+        .iter()
+        .map(|s| s.execute.as_str())
+        .filter(|c| *c != "guest-shutdown")
+        .collect();
+    if answered.is_empty() {
+        return None;
+    }
+    let command = pick(rng, &answered);
+    let mut raw = raw_bytes(pick(rng, REPLY_LINES));
+    raw["action"] = json!("raw");
+    raw["position"] = json!("replace");
+    Some(rule(command, json!([raw])))
 }
 
 /// The guest agent of a draft, as the case's mock is configured (its version).
@@ -380,11 +459,14 @@ fn true_replies(draft: &Draft) -> Vec<Option<Json>> {
         .collect()
 }
 
-/// What a fault action does to the timing or the framing of a reply only: a correct client
-/// still gets its answer in time.
-fn harmless(fault: &Json, timeout_ms: u64) -> bool {
+/// What a fault does to the timing or the framing of a reply only, or beside it: a
+/// correct client still gets its answer in time. Lines of the guest's own before or
+/// after the reply are harmless to an agent that echoes ids (they carry none of the
+/// client's), unless a 0xFF inside one, ahead of the step's reply, starts a frame that
+/// swallows what follows (lines after a sync reply come ahead of the command's).
+fn harmless(fault: &Json, timeout_ms: u64, echoes_ids: bool, on_sync: bool) -> bool {
     let Some(spec) = fault.as_str() else {
-        return false;
+        return echoes_ids && raw_beside_reply(fault, on_sync);
     };
     let Some((_, action)) = spec.split_once(':') else {
         return false;
@@ -399,6 +481,38 @@ fn harmless(fault: &Json, timeout_ms: u64) -> bool {
     action.starts_with("slice=") || action == "coalesce"
 }
 
+/// Whether a rule object only writes raw lines after the step's reply, or ahead of it
+/// without a 0xFF past their first byte (and coalesces). On a sync, every line it writes
+/// comes ahead of the step's reply.
+fn raw_beside_reply(fault: &Json, on_sync: bool) -> bool {
+    let Some(actions) = fault["do"].as_array() else {
+        return false;
+    };
+    actions
+        .iter()
+        .all(|action| match action["action"].as_str() {
+            Some("coalesce") => true,
+            Some("raw") => match action["position"].as_str() {
+                Some("after") if !on_sync => true,
+                Some("before" | "after") => raw_of(action).iter().skip(1).all(|&b| b != 0xFF),
+                _ => false,
+            },
+            _ => false,
+        })
+}
+
+/// The bytes of a raw action (its text or its base64).
+fn raw_of(action: &Json) -> Vec<u8> {
+    use base64::Engine;
+    if let Some(text) = action["text"].as_str() {
+        return text.as_bytes().to_vec();
+    }
+    action["base64"]
+        .as_str()
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .unwrap_or_default()
+}
+
 /// Whether a fault writes lines besides the agent's replies, or another request's reply.
 fn adds_lines(fault: &Json) -> bool {
     match fault.as_str() {
@@ -407,7 +521,12 @@ fn adds_lines(fault: &Json) -> bool {
                 .iter()
                 .any(|a| action.starts_with(a))
         }),
-        None => fault.to_string().contains("\"raw\""),
+        None => fault["do"].as_array().is_some_and(|actions| {
+            actions.iter().any(|action| {
+                action["action"] == "raw"
+                    && matches!(action["position"].as_str(), Some("before" | "after"))
+            })
+        }),
     }
 }
 
@@ -424,7 +543,7 @@ fn spoils_later_calls(fault: &Json, timeout_ms: u64) -> bool {
         return true;
     };
     if action.starts_with("delay=") {
-        return !harmless(fault, timeout_ms);
+        return !harmless(fault, timeout_ms, true, false);
     }
     action == "hang"
         || [
@@ -445,16 +564,9 @@ fn spoils_later_calls(fault: &Json, timeout_ms: u64) -> bool {
 
 /// Whether a rule object writes raw bytes with a 0xFF among them.
 fn raw_has_ff(fault: &Json) -> bool {
-    use base64::Engine;
-    fault["do"].as_array().is_some_and(|actions| {
-        actions.iter().any(|action| {
-            action["base64"].as_str().is_some_and(|b64| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .is_ok_and(|bytes| bytes.contains(&0xFF))
-            })
-        })
-    })
+    fault["do"]
+        .as_array()
+        .is_some_and(|actions| actions.iter().any(|action| raw_of(action).contains(&0xFF)))
 }
 
 /// The command a fault rule fires on (`None`: any, or an event).
@@ -510,8 +622,10 @@ impl Draft {
             let Some(command) = fault_command(fault) else {
                 return true;
             };
-            if command == step.execute || SYNC_COMMANDS.contains(&command.as_str()) {
-                return !harmless(fault, step.timeout_ms);
+            let on_sync = SYNC_COMMANDS.contains(&command.as_str());
+            if command == step.execute || on_sync {
+                let echoes_ids = self.version.is_none();
+                return !harmless(fault, step.timeout_ms, echoes_ids, on_sync);
             }
             // A fault on an earlier step's command spoils this one only when it leaves the
             // agent dead, stopped or busy; after stale, garbled or missing output on another
@@ -538,7 +652,27 @@ impl Draft {
 
     /// The scenario file of this case.
     pub fn scenario(&self, id: &str, kind: Option<&str>) -> Json {
-        let replies = true_replies(self);
+        let mut replies = true_replies(self);
+        // A value the agent is made to return in place of its own is the answer a correct
+        // client reports (or refuses): the first request of its command gets it.
+        for fault in &self.faults {
+            let Some(value) = fault["do"].as_array().and_then(|actions| {
+                actions
+                    .iter()
+                    .find(|a| a["action"] == "return")
+                    .map(|a| a["value"].clone())
+            }) else {
+                continue;
+            };
+            let command = fault_command(fault);
+            if let Some(index) = self
+                .steps
+                .iter()
+                .position(|s| Some(&s.execute) == command.as_ref())
+            {
+                replies[index] = Some(json!({ "return": value }));
+            }
+        }
         let steps: Vec<Json> = self
             .steps
             .iter()
@@ -684,7 +818,9 @@ fn agent_wrote(wire: &Wire, execute: &str, answer: &Answer) -> bool {
         if request.execute() != Some(execute) {
             return false;
         }
-        let Some(value) = &reply.value else {
+        // A reply no single value stands for: whatever a client made of it, the agent did
+        // not write that value.
+        let Some(value) = reply.value.as_ref().filter(|_| !reply.ambiguous) else {
             return false;
         };
         match answer {
@@ -725,6 +861,16 @@ async fn judged(case: &LoadedCase, options: &RunOptions, work: &Path) -> (CaseRe
     (result, kinds)
 }
 
+/// The kinds of failure `draft` shows with the client of `options`, run once as a
+/// campaign runs its cases (empty when it passed).
+pub async fn kinds_of(draft: &Draft, options: &RunOptions) -> std::io::Result<Vec<String>> {
+    let work = tempfile::Builder::new().prefix("qga-fuzz-").tempdir()?;
+    let case = draft
+        .loaded("fuzz.1", None)
+        .ok_or_else(|| std::io::Error::other("the draft is not a valid scenario"))?;
+    Ok(judged(&case, options, work.path()).await.1)
+}
+
 /// What a campaign is given.
 pub struct Campaign {
     pub options: RunOptions,
@@ -732,7 +878,9 @@ pub struct Campaign {
     pub cases: Option<u64>,
     pub duration: Option<Duration>,
     pub out: PathBuf,
-    /// Stop once the first kind is found (and written): the time to the first finding.
+    /// Stop once a kind is found whose minimal scenario showed it again in at least one of
+    /// its three reruns: the time to the first finding that reproduces (a flag that does
+    /// not, such as a deadline missed under load, does not end the search).
     pub stop_at_first: bool,
 }
 
@@ -939,7 +1087,7 @@ pub async fn run(
             summary.kinds.insert(kind, found);
         }
         index += 1;
-        if campaign.stop_at_first && !summary.kinds.is_empty() {
+        if campaign.stop_at_first && summary.kinds.values().any(|k| k.reproduced > 0) {
             break;
         }
         summary.elapsed = started.elapsed();

@@ -196,6 +196,10 @@ pub struct Reply {
     /// The parsed output (0xFF prefix and line end removed), when it is one JSON value
     /// small enough to keep.
     pub value: Option<Value>,
+    /// `value` is not the one value the output stands for: the output names a member
+    /// twice (parsers disagree on which one counts) or holds a number no QEMU agent
+    /// writes (any value made of it is a decoder's guess).
+    pub ambiguous: bool,
     pub text: String,
     /// It ended with a newline.
     pub complete: bool,
@@ -694,6 +698,7 @@ impl Builder {
                         ff_prefix: false,
                         len,
                         value: None,
+                        ambiguous: false,
                         text: String::new(),
                         complete: false,
                         preview: Vec::new(),
@@ -731,6 +736,7 @@ impl Builder {
             } else {
                 None
             };
+            reply.ambiguous = reply.value.is_some() && is_ambiguous(body);
             reply.text = show_bytes(&bytes);
             reply.preview = bytes[..bytes.len().min(PREVIEW_BYTES)].to_vec();
             if !kept_all {
@@ -884,6 +890,69 @@ pub fn excerpt(text: &str) -> String {
     }
     let cut: String = text.chars().take(EXCERPT_CHARS).collect();
     format!("{cut}... ({} bytes)", text.len())
+}
+
+/// Whether a JSON text that parses stands for no single value: it names a member twice
+/// in some object, or holds a number no QEMU agent writes.
+pub(crate) fn is_ambiguous(body: &[u8]) -> bool {
+    crate::client::reply::impossible_number(body).is_some()
+        || serde_json::from_slice::<Repeats>(body).is_ok_and(|r| r.0)
+}
+
+/// Whether a JSON value names a member twice in any of its objects.
+struct Repeats(bool);
+
+impl<'de> Deserialize<'de> for Repeats {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(RepeatsVisitor)
+    }
+}
+
+struct RepeatsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RepeatsVisitor {
+    type Value = Repeats;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Repeats, A::Error> {
+        let mut names = std::collections::HashSet::new();
+        let mut repeats = false;
+        while let Some(name) = map.next_key::<String>()? {
+            repeats |= !names.insert(name);
+            repeats |= map.next_value::<Repeats>()?.0;
+        }
+        Ok(Repeats(repeats))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Repeats, A::Error> {
+        let mut repeats = false;
+        while let Some(element) = seq.next_element::<Repeats>()? {
+            repeats |= element.0;
+        }
+        Ok(Repeats(repeats))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Repeats, E> {
+        Ok(Repeats(false))
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Repeats, E> {
+        Ok(Repeats(false))
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Repeats, E> {
+        Ok(Repeats(false))
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Repeats, E> {
+        Ok(Repeats(false))
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Repeats, E> {
+        Ok(Repeats(false))
+    }
+    fn visit_unit<E>(self) -> Result<Repeats, E> {
+        Ok(Repeats(false))
+    }
 }
 
 /// A reply line's JSON text: without the 0xFF that prefixes a delimited sync reply and

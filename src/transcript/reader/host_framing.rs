@@ -159,6 +159,7 @@ pub(super) fn frame(wire: &mut Wire, kept: &HashMap<(u64, Direction), Vec<u8>>) 
                 t_us: last.t_us,
                 ff_prefix: line.first() == Some(&0xFF),
                 len: line.len(),
+                ambiguous: super::is_ambiguous(body),
                 value: Some(value),
                 text: show_bytes(line),
                 complete: true,
