@@ -24,12 +24,9 @@ esac
 # builders, FUZZ_BUILD_FLAGS adds cargo-fuzz flags (the CI smoke asks for more codegen
 # units: a faster build of slightly slower binaries) and CARGO_TARGET_DIR shares a target
 # directory between runs.
-# --strip-dead-code: cargo-fuzz links every function of every crate by default, and
-# libFuzzer scans the coverage counters of all of them after each execution; without the
-# dead code the map is the code a target can reach.
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 # shellcheck disable=SC2086 # FUZZ_BUILD_FLAGS is a list of flags
-"${cargo[@]}" fuzz build -O --debug-assertions --sanitizer "$sanitizer" --strip-dead-code \
+"${cargo[@]}" fuzz build -O --debug-assertions --sanitizer "$sanitizer" \
     --target-dir "$target_dir" ${FUZZ_BUILD_FLAGS:-}
 
 targets=$("${cargo[@]}" fuzz list)
