@@ -247,6 +247,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_endless_output_stops_when_its_client_leaves_and_a_finite_one_does_not() {
+        let for_conn = |conn| {
+            Arc::new(Tag {
+                output: 1,
+                origin: crate::transcript::Origin::Preloaded,
+                for_conn: conn,
+            })
+        };
+        let mut writer = ReplyWriter::default();
+        let mut sink = Writes::default();
+        let endless = Out::endless(b"{\"return\": \"".to_vec(), b'A');
+        writer
+            .write(
+                &mut sink,
+                endless,
+                for_conn(Some(1)),
+                &Chunking::Whole,
+                None,
+            )
+            .await;
+        // The sink's client leaves after its fourth write.
+        assert_eq!(sink.0.len(), 4);
+        assert!(sink.0[0].starts_with(b"{\"return\": \"AAA"));
+        // Written for no connection, an endless output is not written at all.
+        let mut sink = Writes::default();
+        let endless = Out::endless(Vec::new(), b'A');
+        writer
+            .write(&mut sink, endless, for_conn(None), &Chunking::Whole, None)
+            .await;
+        assert!(sink.0.is_empty());
+        // A large finite output is written whole, whoever is connected.
+        let mut sink = Writes::default();
+        let mut big = Out::default();
+        big.push_repeat(b'A', 10 * PIECE);
+        writer
+            .write(&mut sink, big, for_conn(Some(1)), &Chunking::Whole, None)
+            .await;
+        assert_eq!(sink.0.len(), 10);
+    }
+
+    #[tokio::test]
     async fn whole_sliced_and_cut_writes() {
         let mut writer = ReplyWriter::default();
         let mut sink = Writes::default();
