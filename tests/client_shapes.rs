@@ -120,6 +120,10 @@ const LIBVIRT: Shape = Shape {
 /// read is a race, which the real client loses as the shape does.
 const PVE_TWO_LINES: &str = "the stale 0xFF line and its own sync reply, read before the answer arrived, are taken as the sync reply and the answer";
 
+/// PVE's regex wants both lines after the 0xFF to end in `}`: a line that is not an object
+/// (`42`, `[]`) after the sync reply never matches, and the call waits until it times out.
+const PVE_BRACES: &str = "the two lines after the 0xFF must each end in }: a non-object line after the sync reply never matches, and the call times out";
+
 const PROXMOX: Shape = Shape {
     name: "proxmox",
     expected_fail: &[
@@ -128,6 +132,8 @@ const PROXMOX: Shape = Shape {
         fail("hostile.22", "step 1", "the line after the sync reply is the answer, even an event"),
         fail("hostile.28", "duty no-stale-attribution", NEXT_REPLY),
         fail("hostile.35", "duty no-stale-attribution", NEXT_REPLY),
+        fail("hostile.26", "step 1", PVE_BRACES),
+        fail("hostile.31", "step 1", PVE_BRACES),
         fail("sync.3", "step 1", "no 0xFF flush: a previous client's partial JSON in the agent's parser swallows the sync"),
         fail("sync.12", "step 1", "no 0xFF flush: a previous client's partial string in the agent's parser swallows the sync"),
     ],
