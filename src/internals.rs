@@ -125,6 +125,10 @@ impl InProcessSession for ReferenceSession {
             answer(result)
         })
     }
+
+    fn peak_buffer_bytes(&self) -> Option<u64> {
+        Some(self.client.peak_buffer_bytes())
+    }
 }
 
 /// The runner's view of a call's result, as `qga-harness session` reports it.

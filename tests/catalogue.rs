@@ -92,25 +92,14 @@ fn qapi_session() -> PathBuf {
     target.join("release/qapi-session")
 }
 
-/// Third-party clients race with the agent on a few timing-bound cases, so their baselines
-/// record the worst verdict of several runs, and a run that is worse somewhere is tried
-/// once more: a real regression is worse both times.
+/// Runs the catalogue against a third-party client and holds it to its baseline: exact
+/// verdicts, except where the baseline marks a case timing-sensitive for that client
+/// (with the verdicts seen and why), and a better verdict is reported, not failed.
 fn holds_its_baseline(name: &str, client_args: &[&str]) -> BTreeMap<String, String> {
     let baseline = format!("scenarios/baselines/{name}.json");
     let (verdicts, code, text) = verdicts(client_args, &["--baseline", &baseline]);
-    if code == 0 {
-        return verdicts;
-    }
-    let (verdicts, code, again) = verdicts_again(client_args, &baseline);
-    assert_eq!(
-        code, 0,
-        "{name} is worse than {baseline} twice in a row:\n{text}\n--- second run ---\n{again}"
-    );
+    assert_eq!(code, 0, "{name} is worse than {baseline}:\n{text}");
     verdicts
-}
-
-fn verdicts_again(client_args: &[&str], baseline: &str) -> (BTreeMap<String, String>, i32, String) {
-    verdicts(client_args, &["--baseline", baseline])
 }
 
 fn python_has_qemu_qmp() -> bool {

@@ -84,6 +84,7 @@ const LIBVIRT: Shape = Shape {
         fail("hostile.15", "duty no-stale-attribution", NEXT_REPLY),
         fail("hostile.17", "duty no-stale-attribution", "the late reply, held back until after the resync's reply, is the next reply"),
         fail("hostile.28", "duty no-stale-attribution", NEXT_REPLY),
+        fail("hostile.35", "duty no-stale-attribution", NEXT_REPLY),
         fail("sync.3", "step 1", "no 0xFF flush: a previous client's partial JSON in the agent's parser swallows the sync"),
         fail("sync.12", "step 1", "no 0xFF flush: a previous client's partial string in the agent's parser swallows the sync"),
         fail("sync.16", "duty unpredictable-sync-ids", "the sync id is the clock in milliseconds, which a guest can forge"),
@@ -119,6 +120,10 @@ const LIBVIRT: Shape = Shape {
 /// read is a race, which the real client loses as the shape does.
 const PVE_TWO_LINES: &str = "the stale 0xFF line and its own sync reply, read before the answer arrived, are taken as the sync reply and the answer";
 
+/// PVE's regex wants both lines after the 0xFF to end in `}`: a line that is not an object
+/// (`42`, `[]`) after the sync reply never matches, and the call waits until it times out.
+const PVE_BRACES: &str = "the two lines after the 0xFF must each end in }: a non-object line after the sync reply never matches, and the call times out";
+
 const PROXMOX: Shape = Shape {
     name: "proxmox",
     expected_fail: &[
@@ -126,6 +131,9 @@ const PROXMOX: Shape = Shape {
         fail("hostile.17", "duty no-stale-attribution", "the late reply, held back until after the sync's reply, is the line after it"),
         fail("hostile.22", "step 1", "the line after the sync reply is the answer, even an event"),
         fail("hostile.28", "duty no-stale-attribution", NEXT_REPLY),
+        fail("hostile.35", "duty no-stale-attribution", NEXT_REPLY),
+        fail("hostile.26", "step 1", PVE_BRACES),
+        fail("hostile.31", "step 1", PVE_BRACES),
         fail("sync.3", "step 1", "no 0xFF flush: a previous client's partial JSON in the agent's parser swallows the sync"),
         fail("sync.12", "step 1", "no 0xFF flush: a previous client's partial string in the agent's parser swallows the sync"),
     ],
@@ -158,6 +166,7 @@ const PER_CALL: Shape = Shape {
         fail("hostile.1", "duty no-stale-attribution", NEXT_REPLY),
         fail("hostile.15", "duty no-stale-attribution", NEXT_REPLY),
         fail("hostile.28", "duty no-stale-attribution", NEXT_REPLY),
+        fail("hostile.35", "duty no-stale-attribution", NEXT_REPLY),
     ],
     allowed_non_strict: &[],
     expected_non_strict: &[],

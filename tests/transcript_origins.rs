@@ -53,6 +53,7 @@ fn judged(wire: &Wire, execute: &str, value: serde_json::Value) -> qga_harness::
             answer: Answer::Return { value },
         }],
         processes: Vec::new(),
+        peak_buffer_bytes: None,
     };
     judge(&Evidence {
         scenario: &scenario,

@@ -80,7 +80,8 @@ impl Chardev {
             };
             let number = self.status.connected();
             self.transcript.conn_event(number, "connected", None);
-            self.port.host_connected(self.fresh_parser_per_connection);
+            self.port
+                .host_connected(number, self.fresh_parser_per_connection);
             self.faults.connected(number);
             let detail = self.serve(&stream, number).await;
             self.port.host_disconnected();

@@ -143,6 +143,11 @@ impl ListenLink {
         }
     }
 
+    /// True while client `conn` is the one connected.
+    pub(crate) fn serves(&self, conn: u64) -> bool {
+        self.client.as_ref().is_some_and(|c| c.number == conn)
+    }
+
     /// Writes one reply to the client, waiting while its socket is full. A failed write
     /// (the client went away) drops the rest of the reply, and the agent goes on.
     pub(crate) async fn write(&mut self, reply: &[u8], parts: &Parts) {

@@ -47,6 +47,8 @@ struct State {
     open: bool,
     /// A host client is connected to the chardev.
     host_connected: bool,
+    /// The connection number of that client.
+    serving: Option<u64>,
     input: VecDeque<u8>,
     /// Total bytes ever taken from `input` and ever put in: the offsets of `boundaries`.
     taken: u64,
@@ -258,12 +260,13 @@ impl Port {
 
     // ---- host side --------------------------------------------------------------------
 
-    /// A host client connected; with `new_parser`, the agent's parser starts afresh at
-    /// this client's first byte.
-    pub(crate) fn host_connected(&self, new_parser: bool) {
+    /// Host client `conn` connected; with `new_parser`, the agent's parser starts afresh
+    /// at this client's first byte.
+    pub(crate) fn host_connected(&self, conn: u64, new_parser: bool) {
         {
             let mut s = self.lock();
             s.host_connected = true;
+            s.serving = Some(conn);
             if new_parser {
                 let at = s.put;
                 if s.boundaries.back() != Some(&at) {
@@ -277,7 +280,15 @@ impl Port {
     pub(crate) fn host_disconnected(&self) {
         let mut s = self.lock();
         s.host_connected = false;
+        s.serving = None;
         s.drop_client = false;
+    }
+
+    /// True while host client `conn` is connected: what the guest sees of the host side
+    /// (its writes block while no host is connected), so a guest that floods one client
+    /// can stop when that client leaves.
+    pub(crate) fn serves(&self, conn: u64) -> bool {
+        self.lock().serving == Some(conn)
     }
 
     /// True (once) when a fault asked to close the current client's connection.
@@ -411,10 +422,10 @@ mod tests {
     #[tokio::test]
     async fn reads_stop_at_a_new_connection_when_asked() {
         let port = open_port();
-        port.host_connected(true);
+        port.host_connected(1, true);
         port.push_input(b"{\"a\"", 1, 0);
         port.host_disconnected();
-        port.host_connected(true);
+        port.host_connected(2, true);
         port.push_input(b"}", 1, 0);
         let mut buf = [0u8; 16];
         assert_eq!(port.read(&mut buf).await, PortRead::NewConnection);
@@ -433,10 +444,10 @@ mod tests {
     #[tokio::test]
     async fn reads_run_across_connections_by_default_but_never_mix_them() {
         let port = open_port();
-        port.host_connected(false);
+        port.host_connected(3, false);
         port.push_input(b"{\"a\"", 1, 0);
         port.host_disconnected();
-        port.host_connected(false);
+        port.host_connected(4, false);
         port.push_input(b"}", 2, 0);
         let mut buf = [0u8; 16];
         // No new-connection mark: the parser goes on; but each read says whose bytes.
@@ -488,7 +499,7 @@ mod tests {
         assert!(port
             .write_front(|_: &[u8], _: &Parts| Ok::<usize, ()>(0))
             .is_none());
-        port.host_connected(false);
+        port.host_connected(5, false);
         writer.await.expect("writer");
         let mut seen = Vec::new();
         let n = port.write_front(|b: &[u8], _: &Parts| {
@@ -509,7 +520,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_large_reply_goes_in_pieces_as_the_host_takes_them() {
         let port = std::sync::Arc::new(open_port());
-        port.host_connected(false);
+        port.host_connected(6, false);
         let reply: Vec<u8> = (0..GUEST_OUTPUT_LIMIT * 3 + 5).map(|i| i as u8).collect();
         let writer = {
             let port = port.clone();
@@ -561,7 +572,7 @@ mod tests {
         let port = open_port();
         port.drop_client();
         assert!(!port.take_drop_request(), "no client, nothing to drop");
-        port.host_connected(false);
+        port.host_connected(7, false);
         port.preload_output(b"stale\n".to_vec(), Parts::default());
         port.drop_client();
         assert!(port
@@ -569,7 +580,7 @@ mod tests {
             .is_none());
         assert!(port.take_drop_request());
         port.host_disconnected();
-        port.host_connected(false);
+        port.host_connected(8, false);
         let mut seen = Vec::new();
         port.write_front(|b: &[u8], _: &Parts| {
             seen.extend_from_slice(b);
@@ -581,7 +592,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn writes_block_when_the_queue_is_full() {
         let port = std::sync::Arc::new(open_port());
-        port.host_connected(false);
+        port.host_connected(9, false);
         port.write(vec![b'x'; GUEST_OUTPUT_LIMIT], Parts::default())
             .await;
         let blocked = {

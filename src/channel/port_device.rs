@@ -66,7 +66,7 @@ impl PortDevice {
         let number = self.status.connected();
         self.transcript
             .conn_event(number, "connected", Some("the guest's port device".into()));
-        self.port.host_connected(false);
+        self.port.host_connected(number, false);
         let fd = self.device().get_ref().as_raw_fd();
         // Offsets in everything read from and written to the device.
         let mut read_at: u64 = 0;

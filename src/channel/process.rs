@@ -168,6 +168,13 @@ impl Sink for Link {
             Link::Listen(link) => link.write(&reply, &parts).await,
         }
     }
+
+    fn serves(&self, conn: u64) -> bool {
+        match self {
+            Link::Port(port) => port.serves(conn),
+            Link::Listen(link) => link.serves(conn),
+        }
+    }
 }
 
 /// Everything a new process starts with.
@@ -732,6 +739,11 @@ impl Agent {
         let fired_on = handled.as_ref().map(|h| h.number);
         let for_conn = handled.as_ref().map(|h| h.conn).or(plan.conn);
         let reply = plan.shape_reply(dispatched.map(Out::bytes), &info);
+        // Output injected before the reply counts in a coalesce group too: a stray line
+        // and the answer can reach the client in one write.
+        if let Some(count) = plan.coalesce {
+            self.writer.open_group(count);
+        }
         for injected in std::mem::take(&mut plan.before) {
             self.write_injected(injected, fired_on, for_conn).await;
         }
@@ -741,9 +753,6 @@ impl Agent {
             // not hold it back.
             self.writer.flush_group(&mut self.link).await;
             return std::future::pending().await;
-        }
-        if let Some(count) = plan.coalesce {
-            self.writer.open_group(count);
         }
         match reply {
             Some(reply) => {

@@ -20,6 +20,9 @@ use super::origin::{Parts, Tag};
 pub(crate) trait Sink {
     /// One write, with the outputs it carries; waits until the channel took it.
     async fn write(&mut self, bytes: Vec<u8>, parts: Parts);
+    /// True while host connection `conn` is the one connected (an endless output stops
+    /// when the connection it was written for has gone).
+    fn serves(&self, conn: u64) -> bool;
 }
 
 /// The most a coalesce group gathers in memory: a larger reply is written on its own, and
@@ -140,6 +143,12 @@ impl ReplyWriter {
     }
 }
 
+/// An endless output goes on only while the connection it was written for is connected;
+/// any other output is written whole, to whoever is connected when it gets there.
+fn still_wanted(sink: &impl Sink, out: &Out, tag: &Tag) -> bool {
+    !out.is_endless() || tag.for_conn.is_some_and(|conn| sink.serves(conn))
+}
+
 /// One write of a piece of the output `tag` names.
 async fn write_piece(sink: &mut impl Sink, piece: Vec<u8>, tag: &Arc<Tag>) {
     let parts = Parts::whole(piece.len(), tag);
@@ -167,14 +176,14 @@ async fn write_out(
                     write_piece(sink, bytes, tag).await;
                 }
             } else {
-                while !out.is_empty() {
+                while !out.is_empty() && still_wanted(sink, &out, tag) {
                     write_piece(sink, out.take(PIECE), tag).await;
                 }
             }
         }
         Chunking::Sizes(sizes) => {
             let mut next = 0;
-            while !out.is_empty() {
+            while !out.is_empty() && still_wanted(sink, &out, tag) {
                 let size = sizes
                     .get(next)
                     .or(sizes.last())
@@ -187,7 +196,7 @@ async fn write_out(
         }
         Chunking::Drip { bytes, interval } => {
             let mut first = true;
-            while !out.is_empty() {
+            while !out.is_empty() && still_wanted(sink, &out, tag) {
                 if !first {
                     tokio::time::sleep(*interval).await;
                 }
@@ -210,6 +219,11 @@ mod tests {
         async fn write(&mut self, bytes: Vec<u8>, _: Parts) {
             self.0.push(bytes);
         }
+
+        /// The client of an endless output leaves after its fourth write.
+        fn serves(&self, _: u64) -> bool {
+            self.0.len() < 4
+        }
     }
 
     fn tag() -> Arc<Tag> {
@@ -230,6 +244,47 @@ mod tests {
             .iter()
             .map(|w| String::from_utf8_lossy(w).into_owned())
             .collect()
+    }
+
+    #[tokio::test]
+    async fn an_endless_output_stops_when_its_client_leaves_and_a_finite_one_does_not() {
+        let for_conn = |conn| {
+            Arc::new(Tag {
+                output: 1,
+                origin: crate::transcript::Origin::Preloaded,
+                for_conn: conn,
+            })
+        };
+        let mut writer = ReplyWriter::default();
+        let mut sink = Writes::default();
+        let endless = Out::endless(b"{\"return\": \"".to_vec(), b'A');
+        writer
+            .write(
+                &mut sink,
+                endless,
+                for_conn(Some(1)),
+                &Chunking::Whole,
+                None,
+            )
+            .await;
+        // The sink's client leaves after its fourth write.
+        assert_eq!(sink.0.len(), 4);
+        assert!(sink.0[0].starts_with(b"{\"return\": \"AAA"));
+        // Written for no connection, an endless output is not written at all.
+        let mut sink = Writes::default();
+        let endless = Out::endless(Vec::new(), b'A');
+        writer
+            .write(&mut sink, endless, for_conn(None), &Chunking::Whole, None)
+            .await;
+        assert!(sink.0.is_empty());
+        // A large finite output is written whole, whoever is connected.
+        let mut sink = Writes::default();
+        let mut big = Out::default();
+        big.push_repeat(b'A', 10 * PIECE);
+        writer
+            .write(&mut sink, big, for_conn(Some(1)), &Chunking::Whole, None)
+            .await;
+        assert_eq!(sink.0.len(), 10);
     }
 
     #[tokio::test]

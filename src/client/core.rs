@@ -23,7 +23,8 @@
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -119,7 +120,8 @@ impl ClientBuilder {
     }
 
     /// The longest reply line accepted ([`DEFAULT_MAX_REPLY_BYTES`]); a longer one is
-    /// dropped without being buffered and the call fails with [`ProtocolError::TooLarge`].
+    /// dropped without being buffered, the call fails with [`ProtocolError::TooLarge`] and the
+    /// connection is closed (the rest of such a line may never end).
     pub fn max_reply_bytes(mut self, bytes: usize) -> Self {
         self.max_reply_bytes = bytes.max(1);
         self
@@ -152,6 +154,7 @@ impl ClientBuilder {
                 own_sync_ids: Vec::new(),
                 restart_sync: false,
                 resync_skipped: false,
+                peak_buffer: Arc::new(AtomicUsize::new(0)),
             },
         }
     }
@@ -219,6 +222,8 @@ struct State {
     /// The next command goes out without the sync a timeout calls for
     /// ([`Mutation::NoResyncAfterTimeout`]), even where the agent echoes no id.
     resync_skipped: bool,
+    /// The most memory a connection's reply buffer ever held, over every connection.
+    peak_buffer: Arc<AtomicUsize>,
 }
 
 impl State {
@@ -394,6 +399,13 @@ impl Client {
     /// What the client did and dropped so far.
     pub fn stats(&self) -> Stats {
         self.state.stats
+    }
+
+    /// The most memory a reply buffer held at once, in bytes, over every connection: how
+    /// the runner sees that this client's memory stayed bounded when it runs in the
+    /// runner's own process (where the process's peak RSS says nothing about it).
+    pub(crate) fn peak_buffer_bytes(&self) -> u64 {
+        self.state.peak_buffer.load(Ordering::Relaxed) as u64
     }
 
     /// Whether the agent echoes request ids, as learned from the latest sync of the open
@@ -648,6 +660,12 @@ impl Client {
                 self.conn = None;
                 Err(e)
             }
+            Some(Err(e @ Error::Protocol(ProtocolError::TooLarge { .. }))) => {
+                // The rest of a line too long to keep may never end (a guest flooding
+                // the channel until its client leaves): hang up rather than read on.
+                self.conn = None;
+                Err(e)
+            }
             Some(result) => result,
             None => {
                 if let Some(conn) = self.conn.as_mut() {
@@ -740,7 +758,12 @@ async fn ready_connection<'a>(
             state.stats.connects += 1;
             Connection {
                 stream,
-                reader: FrameReader::new(config.max_reply_bytes),
+                reader: FrameReader::new(if state.has(Mutation::UnboundedBuffer) {
+                    usize::MAX
+                } else {
+                    config.max_reply_bytes
+                })
+                .measured(state.peak_buffer.clone()),
                 synced: false,
                 echoes_ids: false,
                 handshaken: false,

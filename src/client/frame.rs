@@ -10,6 +10,8 @@
 
 use std::io;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
 
@@ -55,6 +57,8 @@ pub(crate) struct FrameReader {
     skipping: bool,
     eof: bool,
     max_line: usize,
+    /// Where the largest buffer ever held is recorded (see [`FrameReader::measured`]).
+    peak: Option<Arc<AtomicUsize>>,
 }
 
 impl FrameReader {
@@ -67,7 +71,16 @@ impl FrameReader {
             skipping: false,
             eof: false,
             max_line,
+            peak: None,
         }
+    }
+
+    /// Records in `peak` the most memory the buffer ever held (its capacity), so a client
+    /// that runs in another program's process can still show that its memory stayed
+    /// bounded.
+    pub(crate) fn measured(mut self, peak: Arc<AtomicUsize>) -> Self {
+        self.peak = Some(peak);
+        self
     }
 
     /// The longest line accepted.
@@ -99,7 +112,11 @@ impl FrameReader {
                 });
             }
             self.make_room();
-            if stream.read_buf(&mut self.buf).await? == 0 {
+            let n = stream.read_buf(&mut self.buf).await?;
+            if let Some(peak) = &self.peak {
+                peak.fetch_max(self.buf.capacity(), Ordering::Relaxed);
+            }
+            if n == 0 {
                 self.eof = true;
             }
         }

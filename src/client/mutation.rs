@@ -98,11 +98,14 @@ pub enum Mutation {
     /// value of a member the schema types `uint64` wraps (C's `strtoull("-1")` is
     /// `ULLONG_MAX`).
     LossyNumbers,
+    /// A reply line is buffered until its newline, however long it grows (no cap, as
+    /// qapi-rs's codec): an endless reply takes memory until the call's timeout.
+    UnboundedBuffer,
 }
 
 impl Mutation {
     /// Every mutation, in the order reports list them.
-    pub const ALL: [Mutation; 36] = [
+    pub const ALL: [Mutation; 37] = [
         Mutation::NoFlush,
         Mutation::NoSync,
         Mutation::AnySyncId,
@@ -141,6 +144,7 @@ impl Mutation {
         Mutation::LastDuplicateWins,
         Mutation::Latin1Replies,
         Mutation::LossyNumbers,
+        Mutation::UnboundedBuffer,
     ];
 
     /// The mutant's name in reports and the kill matrix.
@@ -182,6 +186,7 @@ impl Mutation {
             Mutation::LastDuplicateWins => "last-duplicate-wins",
             Mutation::Latin1Replies => "latin1-replies",
             Mutation::LossyNumbers => "lossy-numbers",
+            Mutation::UnboundedBuffer => "unbounded-buffer",
         }
     }
 
@@ -215,7 +220,8 @@ impl Mutation {
             | Mutation::NonObjectAnswer
             | Mutation::LastDuplicateWins
             | Mutation::Latin1Replies
-            | Mutation::LossyNumbers => "hostile",
+            | Mutation::LossyNumbers
+            | Mutation::UnboundedBuffer => "hostile",
             Mutation::StickyFailure | Mutation::NoReconnect | Mutation::EofIsSuccess => "lifecycle",
             Mutation::AssumeIdEcho => "version",
             Mutation::FlattenErrorClass
@@ -281,6 +287,7 @@ impl Mutation {
             Mutation::LossyNumbers => {
                 "rounds, saturates or wraps numbers no agent writes instead of failing"
             }
+            Mutation::UnboundedBuffer => "buffers a reply line without a cap",
         }
     }
 }

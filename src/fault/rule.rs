@@ -243,6 +243,11 @@ pub enum Action {
         #[serde(default = "default_true")]
         newline: bool,
     },
+    /// A reply that never ends: a string return without end or newline, written for as
+    /// long as the connection it answers stays connected (a hostile guest sees the host
+    /// leave: the port's writes block while no host is connected) and stopped when it
+    /// goes, so the next client is not flooded.
+    Flood,
     /// A reply whose return value nests `depth` arrays deep.
     NestingBomb { depth: usize },
     /// The reply returns this value instead (with the request's id).
@@ -313,6 +318,7 @@ impl Action {
             Action::Swap => "swap",
             Action::Garbage { .. } => "garbage",
             Action::Oversize { .. } => "oversize",
+            Action::Flood => "flood",
             Action::NestingBomb { .. } => "nesting-bomb",
             Action::Return { .. } => "return",
             Action::Error { .. } => "error",

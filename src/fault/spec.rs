@@ -74,6 +74,7 @@ pub const ACTION_NAMES: &[&str] = &[
     "swap",
     "garbage",
     "oversize",
+    "flood",
     "nesting-bomb",
     "return",
     "error",
@@ -564,6 +565,10 @@ fn parse_action(spec: &str, at: usize, item: &str) -> Result<Action, SpecError> 
                 mib: parse_count(spec, value_at, mib)? as usize,
                 newline,
             }
+        }
+        "flood" => {
+            none()?;
+            Action::Flood
         }
         "nesting-bomb" => Action::NestingBomb {
             depth: parse_count(spec, value_at, need("DEPTH")?)? as usize,

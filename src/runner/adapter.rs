@@ -117,6 +117,13 @@ pub trait InProcessClient: Send + Sync {
 pub trait InProcessSession: Send {
     /// Runs one step. The runner enforces the deadline by dropping the future.
     fn execute<'a>(&'a mut self, request: &'a StepRequest) -> BoxFuture<'a, Answer>;
+    /// The most memory the session's buffers for the agent's output held at once, in
+    /// bytes, when the client keeps count: the runner's own peak RSS says nothing about a
+    /// client in its process, so the bounded-memory duty is judged from this instead.
+    /// `None`: not measured.
+    fn peak_buffer_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The client under test and how to drive it.
@@ -207,6 +214,10 @@ pub struct ProcessReport {
 pub struct ClientRun {
     pub steps: Vec<StepRecord>,
     pub processes: Vec<ProcessReport>,
+    /// An in-process client's own count of the most memory its buffers for the agent's
+    /// output held (see [`InProcessSession::peak_buffer_bytes`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_buffer_bytes: Option<u64>,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -787,5 +798,6 @@ async fn drive_in_process(
             answer,
         });
     }
+    run.peak_buffer_bytes = session.as_ref().and_then(|s| s.peak_buffer_bytes());
     run
 }

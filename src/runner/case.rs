@@ -333,6 +333,7 @@ fn abandoned(steps: &[crate::scenario::Step], deadline: Duration, origin: Instan
             })
             .collect(),
         processes: Vec::new(),
+        peak_buffer_bytes: None,
     }
 }
 

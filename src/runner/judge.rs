@@ -1006,7 +1006,25 @@ impl<'e> Analysis<'e> {
 
     fn bounded_memory(&self) -> Check {
         if self.e.in_process {
-            return Check::not_measured("an in-process client shares the runner's memory");
+            // The runner's peak RSS is not the client's: judged from the client's own
+            // count of its output buffers, where it keeps one.
+            let Some(peak) = self.e.run.peak_buffer_bytes else {
+                return Check::not_measured("an in-process client shares the runner's memory");
+            };
+            let limit = self.e.max_rss_kib.saturating_mul(1024);
+            let mut misses = Vec::new();
+            if peak > limit {
+                misses.push(Miss {
+                    expected: format!("reply buffers of at most {} MiB", limit >> 20),
+                    actual: format!("reply buffers of {} MiB", peak >> 20),
+                    lines: Vec::new(),
+                });
+            }
+            return Check::from_misses(
+                misses,
+                true,
+                format!("peak reply buffers {} KiB", peak >> 10),
+            );
         }
         let peak = self
             .e

@@ -761,7 +761,10 @@ async fn libvirt_send_sync(conn: &mut Conn, deadline: Instant) -> Outcome<u64> {
     Ok(sid)
 }
 
-/// PVE's `^.*\xff(LINE\nLINE)\n(.*)$`: the last 0xFF that two complete lines follow.
+/// PVE's `^.*\xff([^\n]+}\r?\n[^\n]+})\r?\n(.*)$` (QMPClient.pm `mux_input`): the last
+/// 0xFF that two complete lines follow, each ending in `}`. A line that does not end in
+/// `}` (`42`, `[]`, a cut-off object) makes the regex backtrack to an earlier 0xFF, or
+/// wait for more input.
 fn split_at_last_ff(buf: &[u8]) -> Option<(Vec<u8>, Vec<u8>, usize)> {
     let mut end = buf.len();
     loop {
@@ -777,14 +780,20 @@ fn split_at_last_ff(buf: &[u8]) -> Option<(Vec<u8>, Vec<u8>, usize)> {
                 .map(|p| f + 1 + p)
         });
         if let (Some(first), Some(second)) = (first, second) {
-            return Some((
-                buf[ff + 1..first].to_vec(),
-                buf[first + 1..second].to_vec(),
-                second + 1,
-            ));
+            let line1 = &buf[ff + 1..first];
+            let line2 = &buf[first + 1..second];
+            if ends_in_brace(line1) && ends_in_brace(line2) {
+                return Some((line1.to_vec(), line2.to_vec(), second + 1));
+            }
         }
         end = ff;
     }
+}
+
+/// `[^\n]+}\r?` : at least one byte, then `}`, then at most one carriage return.
+fn ends_in_brace(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    line.len() >= 2 && line.ends_with(b"}")
 }
 
 #[derive(PartialEq, Eq)]

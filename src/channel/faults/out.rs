@@ -33,7 +33,13 @@ pub(crate) struct Out {
     /// Bytes already taken from the front segment.
     front_taken: usize,
     len: usize,
+    /// It never ends (a flood): the writer stops it when its client leaves.
+    endless: bool,
 }
+
+/// The length of an endless output's run: more than any client could ever read (at
+/// 1 GB/s, longer than a century), and far enough below `usize::MAX` for the sums here.
+const ENDLESS: usize = usize::MAX / 4;
 
 impl Out {
     pub(crate) fn bytes(bytes: Vec<u8>) -> Out {
@@ -58,6 +64,19 @@ impl Out {
             self.len += len;
             self.segments.push_back(Segment::Repeat { byte, len });
         }
+    }
+
+    /// `byte` repeated without end, after `head`.
+    pub(crate) fn endless(head: Vec<u8>, byte: u8) -> Out {
+        let mut out = Out::bytes(head);
+        out.push_repeat(byte, ENDLESS);
+        out.endless = true;
+        out
+    }
+
+    /// True for an output that never ends.
+    pub(crate) fn is_endless(&self) -> bool {
+        self.endless
     }
 
     /// Bytes left to write.

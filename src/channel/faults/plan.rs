@@ -253,6 +253,10 @@ pub(crate) fn compile<'a>(
                     .push(ReplyOp::Set(Some(replies::oversize(*mib, *newline, info))));
                 plan.dispatch = false;
             }
+            Action::Flood => {
+                plan.ops.push(ReplyOp::Set(Some(replies::flood(info))));
+                plan.dispatch = false;
+            }
             Action::NestingBomb { depth } => {
                 plan.ops
                     .push(ReplyOp::Set(Some(replies::nesting_bomb(*depth, info))));

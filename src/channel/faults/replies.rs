@@ -187,6 +187,13 @@ pub(crate) fn oversize(mib: usize, newline: bool, info: &RequestInfo) -> Out {
     out
 }
 
+/// A reply that never ends: `{"return": "AAAA…` and no end, no newline.
+pub(crate) fn flood(info: &RequestInfo) -> Out {
+    let (mut head, _) = with_raw_member("return", info);
+    head.push(b'"');
+    Out::endless(head, b'A')
+}
+
 /// A return value nested `depth` arrays deep, with the request's id.
 pub(crate) fn nesting_bomb(depth: usize, info: &RequestInfo) -> Out {
     let (head, tail) = with_raw_member("return", info);

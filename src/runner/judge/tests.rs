@@ -170,6 +170,7 @@ fn run_of(steps: Vec<StepRecord>) -> ClientRun {
     ClientRun {
         steps,
         processes: Vec::new(),
+        peak_buffer_bytes: None,
     }
 }
 
