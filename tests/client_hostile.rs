@@ -644,12 +644,14 @@ async fn a_reply_in_one_byte_writes_is_reassembled() {
 
 #[tokio::test]
 async fn an_oversize_reply_line_is_a_protocol_error_and_the_next_call_works() {
-    let h = Hostile::start(|_, mut peer| async move {
-        let Some(req) = peer.next_command().await else {
-            return;
-        };
-        let big = peer.reply_bytes(&req, &json!("A".repeat(100_000)));
-        peer.send(big).await;
+    let h = Hostile::start(|n, mut peer| async move {
+        if n == 0 {
+            let Some(req) = peer.next_command().await else {
+                return;
+            };
+            let big = peer.reply_bytes(&req, &json!("A".repeat(100_000)));
+            peer.send(big).await;
+        }
         peer.serve().await;
     });
     let mut c = Client::builder(h.path()).max_reply_bytes(4096).build();
@@ -658,7 +660,10 @@ async fn an_oversize_reply_line_is_a_protocol_error_and_the_next_call_works() {
         matches!(e, Error::Protocol(ProtocolError::TooLarge { limit: 4096 })),
         "{e:?}"
     );
+    // The client hangs up on a line it cannot keep (the rest of it may never end) and
+    // the next call goes out on a new connection.
     next_call_works(&mut c).await;
+    assert_eq!(c.stats().connects, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -685,12 +690,14 @@ async fn the_default_limit_admits_an_exec_status_with_both_streams_at_the_16_mib
 
 #[tokio::test]
 async fn endless_bytes_without_newline_fail_fast_and_a_later_0xff_resyncs() {
-    let h = Hostile::start(|_, mut peer| async move {
-        if peer.next_command().await.is_none() {
-            return;
+    let h = Hostile::start(|n, mut peer| async move {
+        if n == 0 {
+            if peer.next_command().await.is_none() {
+                return;
+            }
+            // A megabyte with no newline, then nothing while this client stays.
+            peer.send(vec![b'A'; 1 << 20]).await;
         }
-        // A megabyte with no newline, then nothing until the client resyncs.
-        peer.send(vec![b'A'; 1 << 20]).await;
         peer.serve().await;
     });
     let mut c = Client::builder(h.path()).max_reply_bytes(64 * 1024).build();
@@ -700,6 +707,7 @@ async fn endless_bytes_without_newline_fail_fast_and_a_later_0xff_resyncs() {
         "{e:?}"
     );
     next_call_works(&mut c).await;
+    assert_eq!(c.stats().connects, 2, "the next call reconnects");
 }
 
 /// Resident memory of this process, from /proc (Linux).
@@ -714,15 +722,17 @@ fn rss_bytes() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_without_newline_keeps_memory_bounded() {
-    let h = Hostile::start(|_, mut peer| async move {
-        let Some(sync) = peer.expect_sync().await else {
-            return;
-        };
-        peer.answer(&sync, sync["arguments"]["id"].clone()).await;
-        let chunk = vec![b'x'; 1 << 20];
-        // 128 MiB of one endless line.
-        for _ in 0..128 {
-            peer.send(&chunk).await;
+    let h = Hostile::start(|n, mut peer| async move {
+        if n == 0 {
+            let Some(sync) = peer.expect_sync().await else {
+                return;
+            };
+            peer.answer(&sync, sync["arguments"]["id"].clone()).await;
+            let chunk = vec![b'x'; 1 << 20];
+            // 128 MiB of one endless line, or until the client hangs up.
+            for _ in 0..128 {
+                peer.send(&chunk).await;
+            }
         }
         peer.serve().await;
     });
@@ -737,8 +747,10 @@ async fn a_flood_without_newline_keeps_memory_bounded() {
         matches!(e, Error::Protocol(ProtocolError::TooLarge { .. })),
         "{e:?}"
     );
-    // The resync reads the rest of the flood and drops it.
+    // The client hangs up rather than read the rest of the flood; the next call connects
+    // again.
     next_call_works(&mut c).await;
+    assert_eq!(c.stats().connects, 2);
     let grown = rss_bytes().saturating_sub(before);
     assert!(grown < 64 << 20, "grew by {grown} bytes");
 }

@@ -1,6 +1,7 @@
 //! Real QEMU guests (TCG): the real qemu-ga and the mock inside, driven through QEMU's
 //! chardev and virtio-serial and the control port.
 
+mod channel_probes;
 mod cli;
 mod fidelity;
 mod libvirt;
