@@ -157,6 +157,10 @@ const PROXMOX: Shape = Shape {
         // The copy of its own sync reply comes after a spurious reply: read before the
         // copy arrived, the spurious reply is the line after the sync reply.
         fail("hostile.15", "duty no-stale-attribution", PVE_TWO_LINES),
+        // sync.16 requires unguessable ids: "$$0<seq>" is below 65536 while the process id
+        // is below 6554 (as on a freshly booted machine), and the judge rightly calls it
+        // guessable then.
+        fail("sync.16", "duty unpredictable-sync-ids", "the sync id is the process id, a 0 and a sequence number: small enough to guess where the process id is small"),
     ],
 };
 
