@@ -22,12 +22,18 @@ ln -s "$repo" "$work/qga-harness"
 mkdir -p "$work/out" "$work/work"
 
 sanitizer=${SANITIZER:-none}
-case "$sanitizer" in
-    none) cflags="-O1 -fno-omit-frame-pointer -gline-tables-only" ;;
-    *) cflags="-O1 -fno-omit-frame-pointer -gline-tables-only -fsanitize=$sanitizer" ;;
-esac
 cxx=${CXX:-$(command -v clang++ || command -v g++)}
 cc=${CC:-$(command -v clang || command -v gcc)}
+# The builders' flags, as clang takes them; GCC has no -gline-tables-only (its nearest is
+# -g1), and a machine may have only GCC for libFuzzer's C++.
+case "$("$cxx" --version 2>/dev/null | head -n 1)" in
+    *clang*) debug=-gline-tables-only ;;
+    *) debug=-g1 ;;
+esac
+case "$sanitizer" in
+    none) cflags="-O1 -fno-omit-frame-pointer $debug" ;;
+    *) cflags="-O1 -fno-omit-frame-pointer $debug -fsanitize=$sanitizer" ;;
+esac
 
 start=$(date +%s)
 SRC="$work" OUT="$work/out" WORK="$work/work" \
