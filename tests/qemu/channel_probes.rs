@@ -17,7 +17,7 @@ use qga_harness::internals::qemu::{Guest, GuestAgentKind};
 use qga_harness::{MockAgent, MockAgentBuilder};
 
 use crate::mask::show;
-use crate::support;
+use crate::support::{self, HostMock};
 
 /// How long a probe waits for lines it expects (a reply through TCG takes milliseconds;
 /// an agent restart in the guest up to a second or two).
@@ -248,11 +248,8 @@ impl Side for RealGuest {
     }
 }
 
-/// The mock on the host; fields in drop order (the mock before its runtime).
-struct SimulatedChannel {
-    mock: MockAgent,
-    runtime: tokio::runtime::Runtime,
-}
+/// The mock on the host, on the simulated virtio-serial channel (its default).
+struct SimulatedChannel(HostMock);
 
 impl SimulatedChannel {
     fn start() -> SimulatedChannel {
@@ -260,24 +257,18 @@ impl SimulatedChannel {
     }
 
     fn with(builder: MockAgentBuilder) -> SimulatedChannel {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        let mock = runtime.block_on(builder.start()).expect("the mock starts");
-        SimulatedChannel { mock, runtime }
+        SimulatedChannel(HostMock::start(builder))
     }
 }
 
 impl Side for SimulatedChannel {
     fn socket(&self) -> &Path {
-        self.mock.socket_path()
+        self.0.socket()
     }
 
     fn life(&mut self, event: &str) {
-        let life = self.mock.life();
-        let outcome = self.runtime.block_on(async {
+        let life = self.0.life();
+        let outcome = self.0.block_on(async {
             match event {
                 "hang" => life.hang().await,
                 "resume" => life.resume().await,
@@ -291,8 +282,8 @@ impl Side for SimulatedChannel {
     }
 
     fn settle(&mut self, written: u64) {
-        let life = self.mock.life();
-        let settled = self.runtime.block_on(async {
+        let life = self.0.life();
+        let settled = self.0.block_on(async {
             tokio::time::timeout(
                 EXPECT_WITHIN,
                 life.wait_channel(|status| status.bytes_in >= written),
@@ -306,8 +297,8 @@ impl Side for SimulatedChannel {
     }
 
     fn dropped(&mut self) {
-        let life = self.mock.life();
-        let dropped = self.runtime.block_on(async {
+        let life = self.0.life();
+        let dropped = self.0.block_on(async {
             tokio::time::timeout(
                 EXPECT_WITHIN,
                 life.wait_channel(|status| status.serving.is_none()),

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::mask::{mask_digits, show};
 use crate::session::Session;
-use crate::support;
+use crate::support::{self, HostMock};
 
 /// How a step's replies are compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -342,48 +342,6 @@ fn shut_down(socket: &Path) -> Result<Vec<u8>, String> {
     Ok(got)
 }
 
-/// A mock on the host with `profile`, on QEMU's chardev semantics (virtio-serial).
-struct HostMock {
-    mock: Option<qga_harness::MockAgent>,
-    runtime: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
-}
-
-impl HostMock {
-    fn start(profile: qga_harness::guest::Profile) -> HostMock {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mock = runtime
-            .block_on(
-                qga_harness::MockAgent::builder()
-                    .profile(profile)
-                    .start_in(dir.path()),
-            )
-            .expect("start the mock");
-        HostMock {
-            mock: Some(mock),
-            runtime,
-            _dir: dir,
-        }
-    }
-
-    fn socket(&self) -> &Path {
-        self.mock.as_ref().expect("running").socket_path()
-    }
-}
-
-impl Drop for HostMock {
-    fn drop(&mut self) {
-        if let Some(mock) = self.mock.take() {
-            let _ = self.runtime.block_on(mock.shutdown());
-        }
-    }
-}
-
 fn differences(
     steps: &[Step],
     real: &[Result<Vec<u8>, String>],
@@ -456,11 +414,11 @@ fn machine_changing_commands_answer_like_the_real_agent_in_a_guest() {
     // guest has chpasswd answers set-user-password otherwise.
     let mut unlike = captured.profile.clone();
     unlike.chpasswd = true;
-    let mock = HostMock::start(captured.profile);
+    let mock = HostMock::start(qga_harness::MockAgent::builder().profile(captured.profile));
     let from_mock = run_steps(mock.socket(), &steps);
     let from_real = run_steps(&socket, &steps);
     let mut failures = differences(&steps, &from_real, &from_mock);
-    let unlike = HostMock::start(unlike);
+    let unlike = HostMock::start(qga_harness::MockAgent::builder().profile(unlike));
     let machine = machine_steps();
     let at = file_steps().len() + exec_steps().len() + freeze_steps().len();
     let caught = differences(
