@@ -29,6 +29,9 @@ pub use value::{Object, Value};
 #[cfg(test)]
 pub(crate) use writer::qdict_bucket;
 pub use writer::write_json;
+// The wire fuzz oracle models which object keys the writer prints as themselves.
+#[cfg(feature = "fuzzing")]
+pub(crate) use utf8::is_valid_code_point;
 
 /// What the streamer produced from the input: one finished top-level value, or one error.
 ///
