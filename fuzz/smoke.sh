@@ -10,9 +10,12 @@
 # libFuzzer). SANITIZER=none keeps the build within the CI budget (an AddressSanitizer
 # build of the same targets takes tens of minutes on two cores); override with
 # SANITIZER=address. FUZZ_TARGET_DIR is the shared cargo target directory (default
-# fuzz/target, reused between runs).
+# fuzz/target, reused between runs). FUZZ_SEED is libFuzzer's random seed (default 1): a
+# fixed seed makes a red smoke a property of the code, found again by the same command;
+# exploring new inputs is the long runs' and ClusterFuzzLite's work (fuzz/long-runs.sh).
 
 seconds=${1:-15}
+seed=${FUZZ_SEED:-1}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
@@ -52,7 +55,7 @@ for target in wire dispatch scenario profile fault_spec client; do
     test -f "$work/out/${target}_seed_corpus.zip" || { echo "fuzz smoke: no seed corpus for $target" >&2; exit 1; }
     mkdir -p "$work/work/$target"
     log="$work/work/$target.log"
-    if ! "$work/out/$target" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2560 \
+    if ! "$work/out/$target" -seed="$seed" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2560 \
         -dict="$work/out/$target.dict" -artifact_prefix="$work/work/$target-" -print_final_stats=1 \
         "$work/work/$target" "fuzz/seeds/$target" >"$log" 2>&1; then
         tail -n 40 "$log" >&2
