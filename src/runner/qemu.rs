@@ -525,6 +525,15 @@ mod tests {
     use super::*;
     use rstest::rstest;
 
+    /// No reason where none is wanted; where one is, a reason that contains it.
+    fn assert_reason(want: Option<&str>, got: Option<String>) {
+        match (want, &got) {
+            (None, None) => {}
+            (Some(want), Some(got)) => assert!(got.contains(want), "{got}"),
+            _ => panic!("expected {want:?}, got {got:?}"),
+        }
+    }
+
     fn steps(value: serde_json::Value) -> Vec<Step> {
         serde_json::from_value(value).expect("steps")
     }
@@ -570,12 +579,7 @@ mod tests {
         #[case] value: serde_json::Value,
         #[case] reason: Option<&str>,
     ) {
-        let got = real_guest_lacks_expected_values(&steps(value));
-        match (reason, &got) {
-            (None, None) => {}
-            (Some(want), Some(got)) => assert!(got.contains(want), "{got}"),
-            _ => panic!("expected {reason:?}, got {got:?}"),
-        }
+        assert_reason(reason, real_guest_lacks_expected_values(&steps(value)));
     }
 
     #[rstest]
@@ -602,11 +606,6 @@ mod tests {
         #[case] value: serde_json::Value,
         #[case] reason: Option<&str>,
     ) {
-        let got = real_guest_lacks_capability(&steps(value));
-        match (reason, &got) {
-            (None, None) => {}
-            (Some(want), Some(got)) => assert!(got.contains(want), "{got}"),
-            _ => panic!("expected {reason:?}, got {got:?}"),
-        }
+        assert_reason(reason, real_guest_lacks_capability(&steps(value)));
     }
 }
