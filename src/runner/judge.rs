@@ -614,9 +614,7 @@ impl<'e> Analysis<'e> {
         self.items()
             .iter()
             .enumerate()
-            .filter(move |(n, i)| {
-                i.is_sync() && !self.is_step_request(*n) && !self.is_held(i.conn)
-            })
+            .filter(move |(n, i)| i.is_sync() && !self.is_step_request(*n) && !self.is_held(i.conn))
     }
 
     fn unpredictable_sync_ids(&self) -> Check {
@@ -782,6 +780,7 @@ impl<'e> Analysis<'e> {
             }
             let no_reply_success =
                 is_no_reply_command(execute) && matches!(record.answer, Answer::Return { .. });
+            let answered_us = record.ended_us();
             let Some(Request { item: request, .. }) = self.request_of[index] else {
                 if !no_reply_success {
                     exercised = true;
@@ -790,16 +789,38 @@ impl<'e> Analysis<'e> {
                     } else {
                         "never reached the agent"
                     };
+                    // What it reported may still be known: an output that reached the
+                    // client before it answered.
+                    let taken = self.taken_output(None, answered_us, &record.answer);
+                    let (actual, lines) = match taken {
+                        Some(r) => {
+                            let reply = &self.e.wire.replies[r];
+                            (
+                                format!(
+                                    "step {} reported {} from {} (line {}); {execute} {never} during the step",
+                                    index + 1,
+                                    record.answer,
+                                    self.describe_output(r),
+                                    reply.lines.0
+                                ),
+                                vec![reply.lines.0, reply.lines.1],
+                            )
+                        }
+                        None => (
+                            format!(
+                                "step {} reported {} but {execute} {never} during the step",
+                                index + 1,
+                                record.answer
+                            ),
+                            Vec::new(),
+                        ),
+                    };
                     misses.push(Miss {
                         expected: format!(
                             "{execute} sent to the agent before an answer is reported"
                         ),
-                        actual: format!(
-                            "step {} reported {} but {execute} {never} during the step",
-                            index + 1,
-                            record.answer
-                        ),
-                        lines: Vec::new(),
+                        actual,
+                        lines,
                     });
                 }
                 continue;
@@ -807,7 +828,6 @@ impl<'e> Analysis<'e> {
             if no_reply_success {
                 continue;
             }
-            let answered_us = record.ended_us();
             // The agent's own answer to this request, delivered on the client's connection
             // before the client answered: whatever else arrived, the client may have used it.
             let own = self.reply_of[request];
@@ -828,19 +848,7 @@ impl<'e> Analysis<'e> {
                 continue;
             }
             // The answer is not the reply to this request: which output was it?
-            let taken = self
-                .e
-                .wire
-                .replies
-                .iter()
-                .enumerate()
-                .filter(|(r, _)| {
-                    Some(*r) != own
-                        && self.delivered_before(*r, answered_us)
-                        && self.reply_matches(*r, &record.answer)
-                })
-                .map(|(r, _)| r)
-                .next_back();
+            let taken = self.taken_output(own, answered_us, &record.answer);
             let request_item = &self.items()[request];
             let Some(taken) = taken else {
                 if own.is_some_and(|r| self.reply_matches(r, &record.answer)) {
@@ -904,6 +912,26 @@ impl<'e> Analysis<'e> {
             ));
         }
         Check::from_misses(misses, exercised, "")
+    }
+
+    /// The latest output other than `own` that reached one of the client's connections
+    /// before it answered at `answered_us` and carries what it answered: what the client
+    /// took instead of its own reply. (Output that went to a connection the harness held
+    /// never reached the client.)
+    fn taken_output(&self, own: Option<usize>, answered_us: u64, answer: &Answer) -> Option<usize> {
+        self.e
+            .wire
+            .replies
+            .iter()
+            .enumerate()
+            .filter(|(r, reply)| {
+                Some(*r) != own
+                    && !self.is_held(reply.conn)
+                    && self.delivered_before(*r, answered_us)
+                    && self.reply_matches(*r, answer)
+            })
+            .map(|(r, _)| r)
+            .next_back()
     }
 
     /// How the agent's reply to a sync returned its id: exactly, as the same number
