@@ -79,3 +79,39 @@ pub(crate) fn held_connection(wire: &Wire, written: u64) -> Result<Option<u64>, 
     }
     Ok(Some(first))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(lines: &[&str]) -> Wire {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("transcript.jsonl");
+        std::fs::write(&path, lines.join("\n") + "\n").expect("write");
+        Wire::read(&path).expect("read")
+    }
+
+    const FIRST_SENDS_TEN: [&str; 4] = [
+        r#"{"t_us":1,"conn":1,"event":"connected"}"#,
+        r#"{"t_us":2,"conn":1,"dir":"in","at":0,"text":"123456789\n"}"#,
+        r#"{"t_us":3,"conn":1,"event":"disconnected","detail":"eof"}"#,
+        r#"{"t_us":4,"conn":2,"event":"connected"}"#,
+    ];
+
+    #[test]
+    fn the_held_connection_is_the_first_accepted() {
+        assert_eq!(held_connection(&wire(&FIRST_SENDS_TEN), 10), Ok(Some(1)));
+        assert_eq!(held_connection(&wire(&FIRST_SENDS_TEN), 20), Ok(Some(1)));
+    }
+
+    #[test]
+    fn a_first_connection_that_sent_more_than_the_holder_wrote_is_not_taken_for_it() {
+        let error = held_connection(&wire(&FIRST_SENDS_TEN), 5).expect_err("not the holder's");
+        assert!(error.contains("sent 10 bytes, more than the 5"), "{error}");
+    }
+
+    #[test]
+    fn no_connection_no_holder() {
+        assert_eq!(held_connection(&wire(&[]), 5), Ok(None));
+    }
+}
