@@ -36,7 +36,7 @@ fn run(client: Client) -> CaseResult {
         jobs: 1,
         seed: 1,
         max_rss_kib: DEFAULT_MAX_RSS_KIB,
-        artifacts: std::env::var_os("OTHER_CLIENT_ARTIFACTS").map(Into::into),
+        artifacts: None,
         time_scale: 1,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
