@@ -63,6 +63,7 @@ fn judged(wire: &Wire, execute: &str, value: serde_json::Value) -> qga_harness::
         oneshot: false,
         in_process: false,
         max_rss_kib: 1 << 20,
+        held_connections: &[],
     })
 }
 

@@ -113,6 +113,7 @@ impl Replay {
             duties: Vec::new(),
             recommended: Vec::new(),
             single_connection: false,
+            other_client: None,
             info: Some("recorded agent, no expectations yet".into()),
             no_mutant: None,
             timing_sensitive: None,

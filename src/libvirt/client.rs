@@ -292,6 +292,12 @@ impl InProcessClient for LibvirtClient {
         STARTUP
     }
 
+    fn cannot_run(&self, scenario: &crate::scenario::Scenario) -> Option<String> {
+        scenario.other_client.as_ref().map(|_| {
+            "libvirt owns the guest's agent channel: it connects only when the guest's agent restarts, seconds into the case, so no other client can be made to hold the channel while it connects".to_owned()
+        })
+    }
+
     fn open<'a>(&'a self, socket: &'a Path) -> BoxFuture<'a, Box<dyn InProcessSession>> {
         Box::pin(async move {
             let session: Box<dyn InProcessSession> = match self.attach(socket).await {

@@ -111,6 +111,11 @@ pub trait InProcessClient: Send + Sync {
     fn startup(&self) -> Duration {
         Duration::ZERO
     }
+    /// Why this client cannot take part in `scenario` as written (the case is then
+    /// UNSUPPORTED with the reason); `None` when it can.
+    fn cannot_run(&self, _scenario: &crate::scenario::Scenario) -> Option<String> {
+        None
+    }
 }
 
 /// One case's session of an in-process client.

@@ -14,6 +14,7 @@ use super::agent::{AgentLauncher, LaunchRequest};
 use super::answer::Answer;
 use super::discover::LoadedCase;
 use super::judge::{judge, Evidence, Judgement, Verdict};
+use super::other_client::{held_connection, Holder};
 use super::timeline::{self, Timeline};
 use crate::scenario::Scenario;
 use crate::transcript::Wire;
@@ -147,6 +148,13 @@ async fn run_scaled(case: &LoadedCase, options: &RunOptions) -> CaseResult {
         );
         return result;
     }
+    if let Client::InProcess(client) = &options.client {
+        if let Some(reason) = client.cannot_run(&case.scenario) {
+            result.verdict = Verdict::Unsupported;
+            result.unsupported = Some(reason);
+            return result;
+        }
+    }
     let dir = match tempfile::Builder::new().prefix("qga-case-").tempdir() {
         Ok(dir) => dir,
         Err(e) => {
@@ -183,6 +191,23 @@ async fn run_scaled(case: &LoadedCase, options: &RunOptions) -> CaseResult {
         }
     };
     let agent_shares_clock = agent.shares_clock();
+    // The other client connects before the client under test is started, so the channel
+    // takes it on first.
+    let holder = match &case.scenario.other_client {
+        None => None,
+        Some(other) => match Holder::connect(&socket, other).await {
+            Ok(holder) => Some(holder),
+            Err(e) => {
+                agent.stop().await;
+                result.error = Some(format!(
+                    "the other client cannot connect to {} and write its lines: {e}",
+                    socket.display()
+                ));
+                result.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+                return result;
+            }
+        },
+    };
     let steps = &case.scenario.steps;
     let deadline = case_deadline(&case.scenario) + options.client.startup();
     let (began, client_began) = tokio::sync::oneshot::channel();
@@ -203,6 +228,7 @@ async fn run_scaled(case: &LoadedCase, options: &RunOptions) -> CaseResult {
         Ok(run) => run,
         Err(_) => abandoned(steps, deadline, origin),
     };
+    let held_written = holder.map(Holder::release);
     agent.stop().await;
     // Reading a transcript of many MiB (a flood case's is 60 MiB and more) and judging it
     // takes a worker for a second on a loaded machine: on a blocking thread instead, so the
@@ -221,6 +247,7 @@ async fn run_scaled(case: &LoadedCase, options: &RunOptions) -> CaseResult {
         in_process: matches!(options.client, Client::InProcess(_)),
         max_rss_kib: options.max_rss_kib,
         artifacts: options.artifacts.clone(),
+        held_written,
     };
     let mut result = match tokio::task::spawn_blocking(move || finish.judge(result)).await {
         Ok(result) => result,
@@ -242,6 +269,8 @@ struct Finish {
     in_process: bool,
     max_rss_kib: u64,
     artifacts: Option<PathBuf>,
+    /// Bytes the scenario's other client wrote, when it had one.
+    held_written: Option<u64>,
 }
 
 impl Finish {
@@ -257,6 +286,14 @@ impl Finish {
                 Wire::default()
             }
         };
+        let held: Vec<u64> = match self.held_written.map(|n| held_connection(&wire, n)) {
+            Some(Ok(Some(conn))) => vec![conn],
+            Some(Err(e)) => {
+                result.error = Some(e);
+                Vec::new()
+            }
+            None | Some(Ok(None)) => Vec::new(),
+        };
         let evidence = Evidence {
             scenario: &self.scenario,
             run: &self.run,
@@ -265,6 +302,7 @@ impl Finish {
             oneshot: self.oneshot,
             in_process: self.in_process,
             max_rss_kib: self.max_rss_kib,
+            held_connections: &held,
         };
         let judgement = judge(&evidence);
         let steps = &self.scenario.steps;

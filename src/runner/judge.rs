@@ -167,6 +167,10 @@ pub struct Evidence<'a> {
     pub in_process: bool,
     /// The bounded-memory duty's limit on a client's peak RSS.
     pub max_rss_kib: u64,
+    /// Connections the harness itself held beside the client (a scenario's
+    /// `other_client`): their requests are that connection's, never the client's duties,
+    /// and their replies, wherever they went, are never the client's own.
+    pub held_connections: &'a [u64],
 }
 
 /// Commands qemu-ga answers with nothing on success (the agent's command table).
@@ -475,6 +479,9 @@ impl<'e> Analysis<'e> {
         let mut misses = Vec::new();
         let mut exercised = false;
         for &conn in &self.e.wire.connections {
+            if self.is_held(conn) {
+                continue;
+            }
             let first_request = self
                 .items()
                 .iter()
@@ -542,6 +549,7 @@ impl<'e> Analysis<'e> {
             // client gave up on it too, or the agent never answered) cannot be confused.
             let next = (from..self.items().len()).find(|&j| {
                 self.items()[j].is_command()
+                    && !self.is_held(self.items()[j].conn)
                     && self.reply_of[j].is_some_and(|r| !self.e.wire.replies[r].stale)
             });
             let Some(next) = next else {
@@ -595,12 +603,18 @@ impl<'e> Analysis<'e> {
         self.request_of.iter().flatten().any(|r| r.item == item)
     }
 
-    /// The client's own syncs: every sync that is not a step's request.
+    /// Whether `conn` is a connection the harness held, not the client's.
+    fn is_held(&self, conn: u64) -> bool {
+        self.e.held_connections.contains(&conn)
+    }
+
+    /// The client's own syncs: every sync that is not a step's request nor another
+    /// client's.
     fn own_syncs(&self) -> impl Iterator<Item = (usize, &Item)> {
         self.items()
             .iter()
             .enumerate()
-            .filter(move |(n, i)| i.is_sync() && !self.is_step_request(*n))
+            .filter(move |(n, i)| i.is_sync() && !self.is_step_request(*n) && !self.is_held(i.conn))
     }
 
     fn unpredictable_sync_ids(&self) -> Check {
@@ -729,6 +743,12 @@ impl<'e> Analysis<'e> {
         let mut text = reply.origin.describe();
         if let Some(request) = reply.answers().and_then(|n| self.e.wire.item(n)) {
             text = format!("{text}, {}", request.describe());
+            if self.is_held(request.conn) {
+                text = format!(
+                    "{text} sent by the other client that held the channel before this one (connection {})",
+                    request.conn
+                );
+            }
         }
         if reply.stale {
             if let Some(for_conn) = reply.for_conn {
@@ -760,6 +780,7 @@ impl<'e> Analysis<'e> {
             }
             let no_reply_success =
                 is_no_reply_command(execute) && matches!(record.answer, Answer::Return { .. });
+            let answered_us = record.ended_us();
             let Some(Request { item: request, .. }) = self.request_of[index] else {
                 if !no_reply_success {
                     exercised = true;
@@ -768,16 +789,38 @@ impl<'e> Analysis<'e> {
                     } else {
                         "never reached the agent"
                     };
+                    // What it reported may still be known: an output that reached the
+                    // client before it answered.
+                    let taken = self.taken_output(None, answered_us, &record.answer);
+                    let (actual, lines) = match taken {
+                        Some(r) => {
+                            let reply = &self.e.wire.replies[r];
+                            (
+                                format!(
+                                    "step {} reported {} from {} (line {}); {execute} {never} during the step",
+                                    index + 1,
+                                    record.answer,
+                                    self.describe_output(r),
+                                    reply.lines.0
+                                ),
+                                vec![reply.lines.0, reply.lines.1],
+                            )
+                        }
+                        None => (
+                            format!(
+                                "step {} reported {} but {execute} {never} during the step",
+                                index + 1,
+                                record.answer
+                            ),
+                            Vec::new(),
+                        ),
+                    };
                     misses.push(Miss {
                         expected: format!(
                             "{execute} sent to the agent before an answer is reported"
                         ),
-                        actual: format!(
-                            "step {} reported {} but {execute} {never} during the step",
-                            index + 1,
-                            record.answer
-                        ),
-                        lines: Vec::new(),
+                        actual,
+                        lines,
                     });
                 }
                 continue;
@@ -785,7 +828,6 @@ impl<'e> Analysis<'e> {
             if no_reply_success {
                 continue;
             }
-            let answered_us = record.ended_us();
             // The agent's own answer to this request, delivered on the client's connection
             // before the client answered: whatever else arrived, the client may have used it.
             let own = self.reply_of[request];
@@ -806,19 +848,7 @@ impl<'e> Analysis<'e> {
                 continue;
             }
             // The answer is not the reply to this request: which output was it?
-            let taken = self
-                .e
-                .wire
-                .replies
-                .iter()
-                .enumerate()
-                .filter(|(r, _)| {
-                    Some(*r) != own
-                        && self.delivered_before(*r, answered_us)
-                        && self.reply_matches(*r, &record.answer)
-                })
-                .map(|(r, _)| r)
-                .next_back();
+            let taken = self.taken_output(own, answered_us, &record.answer);
             let request_item = &self.items()[request];
             let Some(taken) = taken else {
                 if own.is_some_and(|r| self.reply_matches(r, &record.answer)) {
@@ -882,6 +912,26 @@ impl<'e> Analysis<'e> {
             ));
         }
         Check::from_misses(misses, exercised, "")
+    }
+
+    /// The latest output other than `own` that reached one of the client's connections
+    /// before it answered at `answered_us` and carries what it answered: what the client
+    /// took instead of its own reply. (Output that went to a connection the harness held
+    /// never reached the client.)
+    fn taken_output(&self, own: Option<usize>, answered_us: u64, answer: &Answer) -> Option<usize> {
+        self.e
+            .wire
+            .replies
+            .iter()
+            .enumerate()
+            .filter(|(r, reply)| {
+                Some(*r) != own
+                    && !self.is_held(reply.conn)
+                    && self.delivered_before(*r, answered_us)
+                    && self.reply_matches(*r, answer)
+            })
+            .map(|(r, _)| r)
+            .next_back()
     }
 
     /// How the agent's reply to a sync returned its id: exactly, as the same number
@@ -1064,7 +1114,7 @@ impl<'e> Analysis<'e> {
             }
         }
         let mut sent: BTreeMap<String, Vec<&Item>> = BTreeMap::new();
-        for item in self.items() {
+        for item in self.items().iter().filter(|i| !self.is_held(i.conn)) {
             if let Some(execute) = item.execute().filter(|x| is_side_effecting(x)) {
                 sent.entry(key(execute, item.arguments()))
                     .or_default()
@@ -1171,7 +1221,8 @@ fn find_step_requests(e: &Evidence<'_>, reply_of: &[Option<usize>]) -> Vec<Optio
             .map(Value::Object)
             .unwrap_or_else(|| Value::Object(Default::default()));
         let is_request = |item: &Item| {
-            item.execute() == Some(record.execute.as_str())
+            !e.held_connections.contains(&item.conn)
+                && item.execute() == Some(record.execute.as_str())
                 && item
                     .arguments()
                     .cloned()

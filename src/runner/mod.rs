@@ -16,6 +16,7 @@ pub(crate) mod discover;
 pub(crate) mod judge;
 mod mock;
 mod options;
+mod other_client;
 pub(crate) mod process;
 mod qemu;
 pub(crate) mod template;

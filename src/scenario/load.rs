@@ -159,6 +159,34 @@ impl Scenario {
                 ));
             }
         }
+        if let Some(other) = &self.other_client {
+            let (line, column) = place("", "\"other_client\"");
+            let problem = if other.lines.is_empty() {
+                Some((
+                    "other_client.lines".to_owned(),
+                    "the other client needs at least one line to write (a request whose reply comes after it left)".to_owned(),
+                ))
+            } else if other.hold_ms == 0 {
+                Some((
+                    "other_client.hold_ms".to_owned(),
+                    "the other client must keep the channel for at least 1 ms; give hold_ms the time the client under test should find the channel taken".to_owned(),
+                ))
+            } else {
+                other
+                    .lines
+                    .iter()
+                    .position(|l| l.contains(['\n', '\r']))
+                    .map(|i| {
+                        (
+                            format!("other_client.lines[{i}]"),
+                            "a line holds a line break; each line is written with a newline after it, so give each line as its own string".to_owned(),
+                        )
+                    })
+            };
+            if let Some((field, message)) = problem {
+                return Err(invalid(origin, line, column, field, message));
+            }
+        }
         for (i, step) in self.steps.iter().enumerate() {
             if step.expect.is_empty() && self.info.is_none() {
                 let (line, column) = place("", "\"expect\"");

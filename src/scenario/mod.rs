@@ -7,7 +7,7 @@ mod scale;
 pub use load::{Located, ScenarioError};
 pub use model::{
     AgentSetup, ClientErrorClass, ClientErrorOutcome, Duty, ErrorOutcome, FaultEntry, JsonType,
-    Outcome, ProfileSource, Scenario, StartState, Step, Transport,
+    OtherClient, Outcome, ProfileSource, Scenario, StartState, Step, Transport,
 };
 pub use scale::scale_time;
 

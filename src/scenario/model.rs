@@ -40,6 +40,12 @@ pub struct Scenario {
     /// and its verdict is UNSUPPORTED.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub single_connection: bool,
+    /// Another client the harness itself connects to the agent's socket before the first
+    /// step: it writes its lines, keeps the channel for a while and hangs up, so the client
+    /// under test connects while the channel serves someone else and gets what the agent
+    /// writes after that client left. Its requests are its own, never the tested client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_client: Option<OtherClient>,
     /// Why this case exists when it only records behaviour: its verdict is INFO.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<String>,
@@ -51,6 +57,18 @@ pub struct Scenario {
     /// with little margin), and what a loaded machine may change in its verdicts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing_sensitive: Option<String>,
+}
+
+/// A connection the harness holds beside the client under test (see
+/// [`Scenario::other_client`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OtherClient {
+    /// Lines written at once after connecting, each followed by a newline.
+    pub lines: Vec<String>,
+    /// How long the connection is kept after connecting, in ms; then it is closed without
+    /// reading anything (what it was sent is lost with it, as with a client that left).
+    pub hold_ms: u64,
 }
 
 /// Where the guest's data comes from.

@@ -22,6 +22,9 @@ pub fn scale_time(scenario: &mut Scenario, factor: u64) -> Result<(), SpecError>
             }
         }
     }
+    if let Some(other) = &mut scenario.other_client {
+        other.hold_ms = x(other.hold_ms);
+    }
     let state = &mut scenario.agent.state;
     state.start_delay_ms = state.start_delay_ms.map(x);
     for entry in &mut scenario.agent.faults {
@@ -62,6 +65,7 @@ mod tests {
     fn every_time_of_a_case_is_multiplied() {
         let mut s = scenario(serde_json::json!({
             "id": "t.1", "title": "t", "requirement": "r",
+            "other_client": {"lines": ["{}"], "hold_ms": 40},
             "agent": {"state": {"start_delay_ms": 100},
                       "faults": ["guest-ping:delay=200ms..300ms,restart=50ms",
                                  "*[after=1s]:drip=1/10ms,stop-reading=20ms"]},
@@ -75,6 +79,7 @@ mod tests {
         };
         assert_eq!((bounds.min_ms, bounds.max_ms), (Some(750), Some(4500)));
         assert_eq!(s.agent.state.start_delay_ms, Some(500));
+        assert_eq!(s.other_client.as_ref().map(|o| o.hold_ms), Some(200));
         let rules: Vec<_> = s
             .agent
             .faults

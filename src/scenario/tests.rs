@@ -99,6 +99,31 @@ fn duty_names_match_the_file_format() {
     "at `recommended[0]`",
     "listed both"
 )]
+#[case::other_client_without_lines(
+    with_other_client(r#"{"lines": [], "hold_ms": 200}"#),
+    "cases/sync-1.json:18:3: at `other_client.lines`",
+    "at least one line"
+)]
+#[case::other_client_held_for_no_time(
+    with_other_client(r#"{"lines": ["{}"], "hold_ms": 0}"#),
+    "cases/sync-1.json:18:3: at `other_client.hold_ms`",
+    "at least 1 ms"
+)]
+#[case::other_client_line_with_a_line_break(
+    with_other_client(r#"{"lines": ["{}", "{}\n{}"], "hold_ms": 200}"#),
+    "cases/sync-1.json:18:3: at `other_client.lines[1]`",
+    "its own string"
+)]
+#[case::other_client_unknown_field(
+    with_other_client(r#"{"lines": ["{}"], "hold": 200}"#),
+    "at `other_client.hold`",
+    "unknown field `hold`"
+)]
+#[case::other_client_missing_hold(
+    with_other_client(r#"{"lines": ["{}"]}"#),
+    "at `other_client`",
+    "missing field `hold_ms`"
+)]
 #[case::truncated(GOOD[..200].to_owned(), "cases/sync-1.json:", "EOF")]
 #[case::trailing(format!("{GOOD} {{}}"), "", "one scenario")]
 fn bad_scenarios_say_where_and_what(
@@ -113,6 +138,28 @@ fn bad_scenarios_say_where_and_what(
         error.contains(message),
         "{error} does not contain {message}"
     );
+}
+
+/// `GOOD` with an `other_client` member after its duties (on line 18, column 3).
+fn with_other_client(other: &str) -> String {
+    GOOD.replace(
+        r#""duties": ["sync-first", "total-deadline"]"#,
+        &format!("\"duties\": [\"sync-first\", \"total-deadline\"],\n  \"other_client\": {other}"),
+    )
+}
+
+#[test]
+fn another_client_held_by_the_harness_loads() {
+    let text = with_other_client(
+        r#"{"lines": ["{\"execute\":\"guest-sync\",\"arguments\":{\"id\":1}}"], "hold_ms": 150}"#,
+    );
+    let scenario = parse(&text).expect("valid scenario");
+    let other = scenario.other_client.expect("other client");
+    assert_eq!(
+        other.lines,
+        vec![r#"{"execute":"guest-sync","arguments":{"id":1}}"#.to_owned()]
+    );
+    assert_eq!(other.hold_ms, 150);
 }
 
 #[test]

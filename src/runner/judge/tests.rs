@@ -183,6 +183,7 @@ fn judged(scenario: &Scenario, run: &ClientRun, wire: &Wire) -> Judgement {
         oneshot: false,
         in_process: false,
         max_rss_kib: 1024,
+        held_connections: &[],
     })
 }
 
@@ -782,6 +783,7 @@ fn fast_steps_with_the_same_command_get_their_own_requests() {
         oneshot: false,
         in_process: false,
         max_rss_kib: 1024,
+        held_connections: &[],
     });
     assert_eq!(j.verdict, Verdict::Pass, "{:#?}", j.findings);
 }
