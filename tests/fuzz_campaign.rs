@@ -223,6 +223,34 @@ async fn fair_draws_pass_the_reference(#[case] steps: Vec<DraftStep>, #[case] fa
     assert!(kinds.is_empty(), "the reference client shows {kinds:?}");
 }
 
+/// An endless reply over the unix-listen transport stops when its client hangs up: the
+/// agent's failed write ends that connection (it once went on failing, write after write,
+/// and the case never ended), and the next call is answered. Runtime: about 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_reply_stops_when_its_client_leaves_the_listening_socket() {
+    let draft = Draft {
+        steps: vec![
+            DraftStep {
+                timeout_ms: 1000,
+                ..host_name().remove(0)
+            },
+            step("guest-ping", None),
+        ],
+        faults: vec![json!("guest-get-host-name#1:flood")],
+        transport: Some("unix-listen".into()),
+        ..Draft::default()
+    };
+    let reference = Client::InProcess(Arc::new(ReferenceInProcess::default()));
+    let kinds = tokio::time::timeout(
+        Duration::from_secs(60),
+        campaign::kinds_of(&draft, &options(reference, 1)),
+    )
+    .await
+    .expect("the case ends")
+    .expect("the case runs");
+    assert!(kinds.is_empty(), "the reference client shows {kinds:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a minute of wall time with a real client process per step"]
 async fn socat_one_liner_shows_three_kinds_that_reproduce() {

@@ -405,12 +405,7 @@ impl Agent<'_> {
         }
     }
 
-    async fn write_true(
-        &mut self,
-        conn: &mut DuplexStream,
-        bytes: &[u8],
-        call: Recorded,
-    ) -> bool {
+    async fn write_true(&mut self, conn: &mut DuplexStream, bytes: &[u8], call: Recorded) -> bool {
         // Recorded before the write: a client may read the first bytes at once.
         self.record(call);
         self.truth.borrow_mut().lines.push(bytes.to_vec());
@@ -590,4 +585,3 @@ async fn drive(case: &Case) -> Vec<Result<Json, Error>> {
     }
     outcomes
 }
-
