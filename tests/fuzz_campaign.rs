@@ -43,6 +43,11 @@ fn campaign(client: Client, seed: u64, seconds: u64, out: &Path) -> Campaign {
     }
 }
 
+/// Reply buffers of at most 64 MiB: above the reference client's 48 MiB cap on a reply
+/// line, and low enough that an endless reply passes it within a drawn step's timeout
+/// even on a loaded machine (the campaign's default, 256 MiB, takes a fast one).
+const TIGHT_MAX_RSS_KIB: u64 = 64 << 10;
+
 async fn run(campaign: &Campaign) -> campaign::Summary {
     campaign::run(campaign, |_| {}, std::future::pending())
         .await
@@ -146,6 +151,11 @@ fn replaced_by(text: &str) -> Json {
     vec![replaced_by("{\"return\": {\"host-name\": \"h\u{f4}te-\u{20ac}\"}}\n")],
     Some("3.1.0"), None, "wrong-result")]
 #[case::clock_sync_ids(Mutation::ClockSyncIds, host_name(), vec![], None, None, "unpredictable-sync-ids")]
+#[case::endless_reply(
+    Mutation::UnboundedBuffer,
+    vec![step("guest-get-host-name", None), step("guest-ping", None)],
+    vec![json!("guest-get-host-name#1:flood")],
+    None, None, "bounded-memory")]
 #[case::closed_connection(
     Mutation::NoReconnect,
     vec![step("guest-get-osinfo", None), step("guest-ping", None)],
@@ -167,13 +177,17 @@ async fn drawn_guests_catch_their_mutant(
         version: version.map(str::to_owned),
         transport: transport.map(str::to_owned),
     };
+    let tight = |client| RunOptions {
+        max_rss_kib: TIGHT_MAX_RSS_KIB,
+        ..options(client, 1)
+    };
     let reference = Client::InProcess(Arc::new(ReferenceInProcess::default()));
-    let kinds = campaign::kinds_of(&draft, &options(reference, 1))
+    let kinds = campaign::kinds_of(&draft, &tight(reference))
         .await
         .expect("the case runs");
     assert!(kinds.is_empty(), "the reference client shows {kinds:?}");
     let mutant = Client::InProcess(Arc::new(ReferenceInProcess::mutant(mutation)));
-    let kinds = campaign::kinds_of(&draft, &options(mutant, 1))
+    let kinds = campaign::kinds_of(&draft, &tight(mutant))
         .await
         .expect("the case runs");
     assert!(
@@ -185,12 +199,16 @@ async fn drawn_guests_catch_their_mutant(
 
 /// Drawn guests that give a correct client a reason to fail: the reference client shows
 /// no kind (a line with a 0xFF inside it written after the sync reply comes ahead of the
-/// command's reply, and may cost the call).
+/// command's reply, and may cost the call; an endless reply to a sync costs that call,
+/// not the next one, and keeps the reply buffers bounded).
 #[rstest]
 #[case::ff_in_a_string_after_the_sync(
     vec![step("guest-ping", None)],
     vec![on("guest-sync-delimited", json!([{"action": "raw", "position": "after",
         "base64": "eyJldmVudCI6ICJHVUVTVF9OT1RFIiwgImRhdGEiOiB7InRleHQiOiAi/yJ9fQo="}]))])]
+#[case::endless_reply_to_a_sync(
+    vec![step("guest-ping", None), step("guest-get-host-name", None)],
+    vec![json!("guest-sync-delimited#1:flood")])]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fair_draws_pass_the_reference(#[case] steps: Vec<DraftStep>, #[case] faults: Vec<Json>) {
     let draft = Draft {
@@ -202,6 +220,44 @@ async fn fair_draws_pass_the_reference(#[case] steps: Vec<DraftStep>, #[case] fa
     let kinds = campaign::kinds_of(&draft, &options(reference, 1))
         .await
         .expect("the case runs");
+    assert!(kinds.is_empty(), "the reference client shows {kinds:?}");
+}
+
+/// An endless reply over the unix-listen transport stops when its client hangs up: the
+/// agent's failed write ends that connection, and the next call is answered. Without
+/// that, every write failed at once and the flood went on without ever yielding, so the
+/// case never ended: it runs on a runtime of its own, watched from this thread. Runtime:
+/// about 2 s.
+#[test]
+fn an_endless_reply_stops_when_its_client_leaves_the_listening_socket() {
+    let draft = Draft {
+        steps: vec![
+            DraftStep {
+                timeout_ms: 1000,
+                ..host_name().remove(0)
+            },
+            step("guest-ping", None),
+        ],
+        faults: vec![json!("guest-get-host-name#1:flood")],
+        transport: Some("unix-listen".into()),
+        ..Draft::default()
+    };
+    let (done, kinds) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let reference = Client::InProcess(Arc::new(ReferenceInProcess::default()));
+        let result = runtime.block_on(campaign::kinds_of(&draft, &options(reference, 1)));
+        let _ = done.send(result.expect("the case runs"));
+        // A flood that never yields would keep the runtime's workers: leave them.
+        std::mem::forget(runtime);
+    });
+    let kinds = kinds
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the case ends within 60 s");
     assert!(kinds.is_empty(), "the reference client shows {kinds:?}");
 }
 

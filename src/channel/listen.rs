@@ -149,10 +149,19 @@ impl ListenLink {
     }
 
     /// Writes one reply to the client, waiting while its socket is full. A failed write
-    /// (the client went away) drops the rest of the reply, and the agent goes on.
+    /// (the client went away) drops the rest of the reply, and the agent goes on without
+    /// that client: an endless reply written for it stops (it would otherwise go on
+    /// failing, write after write, until the agent next reads).
     pub(crate) async fn write(&mut self, reply: &[u8], parts: &Parts) {
+        if let Err(e) = self.write_to_client(reply, parts).await {
+            self.disconnect(e.to_string());
+        }
+    }
+
+    /// [`ListenLink::write`] until its first failure.
+    async fn write_to_client(&mut self, reply: &[u8], parts: &Parts) -> io::Result<()> {
         let Some(client) = &mut self.client else {
-            return;
+            return Ok(());
         };
         let mut at = 0;
         while at < reply.len() {
@@ -183,17 +192,18 @@ impl ListenLink {
                             "write-failed",
                             Some(e.to_string()),
                         );
-                        return;
+                        return Err(e);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.transcript
                         .conn_event(client.number, "write-failed", Some(e.to_string()));
-                    return;
+                    return Err(e);
                 }
             }
         }
+        Ok(())
     }
 }
 

@@ -96,7 +96,15 @@ const ACTION_FAMILIES: &[&[&str]] = &[
         "garbage=crlf",
         "garbage=ff-prefix",
     ],
-    &["oversize=1", "oversize=1/no-newline", "nesting-bomb=100000"],
+    // Size: a reply too big to buffer whole, one nested too deep, one that never ends
+    // (a flood for as long as the client stays connected; only a buffer cap bounds the
+    // client's memory).
+    &[
+        "oversize=1",
+        "oversize=1/no-newline",
+        "nesting-bomb=100000",
+        "flood",
+    ],
     &[
         "error=GenericError/'drawn'",
         "error-not-object='\"drawn\"'",
@@ -554,6 +562,10 @@ fn spoils_later_calls(fault: &Json, timeout_ms: u64) -> bool {
             "vm-exit",
             "oversize",
             "nesting-bomb",
+            // An endless reply runs on until the client hangs up; a call that timed out
+            // before its client's line cap may leave the next one reading the flood
+            // (the catalogue's hostile.6 holds a client to hanging up, with 2 s to do it).
+            "flood",
             // Output that runs into the next line, or a 0xFF in the middle of one.
             "garbage=half-object",
             "garbage=ff",
