@@ -29,6 +29,9 @@ struct Client {
     /// Bytes read from and written to it so far (the transcript's offsets).
     read_at: u64,
     written_at: u64,
+    /// A write to it failed: the client has gone, though the agent has not read its EOF
+    /// yet (qemu-ga reads on, and each reply meets the same error).
+    write_failed: bool,
 }
 
 /// The listening socket and the client being served.
@@ -97,6 +100,7 @@ impl ListenLink {
                             number,
                             read_at: 0,
                             written_at: 0,
+                            write_failed: false,
                         });
                         if let Some((bytes, parts)) = self.first_output.take() {
                             self.write(&bytes, &parts).await;
@@ -143,18 +147,24 @@ impl ListenLink {
         }
     }
 
-    /// True while client `conn` is the one connected.
+    /// True while client `conn` is the one connected and can still be written to: an
+    /// endless reply written for it stops once a write has failed (it would otherwise go
+    /// on failing, write after write, and the agent would never read again).
     pub(crate) fn serves(&self, conn: u64) -> bool {
-        self.client.as_ref().is_some_and(|c| c.number == conn)
+        self.client
+            .as_ref()
+            .is_some_and(|c| c.number == conn && !c.write_failed)
     }
 
     /// Writes one reply to the client, waiting while its socket is full. A failed write
-    /// (the client went away) drops the rest of the reply, and the agent goes on without
-    /// that client: an endless reply written for it stops (it would otherwise go on
-    /// failing, write after write, until the agent next reads).
+    /// (the client went away) drops the rest of the reply, and the agent goes on: as
+    /// qemu-ga, it keeps the connection until it reads its end, so the gone client's
+    /// queued commands still run and each reply meets the same failure.
     pub(crate) async fn write(&mut self, reply: &[u8], parts: &Parts) {
-        if let Err(e) = self.write_to_client(reply, parts).await {
-            self.disconnect(e.to_string());
+        if self.write_to_client(reply, parts).await.is_err() {
+            if let Some(client) = &mut self.client {
+                client.write_failed = true;
+            }
         }
     }
 
