@@ -6,12 +6,14 @@
 //! and on the same transport (qemu-ga's own unix-listen socket).
 
 mod cases;
+mod host_mock;
 mod mask;
 mod session;
 
 use std::path::Path;
 
 use cases::{Case, Compare};
+use host_mock::HostMock;
 use mask::{mask_digits, show};
 use session::Session;
 
@@ -83,60 +85,23 @@ fn a_different_agent_is_caught() {
 }
 
 /// A mock that emulates `real`: its profile is captured from it.
-struct EmulatingMock {
-    mock: Option<qga_harness::MockAgent>,
-    runtime: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
-}
-
-impl EmulatingMock {
-    fn start(real: &qga_harness::internals::real_agent::RealAgent) -> EmulatingMock {
-        let captured = qga_harness::guest::capture::capture(
-            real.socket(),
-            &qga_harness::guest::capture::CaptureOptions::default(),
-        )
-        .expect("capture the real agent");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mock = runtime
-            .block_on(
-                qga_harness::MockAgent::builder()
-                    .profile(captured.profile)
-                    .transport(qga_harness::Transport::UnixListen)
-                    .start_in(dir.path()),
-            )
-            .expect("start the mock");
-        EmulatingMock {
-            mock: Some(mock),
-            runtime,
-            _dir: dir,
-        }
-    }
-
-    fn socket(&self) -> &Path {
-        self.mock
-            .as_ref()
-            .map(|m| m.socket_path())
-            .expect("mock running")
-    }
-}
-
-impl Drop for EmulatingMock {
-    fn drop(&mut self) {
-        if let Some(mock) = self.mock.take() {
-            let _ = self.runtime.block_on(mock.shutdown());
-        }
-    }
+fn emulating_mock(real: &qga_harness::internals::real_agent::RealAgent) -> HostMock {
+    let captured = qga_harness::guest::capture::capture(
+        real.socket(),
+        &qga_harness::guest::capture::CaptureOptions::default(),
+    )
+    .expect("capture the real agent");
+    HostMock::start(
+        qga_harness::MockAgent::builder()
+            .profile(captured.profile)
+            .transport(qga_harness::Transport::UnixListen),
+    )
 }
 
 #[test]
 fn the_mock_answers_every_case_byte_for_byte_like_the_real_agent() {
     let real = qga_harness::internals::real_agent::RealAgent::start(&[]).expect("start qemu-ga");
-    let mock = EmulatingMock::start(&real);
+    let mock = emulating_mock(&real);
     let cases = cases::all();
     let failures = compare_agents(real.socket(), mock.socket(), &cases);
     assert!(

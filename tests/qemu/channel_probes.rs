@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use qga_harness::internals::qemu::{Guest, GuestAgentKind};
 use qga_harness::{MockAgent, MockAgentBuilder};
 
+use crate::host_mock::HostMock;
 use crate::mask::show;
-use crate::support::{self, HostMock};
+use crate::support;
 
 /// How long a probe waits for lines it expects (a reply through TCG takes milliseconds;
 /// an agent restart in the guest up to a second or two).

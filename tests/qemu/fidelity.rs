@@ -17,9 +17,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use qga_harness::internals::qemu::GuestAgentKind;
 use serde_json::Value;
 
+use crate::host_mock::HostMock;
 use crate::mask::{mask_digits, show};
 use crate::session::Session;
-use crate::support::{self, HostMock};
+use crate::support;
 
 /// How a step's replies are compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,6 +4,8 @@
 mod channel_probes;
 mod cli;
 mod fidelity;
+#[path = "../fidelity/host_mock.rs"]
+mod host_mock;
 mod libvirt;
 #[path = "../fidelity/mask.rs"]
 mod mask;

@@ -2,13 +2,11 @@
 //! static build of this program for the mock inside the guest, and one booted guest per
 //! agent kind per test binary where the tests allow sharing.
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use qga_harness::internals::qemu::{self, BootOptions, Guest, GuestAgentKind, Image, ImageOptions};
-use qga_harness::{AgentLife, MockAgent, MockAgentBuilder};
 
 /// The image cache every test shares.
 pub fn cache_dir() -> PathBuf {
@@ -74,52 +72,4 @@ pub fn boot(agent: GuestAgentKind) -> Guest {
     let mut options = BootOptions::new(image, agent);
     options.boot_timeout = Duration::from_secs(90);
     qemu::boot(&options).expect("the guest boots")
-}
-
-/// A mock on the host, on its own runtime, for comparing with what runs in a guest: a fresh
-/// socket in a temp dir it owns, shut down cleanly when dropped.
-pub struct HostMock {
-    mock: Option<MockAgent>,
-    runtime: tokio::runtime::Runtime,
-    _dir: tempfile::TempDir,
-}
-
-impl HostMock {
-    pub fn start(builder: MockAgentBuilder) -> HostMock {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mock = runtime
-            .block_on(builder.start_in(dir.path()))
-            .expect("start the mock");
-        HostMock {
-            mock: Some(mock),
-            runtime,
-            _dir: dir,
-        }
-    }
-
-    pub fn socket(&self) -> &Path {
-        self.mock.as_ref().expect("running").socket_path()
-    }
-
-    pub fn life(&self) -> AgentLife {
-        self.mock.as_ref().expect("running").life()
-    }
-
-    /// Runs `future` to its end on the mock's runtime.
-    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.runtime.block_on(future)
-    }
-}
-
-impl Drop for HostMock {
-    fn drop(&mut self) {
-        if let Some(mock) = self.mock.take() {
-            let _ = self.runtime.block_on(mock.shutdown());
-        }
-    }
 }
