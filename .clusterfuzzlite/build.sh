@@ -25,8 +25,9 @@ esac
 # units: a faster build of slightly slower binaries) and CARGO_TARGET_DIR shares a target
 # directory between runs.
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
+# --no-trace-compares: comparisons are traced in qga-harness only (fuzz/Cargo.toml says why).
 # shellcheck disable=SC2086 # FUZZ_BUILD_FLAGS is a list of flags
-"${cargo[@]}" fuzz build -O --debug-assertions --sanitizer "$sanitizer" \
+"${cargo[@]}" fuzz build -O --debug-assertions --no-trace-compares --sanitizer "$sanitizer" \
     --target-dir "$target_dir" ${FUZZ_BUILD_FLAGS:-}
 
 targets=$("${cargo[@]}" fuzz list)

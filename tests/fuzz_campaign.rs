@@ -342,3 +342,79 @@ async fn campaigns_kill_the_mutants() {
         "mutants no campaign killed: {survivors:?}"
     );
 }
+
+/// A session client that fails every step without talking to the agent, with one of two
+/// messages: a Python `OSError` for the `guest-get-*` commands and a `KeyError` for the
+/// others, each naming the command and a number that changes from step to step.
+const TWO_CAUSE_SESSION: &str = r#"
+import itertools, json, sys
+counter = itertools.count(1000)
+for line in sys.stdin:
+    step = json.loads(line)
+    name = step["execute"]
+    if name.startswith("guest-get-"):
+        desc = f"{name}: OSError: [Errno {next(counter)}] broken pipe"
+    else:
+        desc = f"{name}: KeyError: 'reply {next(counter)}'"
+    print(json.dumps({"id": step["id"], "error": {"class": "Protocol", "desc": desc}}), flush=True)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_is_counted_by_cause_and_each_causes_first_case_is_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("two_causes.py");
+    std::fs::write(&script, TWO_CAUSE_SESSION).expect("script");
+    let command = format!("python3 {} {{socket}}", script.display());
+    let template =
+        Template::parse(&command, "--client-session", Placeholder::SESSION).expect("template");
+    let out = dir.path().join("findings");
+    let mut campaign = campaign(Client::Session(template), 1, 600, &out);
+    campaign.cases = Some(40);
+    let summary = run(&campaign).await;
+    let found = summary
+        .kinds
+        .get("needless-failure")
+        .unwrap_or_else(|| panic!("no needless-failure: {}", summary.line()));
+    let mut causes: Vec<&str> = found.causes.iter().map(|c| c.cause.as_str()).collect();
+    causes.sort_unstable();
+    assert_eq!(
+        causes,
+        [
+            "Protocol: CMD: KeyError: '…'",
+            "Protocol: CMD: OSError: […] broken pipe",
+        ],
+        "one cause per message, whatever the command and the numbers"
+    );
+    assert_eq!(found.other_causes, 0);
+    assert_eq!(
+        found.causes.iter().map(|c| c.count).sum::<u64>(),
+        found.count,
+        "every case of the kind is counted under its cause"
+    );
+    for cause in &found.causes {
+        let text = std::fs::read_to_string(&cause.file).expect("the cause's case is written");
+        let scenario = qga_harness::scenario::Scenario::parse(&text, &cause.file)
+            .unwrap_or_else(|e| panic!("{}: {e}", cause.file.display()));
+        assert!(
+            scenario.title.ends_with(&cause.cause),
+            "{}: {}",
+            cause.file.display(),
+            scenario.title
+        );
+        // Drawn as it was: the case that showed the cause shows it again.
+        let result = qga_harness::runner::run_case(
+            &qga_harness::runner::LoadedCase {
+                path: cause.file.clone(),
+                scenario,
+            },
+            &campaign.options,
+        )
+        .await;
+        assert_eq!(
+            qga_harness::fuzz::cause::cause(&result, "needless-failure").as_deref(),
+            Some(cause.cause.as_str()),
+            "{}",
+            cause.file.display()
+        );
+    }
+}

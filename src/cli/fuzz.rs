@@ -148,6 +148,18 @@ pub fn run(args: FuzzArgs) -> i32 {
                 .map_or_else(|| "-".into(), |f| f.display().to_string()),
             found.reproduced
         );
+        for cause in &found.causes {
+            println!(
+                "      {:>5} cases, first case {}, {}: {}",
+                cause.count,
+                cause.first_case,
+                cause.file.display(),
+                cause.cause
+            );
+        }
+        if found.other_causes > 0 {
+            println!("      {:>5} cases of other causes", found.other_causes);
+        }
     }
     if summary.kinds.is_empty() {
         0

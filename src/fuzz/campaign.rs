@@ -14,7 +14,8 @@
 //! parameters, one at a time: greedy delta debugging, each candidate kept only when it
 //! still shows the kind) and written to the output directory as a standalone scenario
 //! with its requirement and the transcript of its last run; later cases of a known kind
-//! are only counted.
+//! are counted, by cause: what the client said when it failed (`cause`). The first case
+//! of each cause is written as drawn, so one kind that hides several bugs shows each.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -910,7 +911,31 @@ pub struct KindFound {
     pub first_case: u64,
     /// Campaign time when that case ended (before its minimisation).
     pub first_after: Duration,
+    /// Its number among the kinds, in the order found (its scenarios' ids are
+    /// `fuzz.CASE.ORDINAL` and, per cause, `fuzz.CASE.ORDINAL.N`).
+    pub ordinal: usize,
+    /// The causes its cases showed, in the order first seen (at most
+    /// `MAX_CAUSES_PER_KIND`; empty for a kind whose finding names its own cause).
+    pub causes: Vec<CauseFound>,
+    /// Cases of causes past that bound.
+    pub other_causes: u64,
 }
+
+/// One cause behind a kind: what the client said (`cause::cause`).
+#[derive(Clone, Debug)]
+pub struct CauseFound {
+    pub cause: String,
+    /// Cases that showed it.
+    pub count: u64,
+    /// The first case number that showed it.
+    pub first_case: u64,
+    /// That case as drawn, not minimised: `KIND.causes/N.json`.
+    pub file: PathBuf,
+}
+
+/// Causes kept per kind; a client that words each failure differently cannot fill the
+/// output directory.
+const MAX_CAUSES_PER_KIND: usize = 32;
 
 /// Progress and the final summary.
 #[derive(Clone, Debug, Default)]
@@ -1084,8 +1109,10 @@ pub async fn run(
         }
         let found_after = started.elapsed();
         for kind in found {
+            let cause = super::cause::cause(&result, &kind);
             if let Some(found) = summary.kinds.get_mut(&kind) {
                 found.count += 1;
+                count_cause(campaign, found, cause, &draft, index)?;
                 continue;
             }
             let minimal = tokio::select! {
@@ -1096,6 +1123,7 @@ pub async fn run(
             let ordinal = summary.kinds.len() + 1;
             let mut found = write_finding(campaign, &minimal, &kind, index, ordinal, work).await?;
             found.first_after = found_after;
+            count_cause(campaign, &mut found, cause, &draft, index)?;
             summary.kinds.insert(kind, found);
         }
         index += 1;
@@ -1107,6 +1135,48 @@ pub async fn run(
     }
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Counts the case `index` (drawn as `draft`) under its cause in `found`; the first case
+/// of a cause is written, as drawn, to `KIND.causes/N.json`, its title naming the cause.
+fn count_cause(
+    campaign: &Campaign,
+    found: &mut KindFound,
+    cause: Option<String>,
+    draft: &Draft,
+    index: u64,
+) -> std::io::Result<()> {
+    let Some(cause) = cause else {
+        return Ok(());
+    };
+    if let Some(seen) = found.causes.iter_mut().find(|c| c.cause == cause) {
+        seen.count += 1;
+        return Ok(());
+    }
+    if found.causes.len() == MAX_CAUSES_PER_KIND {
+        found.other_causes += 1;
+        return Ok(());
+    }
+    let dir = campaign.out.join(format!("{}.causes", found.kind));
+    std::fs::create_dir_all(&dir)?;
+    let ordinal = found.causes.len() + 1;
+    let file = dir.join(format!("{ordinal}.json"));
+    // Unique within the output directory, beside the minimal scenarios.
+    let id = format!("fuzz.{}.{}.{ordinal}", index + 1, found.ordinal);
+    let mut scenario = draft.scenario(&id, Some(&found.kind));
+    scenario["title"] = json!(format!(
+        "Found by a fuzzing campaign: {}, cause: {cause}",
+        found.kind
+    ));
+    let text = serde_json::to_string_pretty(&scenario)?;
+    std::fs::write(&file, format!("{text}\n"))?;
+    found.causes.push(CauseFound {
+        cause,
+        count: 1,
+        first_case: index + 1,
+        file,
+    });
+    Ok(())
 }
 
 /// Writes the minimal scenario of `kind` and its transcript, after three reruns.
@@ -1148,6 +1218,9 @@ async fn write_finding(
         reproduced,
         first_case: index + 1,
         first_after: Duration::ZERO,
+        ordinal,
+        causes: Vec::new(),
+        other_causes: 0,
     })
 }
 

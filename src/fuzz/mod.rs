@@ -23,6 +23,7 @@
 //! `fuzz` command.
 
 pub mod campaign;
+pub mod cause;
 #[cfg(feature = "fuzzing")]
 pub mod client;
 #[cfg(feature = "fuzzing")]

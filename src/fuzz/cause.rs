@@ -1,0 +1,183 @@
+//! What a client said when a campaign's case caught it: the cause behind a kind.
+//!
+//! A campaign groups its findings by kind, so it writes one minimal scenario per kind,
+//! not one per case. But one kind can hide several bugs: a client library that ends its
+//! connection on an id-less error, on a non-JSON line and on invalid UTF-8 shows all
+//! three as `needless-failure`. The cause is the client's own report of the failing step
+//! (its failure class and message) or, for a broken client, what broke it, with the parts
+//! that change from case to case taken out (numbers, quoted and bracketed text, the
+//! step's command), so that the same bug gives the same cause and a campaign can count
+//! each and keep one case of each.
+
+use crate::runner::{Answer, CaseResult, Severity};
+
+/// Longest cause kept, in characters: enough to tell exceptions and messages apart.
+const MAX_CAUSE_CHARS: usize = 120;
+
+/// The cause behind `kind` in `result`, for the kinds where the client reported why it
+/// failed or how it broke: `needless-failure` (the first failing step's client error),
+/// `crash`, `exited`, `hang` and `malformed-answer` (the first broken step). `None` for a
+/// duty or a wrong result, whose finding already names what went wrong.
+pub fn cause(result: &CaseResult, kind: &str) -> Option<String> {
+    let steps = &result.run.steps;
+    match kind {
+        "needless-failure" => {
+            let judgement = result.judgement.as_ref()?;
+            judgement
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Fail)
+                .filter_map(|f| f.subject.strip_prefix("step "))
+                .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+                .filter_map(|number| steps.iter().find(|s| s.index + 1 == number))
+                .find_map(|step| match &step.answer {
+                    Answer::ClientError { class, desc } => {
+                        Some(format!("{class:?}: {}", signature(desc, &step.execute)))
+                    }
+                    _ => None,
+                })
+        }
+        "crash" | "exited" | "hang" | "malformed-answer" => {
+            steps.iter().find_map(|step| match &step.answer {
+                Answer::Broken { detail, .. } => Some(signature(detail, &step.execute)),
+                _ => None,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `text` without what varies between cases of one bug: the step's command (as the
+/// wire spells it and as a typed API does, `guest_info`) becomes `CMD`, a run of digits
+/// `N`, quoted text (single, double or typographic quotes) and bracketed text (`{...}`,
+/// `[...]`, `(...)` left as its outer pair) `…`; white space is collapsed and the result
+/// cut to a bounded length.
+pub fn signature(text: &str, command: &str) -> String {
+    let text = text
+        .replace(command, "CMD")
+        .replace(&command.replace('-', "_"), "CMD");
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '0'..='9' => {
+                while chars.peek().is_some_and(char::is_ascii_digit) {
+                    chars.next();
+                }
+                out.push('N');
+            }
+            '\'' | '"' | '‘' | '“' | '`' => {
+                let close = match c {
+                    '‘' => '’',
+                    '“' => '”',
+                    _ => c,
+                };
+                // An apostrophe in running text (`can't`) has no partner: keep it.
+                if !chars.clone().any(|d| d == close) {
+                    out.push(c);
+                    continue;
+                }
+                for d in chars.by_ref() {
+                    if d == close {
+                        break;
+                    }
+                }
+                out.push(c);
+                out.push('…');
+                out.push(close);
+            }
+            '{' | '[' => {
+                let close = if c == '{' { '}' } else { ']' };
+                let mut depth = 1;
+                for d in chars.by_ref() {
+                    if d == c {
+                        depth += 1;
+                    } else if d == close {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                }
+                out.push(c);
+                out.push('…');
+                out.push(close);
+            }
+            c if c.is_whitespace() => {
+                if !out.ends_with(' ') {
+                    out.push(' ');
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    let out = out.trim();
+    match out.char_indices().nth(MAX_CAUSE_CHARS) {
+        Some((cut, _)) => format!("{}…", &out[..cut]),
+        None => out.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signature;
+    use rstest::rstest;
+
+    #[rstest]
+    // qemu.qmp through its adapter: the message a line of the agent's gives, quoted.
+    #[case(
+        "call: ExecInterruptedError: Disconnected; cause: ServerParseError: Server sent a \
+         message without an ID: {'error': {'class': 'GenericError', 'desc': 'JSON parse error'}}",
+        "guest-ping",
+        "call: ExecInterruptedError: Disconnected; cause: ServerParseError: Server sent a \
+         message without an ID: {…}"
+    )]
+    // qapi through its adapter: the typed command's name and a number.
+    #[case(
+        "guest_get_host_name: no reply within 1200 ms",
+        "guest-get-host-name",
+        "CMD: no reply within N ms"
+    )]
+    #[case(
+        "guest_info: the qapi crate panicked: QAPI duplicate command id 0",
+        "guest-info",
+        "CMD: the qapi crate panicked: QAPI duplicate command id N"
+    )]
+    #[case(
+        "exit status 1: can't read \"x\"",
+        "guest-ping",
+        "exit status N: can't read \"…\""
+    )]
+    #[case("  spaced\n\tout  ", "guest-ping", "spaced out")]
+    #[case("unclosed {brace and [bracket", "guest-ping", "unclosed {…}")]
+    fn varying_parts_are_taken_out(
+        #[case] text: &str,
+        #[case] command: &str,
+        #[case] expected: &str,
+    ) {
+        assert_eq!(signature(text, command), expected);
+    }
+
+    #[test]
+    fn one_bug_gives_one_cause_whatever_its_numbers_and_values() {
+        let a = signature(
+            "call: ExecInterruptedError; cause: DeserializationError: Failed to deserialize \
+             QMP message.\n  raw bytes were: b'\\xff{\"return\": 1234}'",
+            "guest-sync",
+        );
+        let b = signature(
+            "call: ExecInterruptedError; cause: DeserializationError: Failed to deserialize \
+             QMP message.\n  raw bytes were: b'garbage 99'",
+            "guest-ping",
+        );
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_long_message_is_cut_on_a_character_boundary() {
+        let text = "é".repeat(500);
+        let cut = signature(&text, "guest-ping");
+        assert_eq!(cut.chars().count(), super::MAX_CAUSE_CHARS + 1);
+        assert!(cut.ends_with('…'));
+    }
+}
