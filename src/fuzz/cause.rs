@@ -49,10 +49,10 @@ pub fn cause(result: &CaseResult, kind: &str) -> Option<String> {
 
 /// `text` without what varies between cases of one bug: the step's command (as the
 /// wire spells it and as a typed API does, `guest_info`) becomes `CMD`, a run of digits
-/// `N`, and quoted text that is data rather than words (anything but letters, spaces,
-/// `-` and `_`: a raw line, a number, a drawn desc) `…`; white space is collapsed and
-/// the result cut to a bounded length. Quoted words stay: they are the message (qapi's
-/// `error: "unknown QAPI response with ID None"`) or the keys of a reply shown whole.
+/// `N`, and quoted data (a raw line, a number, a drawn desc) `…`; white space is
+/// collapsed and the result cut to a bounded length. Quoted words stay: they are the
+/// message (qapi's `error: "unknown QAPI response with ID None"`) or the keys of a reply
+/// shown whole; of a message followed by data, its words (`quoted`).
 pub fn signature(text: &str, command: &str) -> String {
     let text = text
         .replace(command, "CMD")
@@ -73,18 +73,21 @@ pub fn signature(text: &str, command: &str) -> String {
                     '“' => '”',
                     _ => c,
                 };
-                // An apostrophe in running text (`can't`) has no partner: keep it.
-                let Some(quoted) = chars.clone().position(|d| d == close) else {
+                // The closing quote is the first one not escaped with a backslash. An
+                // apostrophe in running text (`can't`) has none: keep it.
+                let mut escaped = false;
+                let Some(length) = chars.clone().position(|d| {
+                    let closes = d == close && !escaped;
+                    escaped = d == '\\' && !escaped;
+                    closes
+                }) else {
                     out.push(c);
                     continue;
                 };
-                let inner: String = chars.by_ref().take(quoted).collect();
+                let inner: String = chars.by_ref().take(length).collect();
                 chars.next();
-                let words = inner
-                    .chars()
-                    .all(|d| d.is_alphabetic() || matches!(d, ' ' | '-' | '_'));
                 out.push(c);
-                out.push_str(if words { &inner } else { "…" });
+                out.push_str(&quoted(&inner));
                 out.push(close);
             }
             c if c.is_whitespace() => {
@@ -99,6 +102,22 @@ pub fn signature(text: &str, command: &str) -> String {
     match out.char_indices().nth(MAX_CAUSE_CHARS) {
         Some((cut, _)) => format!("{}…", &out[..cut]),
         None => out.to_owned(),
+    }
+}
+
+/// Quoted text as a cause shows it: words (letters, spaces, `-`, `_`) whole; text that
+/// starts with two words or more, those words and `…` (a message with data after it:
+/// `unknown QAPI response with ID Some…`); anything else, data, as `…`.
+fn quoted(inner: &str) -> String {
+    let is_word = |d: char| d.is_alphabetic() || matches!(d, ' ' | '-' | '_');
+    if inner.chars().all(is_word) {
+        return inner.to_owned();
+    }
+    let lead = inner[..inner.find(|d: char| !is_word(d)).unwrap_or(0)].trim_end();
+    if lead.split_whitespace().count() >= 2 {
+        format!("{lead}…")
+    } else {
+        "…".to_owned()
     }
 }
 
@@ -123,6 +142,13 @@ mod tests {
         "guest-info",
         "CMD: QAPI stream disconnected (QAPI stream closed with error Custom { kind: \
          InvalidData, error: \"unknown QAPI response with ID None\" })"
+    )]
+    #[case(
+        "guest_sync: QAPI stream disconnected (QAPI stream closed with error Custom { kind: \
+         InvalidData, error: \"unknown QAPI response with ID Some(String(\\\"old\\\"))\" })",
+        "guest-ping",
+        "guest_sync: QAPI stream disconnected (QAPI stream closed with error Custom { kind: \
+         InvalidData, error: \"unknown QAPI response with ID Some…\" })"
     )]
     #[case(
         "guest_get_host_name: no reply within 1200 ms",
