@@ -5,9 +5,9 @@
 //! connection on an id-less error, on a non-JSON line and on invalid UTF-8 shows all
 //! three as `needless-failure`. The cause is the client's own report of the failing step
 //! (its failure class and message) or, for a broken client, what broke it, with the parts
-//! that change from case to case taken out (numbers, quoted and bracketed text, the
-//! step's command), so that the same bug gives the same cause and a campaign can count
-//! each and keep one case of each.
+//! that change from case to case taken out (numbers, quoted data, the step's command),
+//! so that the same bug gives the same cause and a campaign can count each and keep one
+//! case of each.
 
 use crate::runner::{Answer, CaseResult, Severity};
 
