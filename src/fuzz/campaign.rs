@@ -28,7 +28,8 @@ use serde_json::{json, Value as Json};
 use crate::agent::{AgentConfig, Dispatcher};
 use crate::guest::{Guest, Profile};
 use crate::runner::{
-    run_case, Answer, BrokenKind, CaseResult, LoadedCase, RunOptions, Severity, Verdict, Wire,
+    run_case, Answer, BrokenKind, CaseResult, LoadedCase, RunOptions, Severity, StepRecord,
+    Verdict, Wire,
 };
 use crate::scenario::Scenario;
 use crate::wire::{Parsed, Value};
@@ -785,40 +786,42 @@ pub fn kinds(result: &CaseResult, wire: &Wire) -> Vec<String> {
         }
     }
     if let Some(judgement) = &result.judgement {
-        for finding in &judgement.findings {
-            if finding.severity != Severity::Fail {
-                continue;
+        let duties = judgement
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Fail)
+            .filter_map(|f| f.subject.strip_prefix("duty "));
+        kinds.extend(duties.map(str::to_owned));
+    }
+    for step in failed_steps(result) {
+        match step.answer {
+            Answer::Return { .. } | Answer::AgentError { .. }
+                if !agent_wrote(wire, &step.execute, &step.answer) =>
+            {
+                kinds.push("wrong-result".to_owned());
             }
-            if let Some(duty) = finding.subject.strip_prefix("duty ") {
-                kinds.push(duty.to_owned());
-            } else if finding.subject.starts_with("step ") {
-                let index = finding
-                    .subject
-                    .trim_start_matches("step ")
-                    .split(' ')
-                    .next()
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .unwrap_or(0);
-                let Some(step) = result.run.steps.iter().find(|s| s.index + 1 == index) else {
-                    continue;
-                };
-                match step.answer {
-                    Answer::Return { .. } | Answer::AgentError { .. }
-                        if !agent_wrote(wire, &step.execute, &step.answer) =>
-                    {
-                        kinds.push("wrong-result".to_owned());
-                    }
-                    // The case allows a client error only where the drawn guest gives a
-                    // correct client a reason to fail.
-                    Answer::ClientError { .. } => kinds.push("needless-failure".to_owned()),
-                    _ => {}
-                }
-            }
+            // The case allows a client error only where the drawn guest gives a correct
+            // client a reason to fail.
+            Answer::ClientError { .. } => kinds.push("needless-failure".to_owned()),
+            _ => {}
         }
     }
     kinds.sort();
     kinds.dedup();
     kinds
+}
+
+/// The steps the judge FAILed, in the order of its findings (a step finding's subject is
+/// `step N (COMMAND)`).
+pub(super) fn failed_steps(result: &CaseResult) -> impl Iterator<Item = &StepRecord> {
+    result
+        .judgement
+        .iter()
+        .flat_map(|judgement| &judgement.findings)
+        .filter(|f| f.severity == Severity::Fail)
+        .filter_map(|f| f.subject.strip_prefix("step "))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+        .filter_map(|number| result.run.steps.iter().find(|s| s.index + 1 == number))
 }
 
 /// True when the agent wrote `answer` as its reply to a request for `execute` (the
@@ -1164,10 +1167,11 @@ fn count_cause(
     // Unique within the output directory, beside the minimal scenarios.
     let id = format!("fuzz.{}.{}.{ordinal}", index + 1, found.ordinal);
     let mut scenario = draft.scenario(&id, Some(&found.kind));
-    scenario["title"] = json!(format!(
-        "Found by a fuzzing campaign: {}, cause: {cause}",
-        found.kind
-    ));
+    let title = format!(
+        "{}, cause: {cause}",
+        scenario["title"].as_str().unwrap_or("")
+    );
+    scenario["title"] = json!(title);
     let text = serde_json::to_string_pretty(&scenario)?;
     std::fs::write(&file, format!("{text}\n"))?;
     found.causes.push(CauseFound {

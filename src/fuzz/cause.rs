@@ -9,7 +9,8 @@
 //! so that the same bug gives the same cause and a campaign can count each and keep one
 //! case of each.
 
-use crate::runner::{Answer, CaseResult, Severity};
+use super::campaign::failed_steps;
+use crate::runner::{Answer, CaseResult};
 
 /// Longest cause kept, in characters: enough to tell exceptions and messages apart.
 const MAX_CAUSE_CHARS: usize = 160;
@@ -21,22 +22,12 @@ const MAX_CAUSE_CHARS: usize = 160;
 pub fn cause(result: &CaseResult, kind: &str) -> Option<String> {
     let steps = &result.run.steps;
     match kind {
-        "needless-failure" => {
-            let judgement = result.judgement.as_ref()?;
-            judgement
-                .findings
-                .iter()
-                .filter(|f| f.severity == Severity::Fail)
-                .filter_map(|f| f.subject.strip_prefix("step "))
-                .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
-                .filter_map(|number| steps.iter().find(|s| s.index + 1 == number))
-                .find_map(|step| match &step.answer {
-                    Answer::ClientError { class, desc } => {
-                        Some(format!("{class:?}: {}", signature(desc, &step.execute)))
-                    }
-                    _ => None,
-                })
-        }
+        "needless-failure" => failed_steps(result).find_map(|step| match &step.answer {
+            Answer::ClientError { class, desc } => {
+                Some(format!("{class:?}: {}", signature(desc, &step.execute)))
+            }
+            _ => None,
+        }),
         "crash" | "exited" | "hang" | "malformed-answer" => {
             steps.iter().find_map(|step| match &step.answer {
                 Answer::Broken { detail, .. } => Some(signature(detail, &step.execute)),
