@@ -224,9 +224,10 @@ async fn fair_draws_pass_the_reference(#[case] steps: Vec<DraftStep>, #[case] fa
 }
 
 /// An endless reply over the unix-listen transport stops when its client hangs up: the
-/// agent's failed write ends that connection, and the next call is answered. Without
-/// that, every write failed at once and the flood went on without ever yielding, so the
-/// case never ended: it runs on a runtime of its own, watched from this thread. Runtime:
+/// agent's failed write marks that client gone for endless replies (the connection
+/// stays until the agent reads its end, as qemu-ga keeps it), and the next call is
+/// answered. Without that, every write failed at once and the flood went on without
+/// ever yielding, so the case never ended: it runs on a runtime of its own, watched from this thread. Runtime:
 /// about 2 s.
 #[test]
 fn an_endless_reply_stops_when_its_client_leaves_the_listening_socket() {
